@@ -1,0 +1,188 @@
+//! The primitive layers of the ADM, built from a [`ParamSource`] (a checkpoint or a seeded
+//! initialiser) and exported back under the same guided-diffusion key names.
+
+use crate::WeightMap;
+use burn::module::{Module, Param};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor, TensorData};
+use std::collections::BTreeMap;
+use tweedie_core::NoiseSource;
+
+/// How a fresh parameter is initialised (PyTorch's defaults, plus guided-diffusion's
+/// `zero_module` for the last conv of each residual/attention branch).
+#[derive(Debug, Clone, Copy)]
+pub enum Init {
+    /// U(−1/√fan_in, 1/√fan_in) (PyTorch's default for conv/linear weights and biases).
+    Uniform {
+        /// Fan-in of the layer.
+        fan_in: usize,
+    },
+    /// All zeros.
+    Zeros,
+    /// All ones.
+    Ones,
+}
+
+/// Where parameter values come from.
+pub trait ParamSource {
+    /// Values for `key` with `shape` (row-major).
+    fn values(&mut self, key: &str, shape: &[usize], init: Init) -> Vec<f32>;
+}
+
+impl ParamSource for WeightMap {
+    fn values(&mut self, key: &str, shape: &[usize], _init: Init) -> Vec<f32> {
+        // On a problem, `take` records it (reported by `finish`) and we fill zeros.
+        self.take(key, shape).unwrap_or_else(|| vec![0.0; shape.iter().product()])
+    }
+}
+
+/// Seeded random initialisation.
+pub struct RandomInit(pub NoiseSource);
+
+impl ParamSource for RandomInit {
+    fn values(&mut self, _key: &str, shape: &[usize], init: Init) -> Vec<f32> {
+        let n = shape.iter().product();
+        match init {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::Uniform { fan_in } => {
+                let bound = 1.0 / (fan_in as f64).sqrt();
+                (0..n).map(|_| ((self.0.uniform() * 2.0 - 1.0) * bound) as f32).collect()
+            }
+        }
+    }
+}
+
+/// Exported tensors: key → (shape, values).
+pub type Export = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn param<const D: usize>(src: &mut dyn ParamSource, key: &str, shape: [usize; D], init: Init, device: &Device) -> Param<Tensor<D>> {
+    let v = src.values(key, &shape, init);
+    Param::from_tensor(Tensor::from_data(TensorData::new(v, shape), device))
+}
+
+fn export<const D: usize>(out: &mut Export, key: String, p: &Param<Tensor<D>>, shape: Vec<usize>) {
+    out.insert(key, (shape, tweedie_core::tensor::to_vec(&p.val())));
+}
+
+/// 2-D convolution with bias (torch layout `[out, in, k, k]`).
+#[derive(Module, Debug)]
+pub struct Conv {
+    weight: Param<Tensor<4>>,
+    bias: Param<Tensor<1>>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv {
+    /// Builds `prefix.weight`/`prefix.bias`.
+    pub fn new(src: &mut dyn ParamSource, prefix: &str, cin: usize, cout: usize, k: usize, stride: usize, zero: bool, device: &Device) -> Self {
+        let fan_in = cin * k * k;
+        let init = if zero { Init::Zeros } else { Init::Uniform { fan_in } };
+        Self {
+            weight: param(src, &format!("{prefix}.weight"), [cout, cin, k, k], init, device),
+            bias: param(src, &format!("{prefix}.bias"), [cout], if zero { Init::Zeros } else { Init::Uniform { fan_in } }, device),
+            stride,
+            padding: k / 2,
+        }
+    }
+    /// Applies the convolution.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let (s, p) = (self.stride, self.padding);
+        conv2d(x, self.weight.val(), Some(self.bias.val()), ConvOptions::new([s, s], [p, p], [1, 1], 1))
+    }
+    /// Exports under `prefix`.
+    pub fn export(&self, prefix: &str, out: &mut Export) {
+        export(out, format!("{prefix}.weight"), &self.weight, self.weight.val().dims().to_vec());
+        export(out, format!("{prefix}.bias"), &self.bias, self.bias.val().dims().to_vec());
+    }
+}
+
+/// A linear layer applied on the last dimension; `kernel1d` marks a torch `Conv1d(k=1)` whose
+/// weight is stored `[out, in, 1]` in checkpoints (the attention projections).
+#[derive(Module, Debug)]
+pub struct Linear {
+    weight: Param<Tensor<2>>,
+    bias: Param<Tensor<1>>,
+    kernel1d: bool,
+}
+
+impl Linear {
+    /// Builds `prefix.weight` (`[out, in]`, or `[out, in, 1]` when `kernel1d`) and `prefix.bias`.
+    pub fn new(src: &mut dyn ParamSource, prefix: &str, cin: usize, cout: usize, kernel1d: bool, zero: bool, device: &Device) -> Self {
+        let init = if zero { Init::Zeros } else { Init::Uniform { fan_in: cin } };
+        let key = format!("{prefix}.weight");
+        let weight = if kernel1d {
+            let v = src.values(&key, &[cout, cin, 1], init);
+            Param::from_tensor(Tensor::from_data(TensorData::new(v, [cout, cin]), device))
+        } else {
+            param(src, &key, [cout, cin], init, device)
+        };
+        Self { weight, bias: param(src, &format!("{prefix}.bias"), [cout], init, device), kernel1d }
+    }
+    /// `x Wᵀ + b` over the last dimension of `[N, in]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let [o] = self.bias.val().dims();
+        x.matmul(self.weight.val().transpose()) + self.bias.val().reshape([1, o])
+    }
+    /// Exports under `prefix`.
+    pub fn export(&self, prefix: &str, out: &mut Export) {
+        let [o, i] = self.weight.val().dims();
+        let shape = if self.kernel1d { vec![o, i, 1] } else { vec![o, i] };
+        export(out, format!("{prefix}.weight"), &self.weight, shape);
+        export(out, format!("{prefix}.bias"), &self.bias, vec![o]);
+    }
+}
+
+/// GroupNorm(32, C), ε = 1e-5, with affine parameters.
+#[derive(Module, Debug)]
+pub struct GroupNorm {
+    weight: Param<Tensor<1>>,
+    bias: Param<Tensor<1>>,
+    groups: usize,
+}
+
+impl GroupNorm {
+    /// Builds `prefix.weight`/`prefix.bias` for `channels`.
+    pub fn new(src: &mut dyn ParamSource, prefix: &str, channels: usize, device: &Device) -> Self {
+        Self {
+            weight: param(src, &format!("{prefix}.weight"), [channels], Init::Ones, device),
+            bias: param(src, &format!("{prefix}.bias"), [channels], Init::Zeros, device),
+            groups: 32,
+        }
+    }
+    /// Normalises `[B, C, H, W]` per group.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let g = self.groups;
+        let xg = x.reshape([b, g, (c / g) * h * w]);
+        let mean = xg.clone().mean_dim(2);
+        let centred = xg - mean;
+        let var = centred.clone().powf_scalar(2.0).mean_dim(2);
+        let normed = (centred / var.add_scalar(1e-5).sqrt()).reshape([b, c, h, w]);
+        normed * self.weight.val().reshape([1, c, 1, 1]) + self.bias.val().reshape([1, c, 1, 1])
+    }
+    /// Exports under `prefix`.
+    pub fn export(&self, prefix: &str, out: &mut Export) {
+        let c = self.weight.val().dims()[0];
+        export(out, format!("{prefix}.weight"), &self.weight, vec![c]);
+        export(out, format!("{prefix}.bias"), &self.bias, vec![c]);
+    }
+}
+
+/// SiLU, x·σ(x).
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    burn::tensor::activation::silu(x)
+}
+
+/// Nearest-neighbour 2× upsampling.
+pub fn upsample2(x: Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, c, h, 1, w, 1]).expand([b, c, h, 2, w, 2]).reshape([b, c, 2 * h, 2 * w])
+}
+
+/// 2×2 average pooling.
+pub fn avgpool2(x: Tensor<4>) -> Tensor<4> {
+    burn::tensor::module::avg_pool2d(x, burn::tensor::ops::AvgPoolOptions::new([2, 2]))
+}

@@ -1,0 +1,210 @@
+//! Reading and writing checkpoints: a flat map from guided-diffusion key names to tensors,
+//! with strict bookkeeping of missing, unexpected and mis-shaped keys.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Errors loading or saving weights.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightError {
+    /// The file could not be read or parsed.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The checkpoint does not fit the model config.
+    #[error("checkpoint {source_name} does not match the model config:\n{listing}")]
+    Mismatch {
+        /// Where the weights came from.
+        source_name: String,
+        /// Human-readable listing of the problems.
+        listing: String,
+    },
+}
+
+/// A flat checkpoint: key → (shape, f32 values), plus bookkeeping of what the model used.
+#[derive(Debug, Default, Clone)]
+pub struct WeightMap {
+    source: String,
+    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    used: BTreeSet<String>,
+    missing: Vec<(String, Vec<usize>)>,
+    mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+fn to_f32(bytes: &[u8], dtype: &str) -> Result<Vec<f32>, String> {
+    Ok(match dtype {
+        "f32" => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        "f64" => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        "f16" => bytes.chunks_exact(2).map(|c| burn::tensor::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        "bf16" => bytes.chunks_exact(2).map(|c| burn::tensor::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        other => return Err(format!("unsupported dtype {other}")),
+    })
+}
+
+impl WeightMap {
+    /// An in-memory map (e.g. from a model being saved, or for tests).
+    pub fn from_tensors(source: impl Into<String>, tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Self {
+        Self { source: source.into(), tensors, ..Default::default() }
+    }
+
+    /// Reads a `.pt`/`.pth` (PyTorch state dict) or `.safetensors` file, by extension.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, WeightError> {
+        let path = path.as_ref();
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("safetensors") => Self::load_safetensors(path),
+            Some("pt" | "pth" | "bin" | "ckpt") => Self::load_pytorch(path),
+            _ => Err(WeightError::File {
+                path: path.display().to_string(),
+                reason: "unknown checkpoint format: expected .pt, .pth or .safetensors".into(),
+            }),
+        }
+    }
+
+    /// Reads a safetensors file.
+    pub fn load_safetensors(path: &Path) -> Result<Self, WeightError> {
+        let err = |reason: String| WeightError::File { path: path.display().to_string(), reason };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let dtype = match view.dtype() {
+                safetensors::Dtype::F32 => "f32",
+                safetensors::Dtype::F64 => "f64",
+                safetensors::Dtype::F16 => "f16",
+                safetensors::Dtype::BF16 => "bf16",
+                other => {
+                    // Integer tensors (e.g. step counters) are not weights: keep them out.
+                    let _ = other;
+                    continue;
+                }
+            };
+            let values = to_f32(view.data(), dtype).map_err(|e| err(format!("{name}: {e}")))?;
+            tensors.insert(name, (view.shape().to_vec(), values));
+        }
+        Ok(Self::from_tensors(path.display().to_string(), tensors))
+    }
+
+    /// Reads a PyTorch checkpoint (a state dict, or one nested under `state_dict`/`model`).
+    pub fn load_pytorch(path: &Path) -> Result<Self, WeightError> {
+        use pytorch_reader::{DType, PytorchReader};
+        let err = |reason: String| WeightError::File { path: path.display().to_string(), reason };
+        let mut reader = PytorchReader::new(path).map_err(|e| err(format!("not a readable PyTorch checkpoint: {e}")))?;
+        if !reader.keys().iter().any(|k| k.ends_with(".weight")) {
+            for top in ["state_dict", "model", "ema"] {
+                if let Ok(r) = PytorchReader::with_top_level_key(path, top) {
+                    if !r.is_empty() {
+                        reader = r;
+                        break;
+                    }
+                }
+            }
+        }
+        let mut tensors = BTreeMap::new();
+        for (name, t) in reader.tensors() {
+            let dtype = match t.dtype() {
+                DType::F32 => "f32",
+                DType::F64 => "f64",
+                DType::F16 => "f16",
+                DType::BF16 => "bf16",
+                _ => continue,
+            };
+            let bytes = t.read().map_err(|e| err(e.to_string()))?;
+            let values = to_f32(&bytes, dtype).map_err(|e| err(format!("{name}: {e}")))?;
+            tensors.insert(name.clone(), (t.shape().to_vec(), values));
+        }
+        Ok(Self::from_tensors(path.display().to_string(), tensors))
+    }
+
+    /// Writes tensors as an f32 safetensors file (atomically: temp file + rename).
+    pub fn save_safetensors(tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>, path: &Path) -> Result<(), WeightError> {
+        let err = |reason: String| WeightError::File { path: path.display().to_string(), reason };
+        let bytes: BTreeMap<&String, Vec<u8>> =
+            tensors.iter().map(|(k, (_, v))| (k, v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+            .iter()
+            .map(|(k, (shape, _))| {
+                let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), &bytes[k]).expect("consistent view");
+                (k.clone(), view)
+            })
+            .collect();
+        let data = safetensors::serialize(views, None).map_err(|e| err(e.to_string()))?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+        }
+        let tmp = path.with_extension("safetensors.tmp");
+        std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| err(e.to_string()))
+    }
+
+    /// Where these weights came from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// All keys with their shapes.
+    pub fn shapes(&self) -> impl Iterator<Item = (&String, &Vec<usize>)> {
+        self.tensors.iter().map(|(k, (s, _))| (k, s))
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Takes `key` expecting `shape` (a leading-1-free reshape such as [o, i, 1] ↔ [o, i] is
+    /// accepted when `loose` lists it). Records a problem and returns `None` on mismatch.
+    pub fn take(&mut self, key: &str, shape: &[usize]) -> Option<Vec<f32>> {
+        match self.tensors.get(key) {
+            None => {
+                self.missing.push((key.to_string(), shape.to_vec()));
+                None
+            }
+            Some((s, v)) => {
+                self.used.insert(key.to_string());
+                if s.as_slice() != shape {
+                    self.mismatched.push((key.to_string(), s.clone(), shape.to_vec()));
+                    None
+                } else {
+                    Some(v.clone())
+                }
+            }
+        }
+    }
+
+    /// Fails, listing at most 10 problems of each kind (then a count), when any key was
+    /// missing, mis-shaped or left unused.
+    pub fn finish(&self) -> Result<(), WeightError> {
+        let unexpected: Vec<&String> = self.tensors.keys().filter(|k| !self.used.contains(*k)).collect();
+        if self.missing.is_empty() && self.mismatched.is_empty() && unexpected.is_empty() {
+            return Ok(());
+        }
+        let mut listing = String::new();
+        let mut section = |title: &str, lines: Vec<String>| {
+            if lines.is_empty() {
+                return;
+            }
+            listing.push_str(&format!("  {} {title}:\n", lines.len()));
+            for l in lines.iter().take(10) {
+                listing.push_str(&format!("    {l}\n"));
+            }
+            if lines.len() > 10 {
+                listing.push_str(&format!("    … and {} more\n", lines.len() - 10));
+            }
+        };
+        section("missing keys", self.missing.iter().map(|(k, s)| format!("{k} {s:?}")).collect());
+        section(
+            "mis-shaped keys",
+            self.mismatched.iter().map(|(k, got, want)| format!("{k}: checkpoint {got:?}, model {want:?}")).collect(),
+        );
+        section("unexpected keys", unexpected.iter().map(|k| format!("{k} {:?}", self.tensors[*k].0)).collect());
+        Err(WeightError::Mismatch { source_name: self.source.clone(), listing: listing.trim_end().to_string() })
+    }
+}
