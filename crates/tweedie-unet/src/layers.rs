@@ -59,7 +59,21 @@ pub type Export = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 fn param<const D: usize>(src: &mut dyn ParamSource, key: &str, shape: [usize; D], init: Init, device: &Device) -> Param<Tensor<D>> {
     let v = src.values(key, &shape, init);
-    Param::from_tensor(Tensor::from_data(TensorData::new(v, shape), device))
+    keyed_param(key, Tensor::from_data(TensorData::new(v, shape), device))
+}
+
+/// A parameter whose id is a stable hash of its checkpoint key, so optimizer state saved
+/// for one process maps onto the same parameters after a reload (exact `--resume`).
+fn keyed_param<const D: usize>(key: &str, value: Tensor<D>) -> Param<Tensor<D>> {
+    // FNV-1a, 64 bit.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in key.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    let mut p = Param::from_tensor(value);
+    p.id = burn::module::ParamId::from(h);
+    p
 }
 
 fn export<const D: usize>(out: &mut Export, key: String, p: &Param<Tensor<D>>, shape: Vec<usize>) {
@@ -115,7 +129,7 @@ impl Linear {
         let key = format!("{prefix}.weight");
         let weight = if kernel1d {
             let v = src.values(&key, &[cout, cin, 1], init);
-            Param::from_tensor(Tensor::from_data(TensorData::new(v, [cout, cin]), device))
+            keyed_param(&key, Tensor::from_data(TensorData::new(v, [cout, cin]), device))
         } else {
             param(src, &key, [cout, cin], init, device)
         };

@@ -1,0 +1,271 @@
+//! Subcommands.
+
+use crate::model;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use tweedie_core::{NoiseSource, Schedule};
+use tweedie_samplers::{ChainOptions, Observer, StepInfo};
+
+/// Diffusion models for image restoration: denoise, generate, inpaint, deblur, super-resolve.
+#[derive(Parser, Debug)]
+#[command(name = "tweedie", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train an ADM denoiser on a folder of images (ε-prediction, Adam, EMA).
+    ///
+    /// Example: tweedie train --data ../shared/data/celeba/train --out runs/celeba32 --size 32 --crop 140 --steps 20000
+    Train(TrainArgs),
+    /// Unconditional generation (Task 3).
+    ///
+    /// Example: tweedie generate --n 16 --steps 100 --seed 1 --out out/gen
+    Generate(GenerateArgs),
+    /// Check a UNet port against a reference fixture folder (config.json, model.safetensors or
+    /// model.pt, io.safetensors): prints the max abs error.
+    ///
+    /// Example: tweedie parity tests/fixtures/adm
+    Parity(ParityArgs),
+}
+
+/// Options shared by every sampling command.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// `embedded` (the default face model in assets/) or a .pt/.safetensors checkpoint.
+    #[arg(long, default_value = "embedded")]
+    model: String,
+    /// The model's JSON config (default: beside the weights, same stem).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// `cpu` (burn flex) or `wgpu` (needs a build with `--features wgpu`).
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Folder of training images (searched recursively).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output folder: model.safetensors (EMA), model.json, loss.csv, checkpoint/.
+    #[arg(long)]
+    out: PathBuf,
+    /// Model resolution.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// Centre-crop side before resizing (default: the largest centred square).
+    #[arg(long)]
+    crop: Option<usize>,
+    /// Base channel count.
+    #[arg(long, default_value_t = 64)]
+    channels: usize,
+    /// Channel multipliers per level.
+    #[arg(long, default_value = "1,2,2", value_delimiter = ',')]
+    mult: Vec<f64>,
+    /// Resolutions with self-attention.
+    #[arg(long, default_value = "16,8", value_delimiter = ',')]
+    attention: Vec<usize>,
+    /// Images per step.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Total optimizer steps.
+    #[arg(long, default_value_t = 10000)]
+    steps: usize,
+    /// Peak learning rate (Adam).
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// EMA decay.
+    #[arg(long, default_value_t = 0.999)]
+    ema: f64,
+    /// Clip the gradient norm.
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f64,
+    /// Checkpoint interval in steps.
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: usize,
+    /// Continue from OUT/checkpoint exactly.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// `cpu` or `wgpu`.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Number of images.
+    #[arg(long, default_value_t = 16)]
+    n: usize,
+    /// Reverse steps (≤ 1000; fewer = strided chain).
+    #[arg(long, default_value_t = 1000)]
+    steps: usize,
+    /// Use DDIM steps with this η instead of ancestral steps.
+    #[arg(long)]
+    eta: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+struct ParityArgs {
+    /// Fixture folder.
+    dir: PathBuf,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => train(a),
+        Command::Generate(a) => generate(a),
+        Command::Parity(a) => parity(a),
+    }
+}
+
+pub(crate) fn bar(len: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta}").unwrap().progress_chars("=> "));
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let device = model::device(&a.backend)?;
+    let unet = tweedie_unet::UNetConfig::small(a.size, a.channels, &a.mult, &a.attention);
+    unet.validate()?;
+    let opts = tweedie_train::TrainOptions {
+        data: a.data,
+        out: a.out.clone(),
+        unet,
+        crop: a.crop,
+        batch_size: a.batch,
+        steps: a.steps,
+        lr: a.lr,
+        warmup: a.warmup,
+        ema_decay: a.ema,
+        grad_clip: (a.grad_clip > 0.0).then_some(a.grad_clip),
+        checkpoint_every: a.checkpoint_every,
+        seed: a.seed,
+    };
+    let pb = bar(a.steps, "train");
+    let summary = tweedie_train::train(&opts, a.resume, &device, &mut |r| {
+        pb.set_position(r.step as u64);
+        pb.set_message(format!("train loss {:.4} {:.1} img/s", r.loss, r.images_per_sec));
+    })?;
+    pb.finish();
+    std::fs::write(a.out.join("train_summary.json"), serde_json::to_string_pretty(&summary)?)?;
+    println!(
+        "trained {} steps ({} this run, {} images seen) in {:.0} s ({:.1} img/s); final loss {:.4}; {} images used, {} skipped; weights in {}",
+        summary.steps,
+        summary.steps_this_run,
+        summary.images_seen,
+        summary.wall_seconds,
+        summary.images_per_sec,
+        summary.final_loss,
+        summary.images,
+        summary.skipped,
+        a.out.join("model.safetensors").display()
+    );
+    Ok(())
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let c = &a.common;
+    let device = model::device(&c.backend)?;
+    let net = model::load(&c.model, c.config.as_deref(), &device)?;
+    if a.n == 0 {
+        bail!("--n must be ≥ 1");
+    }
+    let size = net.net.config().image_size;
+    let schedule = Schedule::linear_default();
+    let opts = ChainOptions { steps: a.steps, eta: a.eta, ..Default::default() };
+    let pb = bar(a.steps, "generate");
+    let mut obs = Observer::with_progress(|i: StepInfo| pb.set_position(i.step as u64));
+    let out = tweedie_samplers::generate(&net, &schedule, [a.n, 3, size, size], &opts, &mut NoiseSource::new(c.seed), &device, &mut obs)?;
+    pb.finish_and_clear();
+    let images = tweedie_io::from_tensor(&out.x0)?;
+    for (i, img) in images.iter().enumerate() {
+        tweedie_io::save_png(img, c.out.join(format!("sample_{i:03}.png")))?;
+    }
+    let cols = (a.n as f64).sqrt().ceil() as usize;
+    let mut grid = tweedie_io::Grid::new(0);
+    for row in images.chunks(cols) {
+        grid.push_row(row.iter().map(|im| tweedie_io::GridCell::new(im.clone(), "")).collect());
+    }
+    grid.save(c.out.join("grid.png"))?;
+    println!("wrote {} samples and grid.png to {}", a.n, c.out.display());
+    Ok(())
+}
+
+fn parity(a: ParityArgs) -> Result<()> {
+    let device = burn::tensor::Device::flex();
+    let cfg = tweedie_unet::UNetConfig::from_json_file(a.dir.join("config.json"))?;
+    let io_path = a.dir.join("io.safetensors");
+    let bytes = std::fs::read(&io_path).with_context(|| format!("reading {}", io_path.display()))?;
+    let st = safetensors_view(&bytes, &io_path)?;
+    for weights in ["model.safetensors", "model.pt"] {
+        let p = a.dir.join(weights);
+        if !p.exists() {
+            continue;
+        }
+        let net = tweedie_unet::UNet::load(&cfg, &p, &device)?;
+        let got = tweedie_core::tensor::to_vec(&net.forward(st.x.clone(), &st.t));
+        let err = got.iter().zip(&st.out).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        println!("{weights}: max abs error {err:e} over {} values", got.len());
+    }
+    Ok(())
+}
+
+struct FixtureIo {
+    x: burn::tensor::Tensor<4>,
+    t: Vec<f32>,
+    out: Vec<f32>,
+}
+
+fn safetensors_view(bytes: &[u8], path: &std::path::Path) -> Result<FixtureIo> {
+    let mut map = tweedie_unet::WeightMap::load_safetensors(path)?;
+    let shape = |name: &str| -> Result<Vec<usize>> {
+        map.shapes().find(|(k, _)| *k == name).map(|(_, s)| s.clone()).with_context(|| format!("{}: no tensor {name:?}", path.display()))
+    };
+    let (xs, os) = (shape("x")?, shape("out")?);
+    if xs.len() != 4 {
+        bail!("{}: x must be 4-D, got {xs:?}", path.display());
+    }
+    let x = map.take("x", &xs).context("x")?;
+    let out = map.take("out", &os).context("out")?;
+    let t = int_tensor(bytes, "t").with_context(|| format!("{}: timesteps t", path.display()))?;
+    let device = burn::tensor::Device::flex();
+    Ok(FixtureIo { x: tweedie_core::tensor::from_vec(x, [xs[0], xs[1], xs[2], xs[3]], &device), t, out })
+}
+
+/// Reads an integer tensor from safetensors bytes as f32 values.
+fn int_tensor(bytes: &[u8], name: &str) -> Result<Vec<f32>> {
+    // The safetensors header is JSON after an 8-byte length.
+    let n = u64::from_le_bytes(bytes.get(..8).context("truncated")?.try_into()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8 + n).context("truncated")?)?;
+    let entry = header.get(name).context("missing")?;
+    let dtype = entry["dtype"].as_str().unwrap_or("");
+    let off: Vec<usize> = entry["data_offsets"].as_array().context("offsets")?.iter().filter_map(|v| v.as_u64().map(|v| v as usize)).collect();
+    let data = bytes.get(8 + n + off[0]..8 + n + off[1]).context("truncated")?;
+    Ok(match dtype {
+        "I64" => data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        "I32" => data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        "F32" => data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+        other => bail!("unsupported dtype {other}"),
+    })
+}

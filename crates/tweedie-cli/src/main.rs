@@ -1,0 +1,14 @@
+//! `tweedie`: diffusion-model image restoration from the command line.
+
+mod commands;
+mod model;
+
+use clap::Parser;
+
+fn main() {
+    let cli = commands::Cli::parse();
+    if let Err(e) = commands::run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
