@@ -38,6 +38,19 @@ enum Command {
     ///
     /// Example: tweedie metrics reference.png restored.png
     Metrics(MetricsArgs),
+    /// Measure a model for its model card: Tweedie denoising PSNR/SSIM/LPIPS on held-out
+    /// images vs a Gaussian-prior baseline, and an 8×8 sample grid.
+    ///
+    /// Example: tweedie evaluate --model assets/model.safetensors --val ../shared/data/celeba/val --train ../shared/data/celeba/train --crop 140 --out docs
+    Evaluate(crate::evaluate::EvaluateArgs),
+    /// Run the whole task suite (Tasks 2–6) and write a Markdown report with figures.
+    ///
+    /// Example: tweedie report --faces assets/faces --crop 140 --out report
+    Report(crate::report::ReportArgs),
+    /// Time UNet forward passes (batch 1/8, small configs; --ffhq adds FFHQ-256) and a training step.
+    ///
+    /// Example: tweedie bench --ffhq
+    Bench(crate::bench::BenchArgs),
     /// Check a UNet port against a reference fixture folder (config.json, model.safetensors or
     /// model.pt, io.safetensors): prints the max abs error.
     ///
@@ -223,6 +236,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train(a),
         Command::Generate(a) => generate(a),
         Command::Parity(a) => parity(a),
+        Command::Report(a) => crate::report::report(a),
+        Command::Bench(a) => crate::bench::bench(a),
+        Command::Evaluate(a) => crate::evaluate::evaluate(a),
         Command::Denoise(a) => crate::restore::denoise(a),
         Command::Restore(a) => crate::restore::restore(a),
         Command::Metrics(a) => crate::restore::metrics(a),

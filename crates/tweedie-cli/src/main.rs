@@ -2,6 +2,9 @@
 
 mod commands;
 mod model;
+mod bench;
+mod evaluate;
+mod report;
 mod restore;
 
 use clap::Parser;

@@ -1,0 +1,100 @@
+//! `tweedie bench`: UNet forward and training-step timings.
+
+use crate::model;
+use anyhow::Result;
+use burn::tensor::Tensor;
+use clap::Args;
+use serde_json::json;
+use std::time::Instant;
+use tweedie_core::NoiseSource;
+use tweedie_unet::{UNet, UNetConfig};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// `cpu` or `wgpu`.
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// Repetitions per measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Also time the FFHQ-256 config (93.6 M parameters; slow on CPU).
+    #[arg(long)]
+    pub ffhq: bool,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn sync(x: &Tensor<4>) {
+    // Reading one value forces the (possibly asynchronous) backend to finish.
+    let _ = tweedie_core::tensor::to_vec(&x.clone().slice([0..1, 0..1, 0..1, 0..1]));
+}
+
+pub fn bench(a: BenchArgs) -> Result<()> {
+    let device = model::device(&a.backend)?;
+    let mut configs = vec![
+        ("adm32 (train config: 64ch, mult 1,2,2, attn 16,8)", UNetConfig::small(32, 64, &[1.0, 2.0, 2.0], &[16, 8]), vec![1usize, 8, 32]),
+        ("adm64 (64ch, mult 1,2,2,2, attn 16,8)", UNetConfig::small(64, 64, &[1.0, 2.0, 2.0, 2.0], &[16, 8]), vec![1, 8]),
+    ];
+    if a.ffhq {
+        configs.push(("ffhq256 (DPS FFHQ checkpoint config)", UNetConfig::ffhq256(), vec![1]));
+    }
+    let mut rows = Vec::new();
+    for (name, cfg, batches) in configs {
+        let net = UNet::init(&cfg, 0, &device)?;
+        let params = net.num_parameters();
+        for b in batches {
+            let x = NoiseSource::new(1).normal([b, 3, cfg.image_size, cfg.image_size], &device);
+            let ts = vec![500.0f32; b];
+            sync(&net.forward(x.clone(), &ts)); // warm-up
+            let times: Vec<f64> = (0..a.reps)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    sync(&net.forward(x.clone(), &ts));
+                    t0.elapsed().as_secs_f64()
+                })
+                .collect();
+            let m = median(times);
+            println!("{name}: {:.2} M params, batch {b}: forward {:.1} ms/batch, {:.1} ms/image", params as f64 / 1e6, m * 1e3, m * 1e3 / b as f64);
+            rows.push(json!({"config": name, "params": params, "batch": b, "forward_ms_per_batch": m * 1e3, "forward_ms_per_image": m * 1e3 / b as f64}));
+        }
+    }
+    // One training step (forward + backward + Adam) of the train config, batch 32.
+    {
+        use burn::optim::{AdamConfig, GradientsParams};
+        let cfg = UNetConfig::small(32, 64, &[1.0, 2.0, 2.0], &[16, 8]);
+        let ad = device.clone().autodiff();
+        let mut net = UNet::init(&cfg, 0, &ad)?;
+        let mut optim = AdamConfig::new().init();
+        let b = 32;
+        let mut times = Vec::new();
+        let mut fwd_bwd = Vec::new();
+        for i in 0..=a.reps {
+            let x = NoiseSource::new(i as u64).normal([b, 3, 32, 32], &ad);
+            let eps = NoiseSource::new(100 + i as u64).normal([b, 3, 32, 32], &ad);
+            let t0 = Instant::now();
+            let loss = (net.forward(x, &vec![300.0; b]) - eps).powf_scalar(2.0).mean();
+            let grads = loss.backward();
+            let t1 = t0.elapsed().as_secs_f64();
+            let grads = GradientsParams::from_grads(grads, &net);
+            net = optim.step(1e-4, net, grads);
+            let _ = net.export().len();
+            if i > 0 {
+                times.push(t0.elapsed().as_secs_f64());
+                fwd_bwd.push(t1);
+            }
+        }
+        let (m, fb) = (median(times), median(fwd_bwd));
+        println!("train step adm32 batch {b}: {:.0} ms (forward+backward {:.0} ms) → {:.1} images/s", m * 1e3, fb * 1e3, b as f64 / m);
+        rows.push(json!({"config": "adm32 train step", "batch": b, "step_ms": m * 1e3, "forward_backward_ms": fb * 1e3, "images_per_sec": b as f64 / m}));
+    }
+    if let Some(p) = &a.json {
+        tweedie_io::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+    }
+    Ok(())
+}
