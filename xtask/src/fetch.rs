@@ -18,7 +18,8 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// Where the DPS README publishes `ffhq_10m.pt` (a Google Drive folder: not a direct link).
-pub const FFHQ_SOURCE: &str = "https://drive.google.com/drive/folders/1jElnRoFv7b31fG0v6pTSQkelbSX3xGZh";
+pub const FFHQ_SOURCE: &str =
+    "https://drive.google.com/drive/folders/1jElnRoFv7b31fG0v6pTSQkelbSX3xGZh";
 /// torchvision VGG16 ImageNet weights.
 pub const VGG16_URL: &str = "https://download.pytorch.org/models/vgg16-397923af.pth";
 /// LPIPS v0.1 VGG linear layers.
@@ -28,11 +29,20 @@ pub const LPIPS_VGG_LIN_URL: &str = "https://raw.githubusercontent.com/richzhang
 /// Fails within ~15 s without a network, naming `manual` as the way out.
 pub fn download(url: &str, dest: &Path, sha256_prefix: Option<&str>, manual: &str) -> Result<()> {
     if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     let tmp = dest.with_extension("part");
     let status = Command::new("curl")
-        .args(["--fail", "--location", "--silent", "--show-error", "--connect-timeout", "10", "--output"])
+        .args([
+            "--fail",
+            "--location",
+            "--silent",
+            "--show-error",
+            "--connect-timeout",
+            "10",
+            "--output",
+        ])
         .arg(&tmp)
         .arg(url)
         .status();
@@ -45,7 +55,9 @@ pub fn download(url: &str, dest: &Path, sha256_prefix: Option<&str>, manual: &st
         let digest = sha256_hex(&tmp)?;
         if !digest.starts_with(prefix) {
             let _ = std::fs::remove_file(&tmp);
-            bail!("{url}: SHA-256 {digest} does not start with the expected {prefix}; the download is corrupt");
+            bail!(
+                "{url}: SHA-256 {digest} does not start with the expected {prefix}; the download is corrupt"
+            );
         }
     }
     std::fs::rename(&tmp, dest).with_context(|| format!("moving into {}", dest.display()))
@@ -76,7 +88,9 @@ pub fn fetch_ffhq(url: Option<&str>) -> Result<PathBuf> {
         dest.display()
     );
     if !dest.exists() {
-        let url = url.map(String::from).or_else(|| std::env::var("TWEEDIE_FFHQ_URL").ok());
+        let url = url
+            .map(String::from)
+            .or_else(|| std::env::var("TWEEDIE_FFHQ_URL").ok());
         let Some(url) = url else {
             bail!("no direct download link is known for ffhq_10m.pt.\n{manual}");
         };
@@ -127,7 +141,11 @@ pub fn combine_lpips_vgg(vgg: &Path, lin: &Path, dest: &Path) -> Result<()> {
     use tweedie_unet::WeightMap;
     let mut out = std::collections::BTreeMap::new();
     let mut v = WeightMap::load(vgg)?;
-    let keys: Vec<(String, Vec<usize>)> = v.shapes().filter(|(k, _)| k.starts_with("features.")).map(|(k, s)| (k.clone(), s.clone())).collect();
+    let keys: Vec<(String, Vec<usize>)> = v
+        .shapes()
+        .filter(|(k, _)| k.starts_with("features."))
+        .map(|(k, s)| (k.clone(), s.clone()))
+        .collect();
     for (k, s) in keys {
         let vals = v.take(&k, &s).expect("present");
         out.insert(k, (s, vals));
@@ -136,14 +154,20 @@ pub fn combine_lpips_vgg(vgg: &Path, lin: &Path, dest: &Path) -> Result<()> {
     for i in 0..5 {
         let (k, s) = l
             .shapes()
-            .find(|(k, _)| k.as_str() == format!("lin{i}.model.1.weight") || k.as_str() == format!("lin{i}.weight"))
+            .find(|(k, _)| {
+                k.as_str() == format!("lin{i}.model.1.weight")
+                    || k.as_str() == format!("lin{i}.weight")
+            })
             .map(|(k, s)| (k.clone(), s.clone()))
             .with_context(|| format!("{}: no lin{i} weight", lin.display()))?;
         let vals = l.take(&k, &s).expect("present");
         out.insert(format!("lin{i}.weight"), (s, vals));
     }
     if out.len() != 26 + 5 {
-        bail!("expected 26 VGG16 feature tensors and 5 linear layers, found {}", out.len());
+        bail!(
+            "expected 26 VGG16 feature tensors and 5 linear layers, found {}",
+            out.len()
+        );
     }
     WeightMap::save_safetensors(&out, dest)?;
     Ok(())
@@ -163,8 +187,18 @@ mod tests {
     fn offline_download_fails_fast_with_manual_instructions() {
         let started = std::time::Instant::now();
         // Port 9 (discard) on loopback: connection refused at once, as offline.
-        let err = download("http://127.0.0.1:9/ffhq_10m.pt", &tmp("x.pt"), None, "put it at /somewhere").unwrap_err().to_string();
-        assert!(err.contains("could not download") && err.contains("put it at /somewhere"), "{err}");
+        let err = download(
+            "http://127.0.0.1:9/ffhq_10m.pt",
+            &tmp("x.pt"),
+            None,
+            "put it at /somewhere",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("could not download") && err.contains("put it at /somewhere"),
+            "{err}"
+        );
         assert!(started.elapsed().as_secs() < 20);
         assert!(!tmp("x.part").exists());
     }
@@ -177,7 +211,10 @@ mod tests {
             std::env::remove_var("TWEEDIE_FFHQ_URL");
         }
         let err = fetch_ffhq(None).unwrap_err().to_string();
-        assert!(err.contains("drive.google.com") && err.contains("ffhq_10m.pt"), "{err}");
+        assert!(
+            err.contains("drive.google.com") && err.contains("ffhq_10m.pt"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -189,7 +226,9 @@ mod tests {
         let dest = tmp("copy.bin");
         download(&url, &dest, Some(&digest[..8]), "").unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello weights");
-        let err = download(&url, &tmp("bad.bin"), Some("00000000"), "").unwrap_err().to_string();
+        let err = download(&url, &tmp("bad.bin"), Some("00000000"), "")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("corrupt"), "{err}");
         assert!(!tmp("bad.bin").exists());
     }
@@ -198,10 +237,15 @@ mod tests {
     fn a_wrong_checkpoint_is_rejected_by_the_ffhq_check() {
         let fixture = root_fixture("model.safetensors");
         let err = format!("{:#}", verify_ffhq(&fixture).unwrap_err());
-        assert!(err.contains("not the FFHQ-256") && err.contains("missing keys"), "{err}");
+        assert!(
+            err.contains("not the FFHQ-256") && err.contains("missing keys"),
+            "{err}"
+        );
     }
 
     fn root_fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/adm").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/adm")
+            .join(name)
     }
 }

@@ -12,12 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn build_cli(features: &[String]) -> Result<PathBuf> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(root()).args(["build", "--release", "-p", "tweedie-cli"]);
+    cmd.current_dir(root())
+        .args(["build", "--release", "-p", "tweedie-cli"]);
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
@@ -30,7 +34,11 @@ fn build_cli(features: &[String]) -> Result<PathBuf> {
 }
 
 fn run(bin: &Path, args: &[String]) -> Result<()> {
-    let status = Command::new(bin).current_dir(root()).args(args).status().with_context(|| format!("running {}", bin.display()))?;
+    let status = Command::new(bin)
+        .current_dir(root())
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
     if !status.success() {
         bail!("{} {} failed", bin.display(), args.join(" "));
     }
@@ -53,7 +61,9 @@ fn take_value(args: &mut Vec<String>, flag: &str) -> Option<String> {
 fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
-        bail!("usage: cargo xtask <run-all [--full] [--model embedded|ffhq|PATH] [--out DIR] | bench [--ffhq] | fetch-weights ffhq|lpips-vgg [--url URL]>");
+        bail!(
+            "usage: cargo xtask <run-all [--full] [--model embedded|ffhq|PATH] [--out DIR] | bench [--ffhq] | fetch-weights ffhq|lpips-vgg [--url URL]>"
+        );
     }
     let cmd = args.remove(0);
     match cmd.as_str() {
@@ -62,21 +72,46 @@ fn main() -> Result<()> {
             let model = take_value(&mut args, "--model").unwrap_or_else(|| "embedded".into());
             let out = take_value(&mut args, "--out").unwrap_or_else(|| "report".into());
             let wgpu = take_flag(&mut args, "--wgpu");
-            let features = if wgpu { vec!["wgpu".to_string()] } else { vec![] };
+            let features = if wgpu {
+                vec!["wgpu".to_string()]
+            } else {
+                vec![]
+            };
             let mut report: Vec<String> = vec!["report".into(), "--out".into(), out];
             match model.as_str() {
-                "embedded" => report.extend(["--faces", "assets/faces", "--crop", "140"].map(String::from)),
+                "embedded" => {
+                    report.extend(["--faces", "assets/faces", "--crop", "140"].map(String::from))
+                }
                 "ffhq" => {
                     let ckpt = fetch::cache_dir().join("ffhq_10m.pt");
                     if !ckpt.exists() {
-                        bail!("{} is missing: run `cargo xtask fetch-weights ffhq` first (or place the file there)", ckpt.display());
+                        bail!(
+                            "{} is missing: run `cargo xtask fetch-weights ffhq` first (or place the file there)",
+                            ckpt.display()
+                        );
                     }
                     let cfg = fetch::write_ffhq_config()?;
                     let faces = root().join("../shared/data/ffhq256");
-                    let faces = if faces.exists() { faces } else { root().join("assets/faces") };
-                    report.extend(["--model".into(), ckpt.display().to_string(), "--config".into(), cfg.display().to_string(), "--faces".into(), faces.display().to_string()]);
+                    let faces = if faces.exists() {
+                        faces
+                    } else {
+                        root().join("assets/faces")
+                    };
+                    report.extend([
+                        "--model".into(),
+                        ckpt.display().to_string(),
+                        "--config".into(),
+                        cfg.display().to_string(),
+                        "--faces".into(),
+                        faces.display().to_string(),
+                    ]);
                 }
-                path => report.extend(["--model".into(), path.to_string(), "--faces".into(), "assets/faces".into()]),
+                path => report.extend([
+                    "--model".into(),
+                    path.to_string(),
+                    "--faces".into(),
+                    "assets/faces".into(),
+                ]),
             }
             if full {
                 report.extend(["--steps", "1000"].map(String::from));
@@ -90,12 +125,19 @@ fn main() -> Result<()> {
         }
         "bench" => {
             let bin = build_cli(&[])?;
-            let mut b = vec!["bench".to_string(), "--json".into(), "target/bench.json".into()];
+            let mut b = vec![
+                "bench".to_string(),
+                "--json".into(),
+                "target/bench.json".into(),
+            ];
             b.extend(args);
             run(&bin, &b)
         }
         "fetch-weights" => {
-            let what = args.first().cloned().context("fetch-weights needs ffhq or lpips-vgg")?;
+            let what = args
+                .first()
+                .cloned()
+                .context("fetch-weights needs ffhq or lpips-vgg")?;
             let url = take_value(&mut args, "--url");
             let path = match what.as_str() {
                 "ffhq" => fetch::fetch_ffhq(url.as_deref())?,

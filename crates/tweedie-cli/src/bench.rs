@@ -38,11 +38,23 @@ fn sync(x: &Tensor<4>) {
 pub fn bench(a: BenchArgs) -> Result<()> {
     let device = model::device(&a.backend)?;
     let mut configs = vec![
-        ("adm32 (train config: 64ch, mult 1,2,2, attn 16,8)", UNetConfig::small(32, 64, &[1.0, 2.0, 2.0], &[16, 8]), vec![1usize, 8, 32]),
-        ("adm64 (64ch, mult 1,2,2,2, attn 16,8)", UNetConfig::small(64, 64, &[1.0, 2.0, 2.0, 2.0], &[16, 8]), vec![1, 8]),
+        (
+            "adm32 (train config: 64ch, mult 1,2,2, attn 16,8)",
+            UNetConfig::small(32, 64, &[1.0, 2.0, 2.0], &[16, 8]),
+            vec![1usize, 8, 32],
+        ),
+        (
+            "adm64 (64ch, mult 1,2,2,2, attn 16,8)",
+            UNetConfig::small(64, 64, &[1.0, 2.0, 2.0, 2.0], &[16, 8]),
+            vec![1, 8],
+        ),
     ];
     if a.ffhq {
-        configs.push(("ffhq256 (DPS FFHQ checkpoint config)", UNetConfig::ffhq256(), vec![1]));
+        configs.push((
+            "ffhq256 (DPS FFHQ checkpoint config)",
+            UNetConfig::ffhq256(),
+            vec![1],
+        ));
     }
     let mut rows = Vec::new();
     for (name, cfg, batches) in configs {
@@ -60,7 +72,12 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 })
                 .collect();
             let m = median(times);
-            println!("{name}: {:.2} M params, batch {b}: forward {:.1} ms/batch, {:.1} ms/image", params as f64 / 1e6, m * 1e3, m * 1e3 / b as f64);
+            println!(
+                "{name}: {:.2} M params, batch {b}: forward {:.1} ms/batch, {:.1} ms/image",
+                params as f64 / 1e6,
+                m * 1e3,
+                m * 1e3 / b as f64
+            );
             rows.push(json!({"config": name, "params": params, "batch": b, "forward_ms_per_batch": m * 1e3, "forward_ms_per_image": m * 1e3 / b as f64}));
         }
     }
@@ -78,7 +95,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             let x = NoiseSource::new(i as u64).normal([b, 3, 32, 32], &ad);
             let eps = NoiseSource::new(100 + i as u64).normal([b, 3, 32, 32], &ad);
             let t0 = Instant::now();
-            let loss = (net.forward(x, &vec![300.0; b]) - eps).powf_scalar(2.0).mean();
+            let loss = (net.forward(x, &vec![300.0; b]) - eps)
+                .powf_scalar(2.0)
+                .mean();
             let grads = loss.backward();
             let t1 = t0.elapsed().as_secs_f64();
             let grads = GradientsParams::from_grads(grads, &net);
@@ -90,7 +109,12 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             }
         }
         let (m, fb) = (median(times), median(fwd_bwd));
-        println!("train step adm32 batch {b}: {:.0} ms (forward+backward {:.0} ms) → {:.1} images/s", m * 1e3, fb * 1e3, b as f64 / m);
+        println!(
+            "train step adm32 batch {b}: {:.0} ms (forward+backward {:.0} ms) → {:.1} images/s",
+            m * 1e3,
+            fb * 1e3,
+            b as f64 / m
+        );
         rows.push(json!({"config": "adm32 train step", "batch": b, "step_ms": m * 1e3, "forward_backward_ms": fb * 1e3, "images_per_sec": b as f64 / m}));
     }
     if let Some(p) = &a.json {

@@ -247,7 +247,11 @@ pub fn run(cli: Cli) -> Result<()> {
 
 pub(crate) fn bar(len: usize, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len as u64);
-    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta}").unwrap().progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
     pb.set_message(what.to_string());
     pb
 }
@@ -273,10 +277,16 @@ fn train(a: TrainArgs) -> Result<()> {
     let pb = bar(a.steps, "train");
     let summary = tweedie_train::train(&opts, a.resume, &device, &mut |r| {
         pb.set_position(r.step as u64);
-        pb.set_message(format!("train loss {:.4} {:.1} img/s", r.loss, r.images_per_sec));
+        pb.set_message(format!(
+            "train loss {:.4} {:.1} img/s",
+            r.loss, r.images_per_sec
+        ));
     })?;
     pb.finish();
-    std::fs::write(a.out.join("train_summary.json"), serde_json::to_string_pretty(&summary)?)?;
+    std::fs::write(
+        a.out.join("train_summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
     println!(
         "trained {} steps ({} this run, {} images seen) in {:.0} s ({:.1} img/s); final loss {:.4}; {} images used, {} skipped; weights in {}",
         summary.steps,
@@ -301,10 +311,22 @@ fn generate(a: GenerateArgs) -> Result<()> {
     }
     let size = net.net.config().image_size;
     let schedule = Schedule::linear_default();
-    let opts = ChainOptions { steps: a.steps, eta: a.eta, ..Default::default() };
+    let opts = ChainOptions {
+        steps: a.steps,
+        eta: a.eta,
+        ..Default::default()
+    };
     let pb = bar(a.steps, "generate");
     let mut obs = Observer::with_progress(|i: StepInfo| pb.set_position(i.step as u64));
-    let out = tweedie_samplers::generate(&net, &schedule, [a.n, 3, size, size], &opts, &mut NoiseSource::new(c.seed), &device, &mut obs)?;
+    let out = tweedie_samplers::generate(
+        &net,
+        &schedule,
+        [a.n, 3, size, size],
+        &opts,
+        &mut NoiseSource::new(c.seed),
+        &device,
+        &mut obs,
+    )?;
     pb.finish_and_clear();
     let images = tweedie_io::from_tensor(&out.x0)?;
     for (i, img) in images.iter().enumerate() {
@@ -313,7 +335,11 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let cols = (a.n as f64).sqrt().ceil() as usize;
     let mut grid = tweedie_io::Grid::new(0);
     for row in images.chunks(cols) {
-        grid.push_row(row.iter().map(|im| tweedie_io::GridCell::new(im.clone(), "")).collect());
+        grid.push_row(
+            row.iter()
+                .map(|im| tweedie_io::GridCell::new(im.clone(), ""))
+                .collect(),
+        );
     }
     grid.save(c.out.join("grid.png"))?;
     println!("wrote {} samples and grid.png to {}", a.n, c.out.display());
@@ -324,7 +350,8 @@ fn parity(a: ParityArgs) -> Result<()> {
     let device = burn::tensor::Device::flex();
     let cfg = tweedie_unet::UNetConfig::from_json_file(a.dir.join("config.json"))?;
     let io_path = a.dir.join("io.safetensors");
-    let bytes = std::fs::read(&io_path).with_context(|| format!("reading {}", io_path.display()))?;
+    let bytes =
+        std::fs::read(&io_path).with_context(|| format!("reading {}", io_path.display()))?;
     let st = safetensors_view(&bytes, &io_path)?;
     for weights in ["model.safetensors", "model.pt"] {
         let p = a.dir.join(weights);
@@ -333,7 +360,11 @@ fn parity(a: ParityArgs) -> Result<()> {
         }
         let net = tweedie_unet::UNet::load(&cfg, &p, &device)?;
         let got = tweedie_core::tensor::to_vec(&net.forward(st.x.clone(), &st.t));
-        let err = got.iter().zip(&st.out).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let err = got
+            .iter()
+            .zip(&st.out)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
         println!("{weights}: max abs error {err:e} over {} values", got.len());
     }
     Ok(())
@@ -348,7 +379,10 @@ struct FixtureIo {
 fn safetensors_view(bytes: &[u8], path: &std::path::Path) -> Result<FixtureIo> {
     let mut map = tweedie_unet::WeightMap::load_safetensors(path)?;
     let shape = |name: &str| -> Result<Vec<usize>> {
-        map.shapes().find(|(k, _)| *k == name).map(|(_, s)| s.clone()).with_context(|| format!("{}: no tensor {name:?}", path.display()))
+        map.shapes()
+            .find(|(k, _)| *k == name)
+            .map(|(_, s)| s.clone())
+            .with_context(|| format!("{}: no tensor {name:?}", path.display()))
     };
     let (xs, os) = (shape("x")?, shape("out")?);
     if xs.len() != 4 {
@@ -358,22 +392,43 @@ fn safetensors_view(bytes: &[u8], path: &std::path::Path) -> Result<FixtureIo> {
     let out = map.take("out", &os).context("out")?;
     let t = int_tensor(bytes, "t").with_context(|| format!("{}: timesteps t", path.display()))?;
     let device = burn::tensor::Device::flex();
-    Ok(FixtureIo { x: tweedie_core::tensor::from_vec(x, [xs[0], xs[1], xs[2], xs[3]], &device), t, out })
+    Ok(FixtureIo {
+        x: tweedie_core::tensor::from_vec(x, [xs[0], xs[1], xs[2], xs[3]], &device),
+        t,
+        out,
+    })
 }
 
 /// Reads an integer tensor from safetensors bytes as f32 values.
 fn int_tensor(bytes: &[u8], name: &str) -> Result<Vec<f32>> {
     // The safetensors header is JSON after an 8-byte length.
     let n = u64::from_le_bytes(bytes.get(..8).context("truncated")?.try_into()?) as usize;
-    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8 + n).context("truncated")?)?;
+    let header: serde_json::Value =
+        serde_json::from_slice(bytes.get(8..8 + n).context("truncated")?)?;
     let entry = header.get(name).context("missing")?;
     let dtype = entry["dtype"].as_str().unwrap_or("");
-    let off: Vec<usize> = entry["data_offsets"].as_array().context("offsets")?.iter().filter_map(|v| v.as_u64().map(|v| v as usize)).collect();
-    let data = bytes.get(8 + n + off[0]..8 + n + off[1]).context("truncated")?;
+    let off: Vec<usize> = entry["data_offsets"]
+        .as_array()
+        .context("offsets")?
+        .iter()
+        .filter_map(|v| v.as_u64().map(|v| v as usize))
+        .collect();
+    let data = bytes
+        .get(8 + n + off[0]..8 + n + off[1])
+        .context("truncated")?;
     Ok(match dtype {
-        "I64" => data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-        "I32" => data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-        "F32" => data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+        "I64" => data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        "I32" => data
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        "F32" => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
         other => bail!("unsupported dtype {other}"),
     })
 }

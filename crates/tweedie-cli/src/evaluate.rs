@@ -38,13 +38,20 @@ pub struct EvaluateArgs {
 
 fn mean_scores(v: &[Scores]) -> Scores {
     let n = v.len() as f64;
-    Scores { psnr: v.iter().map(|s| s.psnr).sum::<f64>() / n, ssim: v.iter().map(|s| s.ssim).sum::<f64>() / n, lpips: v.iter().map(|s| s.lpips).sum::<f64>() / n }
+    Scores {
+        psnr: v.iter().map(|s| s.psnr).sum::<f64>() / n,
+        ssim: v.iter().map(|s| s.ssim).sum::<f64>() / n,
+        lpips: v.iter().map(|s| s.lpips).sum::<f64>() / n,
+    }
 }
 
 fn gaussian_baseline(train: &Dataset, device: &Device) -> Result<GaussianPrior> {
     let x = tweedie_io::to_tensor(train.images(), device)?;
     let mean = x.clone().mean_dim(0);
-    let var = (x - mean.clone()).powf_scalar(2.0).mean_dim(0).add_scalar(1e-6);
+    let var = (x - mean.clone())
+        .powf_scalar(2.0)
+        .mean_dim(0)
+        .add_scalar(1e-6);
     Ok(GaussianPrior::diagonal(mean, var)?)
 }
 
@@ -80,23 +87,43 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
         );
         rows.push(json!({"t": t, "model": m, "gaussian_baseline": b, "images": val.len()}));
     }
-    let mut result = json!({"denoising": rows, "val_images": val.len(), "train_images": train.len()});
+    let mut result =
+        json!({"denoising": rows, "val_images": val.len(), "train_images": train.len()});
     if a.sample_steps > 0 {
         let pb = bar(a.sample_steps, "samples");
         let mut obs = Observer::with_progress(|i: StepInfo| pb.set_position(i.step as u64));
-        let opts = ChainOptions { steps: a.sample_steps, ..Default::default() };
+        let opts = ChainOptions {
+            steps: a.sample_steps,
+            ..Default::default()
+        };
         let started = std::time::Instant::now();
-        let out = tweedie_samplers::generate(&net, &schedule, [64, 3, size, size], &opts, &mut NoiseSource::new(c.seed), &device, &mut obs)?;
+        let out = tweedie_samplers::generate(
+            &net,
+            &schedule,
+            [64, 3, size, size],
+            &opts,
+            &mut NoiseSource::new(c.seed),
+            &device,
+            &mut obs,
+        )?;
         pb.finish_and_clear();
         let images = tweedie_io::from_tensor(&out.x0)?;
         let mut grid = tweedie_io::Grid::new(0);
         for row in images.chunks(8) {
-            grid.push_row(row.iter().map(|im| tweedie_io::GridCell::new(im.clone(), "")).collect());
+            grid.push_row(
+                row.iter()
+                    .map(|im| tweedie_io::GridCell::new(im.clone(), ""))
+                    .collect(),
+            );
         }
         grid.save(c.out.join("samples_8x8.png"))?;
-        result["samples"] = json!({"n": 64, "steps": a.sample_steps, "seconds": started.elapsed().as_secs_f64()});
+        result["samples"] =
+            json!({"n": 64, "steps": a.sample_steps, "seconds": started.elapsed().as_secs_f64()});
     }
-    tweedie_io::write_atomic(&c.out.join("evaluation.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
+    tweedie_io::write_atomic(
+        &c.out.join("evaluation.json"),
+        serde_json::to_string_pretty(&result)?.as_bytes(),
+    )?;
     println!("wrote {}", c.out.join("evaluation.json").display());
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! `tweedie`: diffusion-model image restoration from the command line.
 
-mod commands;
-mod model;
 mod bench;
+mod commands;
 mod evaluate;
+mod model;
 mod report;
 mod restore;
 

@@ -29,7 +29,10 @@ pub fn load(model: &str, config: Option<&Path>, device: &Device) -> Result<UNetE
     let weights = if model == "embedded" {
         let p = assets_dir().join("model.safetensors");
         if !p.exists() {
-            bail!("the embedded model is missing at {} (train it with `tweedie train`, or pass --model PATH)", p.display());
+            bail!(
+                "the embedded model is missing at {} (train it with `tweedie train`, or pass --model PATH)",
+                p.display()
+            );
         }
         p
     } else {
@@ -38,9 +41,15 @@ pub fn load(model: &str, config: Option<&Path>, device: &Device) -> Result<UNetE
     if !weights.exists() {
         bail!("model file {} does not exist", weights.display());
     }
-    let cfg_path = config.map(Path::to_path_buf).unwrap_or_else(|| weights.with_extension("json"));
-    let cfg = UNetConfig::from_json_file(&cfg_path)
-        .with_context(|| format!("reading the model config (pass --config JSON if it is not at {})", cfg_path.display()))?;
+    let cfg_path = config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| weights.with_extension("json"));
+    let cfg = UNetConfig::from_json_file(&cfg_path).with_context(|| {
+        format!(
+            "reading the model config (pass --config JSON if it is not at {})",
+            cfg_path.display()
+        )
+    })?;
     let net = UNet::load(&cfg, &weights, device)?;
     Ok(UNetEps { net })
 }

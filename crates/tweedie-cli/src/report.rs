@@ -38,7 +38,11 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = 16)]
     pub n_samples: usize,
     /// Operators for Tasks 4–6.
-    #[arg(long, value_delimiter = ',', default_value = "inpaint-box,gaussian-blur")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "inpaint-box,gaussian-blur"
+    )]
     pub ops: Vec<String>,
     /// Measurement noise σ.
     #[arg(long, default_value_t = 0.05)]
@@ -53,7 +57,11 @@ pub struct ReportArgs {
 
 fn mean(v: &[Scores]) -> Scores {
     let n = v.len() as f64;
-    Scores { psnr: v.iter().map(|s| s.psnr).sum::<f64>() / n, ssim: v.iter().map(|s| s.ssim).sum::<f64>() / n, lpips: v.iter().map(|s| s.lpips).sum::<f64>() / n }
+    Scores {
+        psnr: v.iter().map(|s| s.psnr).sum::<f64>() / n,
+        ssim: v.iter().map(|s| s.ssim).sum::<f64>() / n,
+        lpips: v.iter().map(|s| s.lpips).sum::<f64>() / n,
+    }
 }
 
 fn images(x: &Tensor<4>) -> Vec<Image> {
@@ -68,7 +76,10 @@ pub fn report(a: ReportArgs) -> Result<()> {
     let size = net.net.config().image_size;
     let lpips = Lpips::alex_default(&device)?;
     let schedule = Schedule::linear_default();
-    let files: Vec<PathBuf> = crate::restore::collect_inputs(std::slice::from_ref(&a.faces))?.into_iter().take(a.n_faces).collect();
+    let files: Vec<PathBuf> = crate::restore::collect_inputs(std::slice::from_ref(&a.faces))?
+        .into_iter()
+        .take(a.n_faces)
+        .collect();
     if files.is_empty() {
         bail!("no faces in {}", a.faces.display());
     }
@@ -77,7 +88,9 @@ pub fn report(a: ReportArgs) -> Result<()> {
         .map(|f| {
             let img = tweedie_io::load_image(f)?;
             let img = match a.crop {
-                Some(cr) if cr <= img.width.min(img.height) => img.crop((img.width - cr) / 2, (img.height - cr) / 2, cr, cr),
+                Some(cr) if cr <= img.width.min(img.height) => {
+                    img.crop((img.width - cr) / 2, (img.height - cr) / 2, cr, cr)
+                }
                 _ => tweedie_io::center_crop_square(&img),
             };
             Ok(img.resize(size, size))
@@ -88,9 +101,24 @@ pub fn report(a: ReportArgs) -> Result<()> {
     let mut md = String::new();
     let mut all = json!({"model": c.model, "image_size": size, "faces": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(), "steps": a.steps, "sigma": a.sigma});
     writeln!(md, "# tweedie report\n")?;
-    writeln!(md, "Model: `{}` ({}×{}, {:.2} M parameters). Faces: {} from `{}`. Reverse steps: {} (strided from T = 1000{}). Seed {}. Backend: {}.\n",
-        c.model, size, size, net.net.num_parameters() as f64 / 1e6, faces.len(), a.faces.display(), a.steps,
-        if a.steps == 1000 { ", the sheet's full chain" } else { "; `--full` runs 1000" }, c.seed, c.backend)?;
+    writeln!(
+        md,
+        "Model: `{}` ({}×{}, {:.2} M parameters). Faces: {} from `{}`. Reverse steps: {} (strided from T = 1000{}). Seed {}. Backend: {}.\n",
+        c.model,
+        size,
+        size,
+        net.net.num_parameters() as f64 / 1e6,
+        faces.len(),
+        a.faces.display(),
+        a.steps,
+        if a.steps == 1000 {
+            ", the sheet's full chain"
+        } else {
+            "; `--full` runs 1000"
+        },
+        c.seed,
+        c.backend
+    )?;
 
     // Task 2.
     let ts = [30usize, 100, 300];
@@ -100,9 +128,15 @@ pub fn report(a: ReportArgs) -> Result<()> {
         titles.push(format!("x_t t={t}"));
         titles.push(format!("denoised t={t}"));
     }
-    let mut rows: Vec<Vec<GridCell>> = faces.iter().map(|f| vec![GridCell::new(f.clone(), "PSNR/LPIPS")]).collect();
+    let mut rows: Vec<Vec<GridCell>> = faces
+        .iter()
+        .map(|f| vec![GridCell::new(f.clone(), "PSNR/LPIPS")])
+        .collect();
     let mut task2 = Vec::new();
-    writeln!(md, "## Task 2 — forward noising and one-step Tweedie denoising\n\n![Task 2](figures/task2_denoise.png)\n\n| t | PSNR (dB) | SSIM | LPIPS |\n|---|---|---|---|")?;
+    writeln!(
+        md,
+        "## Task 2 — forward noising and one-step Tweedie denoising\n\n![Task 2](figures/task2_denoise.png)\n\n| t | PSNR (dB) | SSIM | LPIPS |\n|---|---|---|---|"
+    )?;
     for t in ts {
         let d = tweedie_samplers::denoise(&net, &schedule, x0.clone(), t, &mut noise)?;
         let den = d.x0_hat.clamp(-1.0, 1.0);
@@ -113,22 +147,40 @@ pub fn report(a: ReportArgs) -> Result<()> {
             rows[i].push(GridCell::new(xd, &s[i].caption()));
         }
         let m = mean(&s);
-        writeln!(md, "| {t} | {:.2} | {:.3} | {:.4} |", m.psnr, m.ssim, m.lpips)?;
+        writeln!(
+            md,
+            "| {t} | {:.2} | {:.3} | {:.4} |",
+            m.psnr, m.ssim, m.lpips
+        )?;
         task2.push(json!({"t": t, "mean": m, "per_image": s, "noisy_mean": mean(&s_noisy)}));
     }
     let mut g = Grid::new(96).with_titles(&titles);
     rows.into_iter().for_each(|r| g.push_row(r));
     g.save(fig.join("task2_denoise.png"))?;
     all["task2"] = json!(task2);
-    writeln!(md, "\nProblem sheet (FFHQ-256 model): 37.4/0.0378 (t=30), 32.7/0.0941 (t=100), 27.3/0.203 (t=300).\n")?;
+    writeln!(
+        md,
+        "\nProblem sheet (FFHQ-256 model): 37.4/0.0378 (t=30), 32.7/0.0941 (t=100), 27.3/0.203 (t=300).\n"
+    )?;
 
     // Task 3.
     {
         let pb = bar(a.steps, "task 3 generate");
         let mut obs = Observer::with_progress(|i: StepInfo| pb.set_position(i.step as u64));
-        let opts = ChainOptions { steps: a.steps, ..Default::default() };
+        let opts = ChainOptions {
+            steps: a.steps,
+            ..Default::default()
+        };
         let t0 = Instant::now();
-        let out = tweedie_samplers::generate(&net, &schedule, [a.n_samples, 3, size, size], &opts, &mut NoiseSource::new(c.seed), &device, &mut obs)?;
+        let out = tweedie_samplers::generate(
+            &net,
+            &schedule,
+            [a.n_samples, 3, size, size],
+            &opts,
+            &mut NoiseSource::new(c.seed),
+            &device,
+            &mut obs,
+        )?;
         pb.finish_and_clear();
         let secs = t0.elapsed().as_secs_f64();
         let imgs = images(&out.x0);
@@ -138,12 +190,18 @@ pub fn report(a: ReportArgs) -> Result<()> {
             g.push_row(r.iter().map(|im| GridCell::new(im.clone(), "")).collect());
         }
         g.save(fig.join("task3_samples.png"))?;
-        writeln!(md, "## Task 3 — unconditional generation\n\n{} samples, x̂0-form ancestral steps, {} steps, {:.1} s.\n\n![Task 3](figures/task3_samples.png)\n", a.n_samples, a.steps, secs)?;
+        writeln!(
+            md,
+            "## Task 3 — unconditional generation\n\n{} samples, x̂0-form ancestral steps, {} steps, {:.1} s.\n\n![Task 3](figures/task3_samples.png)\n",
+            a.n_samples, a.steps, secs
+        )?;
         all["task3"] = json!({"n": a.n_samples, "steps": a.steps, "seconds": secs});
     }
 
     // Tasks 4–6.
-    let mut table = String::from("| method | operator | PSNR (dB) | SSIM | LPIPS | time (s) |\n|---|---|---|---|---|---|\n");
+    let mut table = String::from(
+        "| method | operator | PSNR (dB) | SSIM | LPIPS | time (s) |\n|---|---|---|---|---|---|\n",
+    );
     let mut restorations = Vec::new();
     for (task, method) in [(4, Method::Sdedit), (5, Method::Ald), (6, Method::Dps)] {
         writeln!(md, "## Task {task} — {method}\n")?;
@@ -170,32 +228,78 @@ pub fn report(a: ReportArgs) -> Result<()> {
             pb.finish_and_clear();
             let secs = t0.elapsed().as_secs_f64();
             let s = tasks::score(&lpips, &r.reconstruction, &x0)?;
-            let mut g = Grid::new(96).with_titles(&["ground truth", "measurement", if method == Method::Sdedit { "init (x_t0)" } else { "init (A+y)" }, "reconstruction"]);
+            let mut g = Grid::new(96).with_titles(&[
+                "ground truth",
+                "measurement",
+                if method == Method::Sdedit {
+                    "init (x_t0)"
+                } else {
+                    "init (A+y)"
+                },
+                "reconstruction",
+            ]);
             for (i, ((gt, y), (init, rec))) in faces
                 .iter()
                 .zip(images(&r.measurement_image))
-                .zip(images(&r.initialisation.clone().clamp(-1.0, 1.0)).into_iter().zip(images(&r.reconstruction)))
+                .zip(
+                    images(&r.initialisation.clone().clamp(-1.0, 1.0))
+                        .into_iter()
+                        .zip(images(&r.reconstruction)),
+                )
                 .enumerate()
             {
-                g.push_row(vec![GridCell::new(gt.clone(), ""), GridCell::new(y, ""), GridCell::new(init, ""), GridCell::new(rec, &s[i].caption())]);
+                g.push_row(vec![
+                    GridCell::new(gt.clone(), ""),
+                    GridCell::new(y, ""),
+                    GridCell::new(init, ""),
+                    GridCell::new(rec, &s[i].caption()),
+                ]);
             }
-            let file = format!("task{task}_{}_{op_name}.png", method.to_string().to_lowercase().replace('-', ""));
+            let file = format!(
+                "task{task}_{}_{op_name}.png",
+                method.to_string().to_lowercase().replace('-', "")
+            );
             g.save(fig.join(&file))?;
             let m = mean(&s);
-            writeln!(md, "**{}** — PSNR/LPIPS {:.2} / {:.4} (mean over {} faces)\n\n![{method} {op_name}](figures/{file})\n", r.description, m.psnr, m.lpips, faces.len())?;
-            writeln!(table, "| {method} | {} | {:.2} | {:.3} | {:.4} | {:.0} |", r.description, m.psnr, m.ssim, m.lpips, secs)?;
+            writeln!(
+                md,
+                "**{}** — PSNR/LPIPS {:.2} / {:.4} (mean over {} faces)\n\n![{method} {op_name}](figures/{file})\n",
+                r.description,
+                m.psnr,
+                m.lpips,
+                faces.len()
+            )?;
+            writeln!(
+                table,
+                "| {method} | {} | {:.2} | {:.3} | {:.4} | {:.0} |",
+                r.description, m.psnr, m.ssim, m.lpips, secs
+            )?;
             restorations.push(json!({"task": task, "method": method.to_string(), "operator": op_name, "description": r.description, "mean": m, "per_image": s, "seconds": secs, "settings": settings}));
         }
     }
     all["restorations"] = json!(restorations);
     writeln!(md, "## Metrics table (Tasks 4–6)\n\n{table}")?;
-    writeln!(md, "Problem sheet (FFHQ-256, 1000 steps): SDEdit 20.2/0.189 (inpainting), 20.1/0.232 (deconvolution); Score-ALD 28.5/0.0605, 22.2/0.144; DPS 34.0/0.0239, 28.4/0.0518.\n")?;
+    writeln!(
+        md,
+        "Problem sheet (FFHQ-256, 1000 steps): SDEdit 20.2/0.189 (inpainting), 20.1/0.232 (deconvolution); Score-ALD 28.5/0.0605, 22.2/0.144; DPS 34.0/0.0239, 28.4/0.0518.\n"
+    )?;
     let total = started.elapsed().as_secs_f64();
     all["wall_seconds"] = json!(total);
-    writeln!(md, "Total wall time: {:.0} s. All numbers: [`metrics.json`](metrics.json).", total)?;
-    tweedie_io::write_atomic(&c.out.join("metrics.json"), serde_json::to_string_pretty(&all)?.as_bytes())?;
+    writeln!(
+        md,
+        "Total wall time: {:.0} s. All numbers: [`metrics.json`](metrics.json).",
+        total
+    )?;
+    tweedie_io::write_atomic(
+        &c.out.join("metrics.json"),
+        serde_json::to_string_pretty(&all)?.as_bytes(),
+    )?;
     tweedie_io::write_atomic(&c.out.join("README.md"), md.as_bytes())?;
     println!("{table}");
-    println!("report written to {} in {:.0} s", c.out.join("README.md").display(), total);
+    println!(
+        "report written to {} in {:.0} s",
+        c.out.join("README.md").display(),
+        total
+    );
     Ok(())
 }

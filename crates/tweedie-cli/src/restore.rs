@@ -32,22 +32,29 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into())
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into())
 }
 
 fn one(x: &Tensor<4>) -> Image {
-    tweedie_io::from_tensor(x).expect("3-channel tensor").remove(0)
+    tweedie_io::from_tensor(x)
+        .expect("3-channel tensor")
+        .remove(0)
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
-    tweedie_io::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    tweedie_io::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 pub fn denoise(a: DenoiseArgs) -> Result<()> {
     let c = &a.common;
     let schedule = Schedule::linear_default();
     for &t in &a.t {
-        schedule.check_timestep(t).map_err(|e| anyhow::anyhow!("--t {t}: {e}"))?;
+        schedule
+            .check_timestep(t)
+            .map_err(|e| anyhow::anyhow!("--t {t}: {e}"))?;
     }
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
@@ -72,7 +79,10 @@ pub fn denoise(a: DenoiseArgs) -> Result<()> {
             let s = tasks::score(&lpips, &d.x0_hat.clone().clamp(-1.0, 1.0), &x0)?[0];
             let name = stem(f);
             tweedie_io::save_png(&one(&d.x_t), c.out.join(format!("{name}_t{t}_noisy.png")))?;
-            tweedie_io::save_png(&one(&d.x0_hat), c.out.join(format!("{name}_t{t}_denoised.png")))?;
+            tweedie_io::save_png(
+                &one(&d.x0_hat),
+                c.out.join(format!("{name}_t{t}_denoised.png")),
+            )?;
             row.push(GridCell::new(one(&d.x_t), &s_noisy.caption()));
             row.push(GridCell::new(one(&d.x0_hat), &s.caption()));
             records.push(json!({"image": name, "t": t, "noisy": s_noisy, "denoised": s}));
@@ -82,26 +92,63 @@ pub fn denoise(a: DenoiseArgs) -> Result<()> {
     grid.save(c.out.join("denoise_grid.png"))?;
     write_json(&c.out.join("denoise_metrics.json"), &json!(records))?;
     for r in &records {
-        println!("{} t={}: PSNR {:.2} dB  SSIM {:.3}  LPIPS {:.4}", r["image"].as_str().unwrap_or(""), r["t"], r["denoised"]["psnr"].as_f64().unwrap_or(0.0), r["denoised"]["ssim"].as_f64().unwrap_or(0.0), r["denoised"]["lpips"].as_f64().unwrap_or(0.0));
+        println!(
+            "{} t={}: PSNR {:.2} dB  SSIM {:.3}  LPIPS {:.4}",
+            r["image"].as_str().unwrap_or(""),
+            r["t"],
+            r["denoised"]["psnr"].as_f64().unwrap_or(0.0),
+            r["denoised"]["ssim"].as_f64().unwrap_or(0.0),
+            r["denoised"]["lpips"].as_f64().unwrap_or(0.0)
+        );
     }
-    println!("wrote {} (denoise_grid.png, denoise_metrics.json)", c.out.display());
+    println!(
+        "wrote {} (denoise_grid.png, denoise_metrics.json)",
+        c.out.display()
+    );
     Ok(())
 }
 
 /// Builds the operator spec from the CLI options, DPS defaults scaled to `side`.
 pub fn op_spec(a: &RestoreArgs, side: usize) -> Result<OperatorSpec> {
-    let base = OperatorSpec::dps_default(if a.op == "inpaint-mask" { "identity" } else { &a.op }, side)?;
+    let base = OperatorSpec::dps_default(
+        if a.op == "inpaint-mask" {
+            "identity"
+        } else {
+            &a.op
+        },
+        side,
+    )?;
     Ok(match (a.op.as_str(), base) {
-        ("inpaint-mask", _) => OperatorSpec::InpaintMask { path: a.mask.clone().context("--op inpaint-mask needs --mask PNG")? },
-        (_, OperatorSpec::InpaintBox { size, random_margin }) => OperatorSpec::InpaintBox { size: a.box_size.unwrap_or(size), random_margin },
-        (_, OperatorSpec::InpaintRandom { drop }) => OperatorSpec::InpaintRandom { drop: a.drop.unwrap_or(drop) },
-        (_, OperatorSpec::GaussianBlur { size, sigma }) => {
-            OperatorSpec::GaussianBlur { size: a.kernel_size.unwrap_or(size), sigma: a.blur_sigma.unwrap_or(sigma) }
+        ("inpaint-mask", _) => OperatorSpec::InpaintMask {
+            path: a
+                .mask
+                .clone()
+                .context("--op inpaint-mask needs --mask PNG")?,
+        },
+        (
+            _,
+            OperatorSpec::InpaintBox {
+                size,
+                random_margin,
+            },
+        ) => OperatorSpec::InpaintBox {
+            size: a.box_size.unwrap_or(size),
+            random_margin,
+        },
+        (_, OperatorSpec::InpaintRandom { drop }) => OperatorSpec::InpaintRandom {
+            drop: a.drop.unwrap_or(drop),
+        },
+        (_, OperatorSpec::GaussianBlur { size, sigma }) => OperatorSpec::GaussianBlur {
+            size: a.kernel_size.unwrap_or(size),
+            sigma: a.blur_sigma.unwrap_or(sigma),
+        },
+        (_, OperatorSpec::MotionBlur { size, intensity }) => OperatorSpec::MotionBlur {
+            size: a.kernel_size.unwrap_or(size),
+            intensity: a.intensity.unwrap_or(intensity),
+        },
+        (_, OperatorSpec::SuperResolution { .. }) => {
+            OperatorSpec::SuperResolution { factor: a.factor }
         }
-        (_, OperatorSpec::MotionBlur { size, intensity }) => {
-            OperatorSpec::MotionBlur { size: a.kernel_size.unwrap_or(size), intensity: a.intensity.unwrap_or(intensity) }
-        }
-        (_, OperatorSpec::SuperResolution { .. }) => OperatorSpec::SuperResolution { factor: a.factor },
         (_, other) => other,
     })
 }
@@ -118,14 +165,21 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
     if a.steps == 0 || a.steps > schedule.num_steps() {
         bail!("--steps must lie in 1..={}", schedule.num_steps());
     }
-    schedule.check_timestep(a.t0).map_err(|e| anyhow::anyhow!("--t0: {e}"))?;
+    schedule
+        .check_timestep(a.t0)
+        .map_err(|e| anyhow::anyhow!("--t0: {e}"))?;
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let size = net.net.config().image_size;
     let spec = op_spec(&a, size)?;
     let lpips = Lpips::alex_default(&device)?;
     let files = collect_inputs(&a.inputs)?;
-    let mut grid = Grid::new(128).with_titles(&["ground truth", "measurement", "initialisation", "reconstruction"]);
+    let mut grid = Grid::new(128).with_titles(&[
+        "ground truth",
+        "measurement",
+        "initialisation",
+        "reconstruction",
+    ]);
     let mut records = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let img = tweedie_io::load_image_sized(f, size)?;
@@ -150,19 +204,31 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
         pb.finish_and_clear();
         let s: Scores = tasks::score(&lpips, &r.reconstruction, &x)?[0];
         let name = stem(f);
-        tweedie_io::save_png(&one(&r.measurement_image), c.out.join(format!("{name}_measurement.png")))?;
-        tweedie_io::save_png(&one(&r.reconstruction), c.out.join(format!("{name}_{}.png", a.method)))?;
+        tweedie_io::save_png(
+            &one(&r.measurement_image),
+            c.out.join(format!("{name}_measurement.png")),
+        )?;
+        tweedie_io::save_png(
+            &one(&r.reconstruction),
+            c.out.join(format!("{name}_{}.png", a.method)),
+        )?;
         grid.push_row(vec![
             GridCell::new(img, ""),
             GridCell::new(one(&r.measurement_image), &r.description),
             GridCell::new(one(&r.initialisation), ""),
             GridCell::new(one(&r.reconstruction), &s.caption()),
         ]);
-        println!("{name}: {method} {} → PSNR {:.2} dB  SSIM {:.3}  LPIPS {:.4}", r.description, s.psnr, s.ssim, s.lpips);
+        println!(
+            "{name}: {method} {} → PSNR {:.2} dB  SSIM {:.3}  LPIPS {:.4}",
+            r.description, s.psnr, s.ssim, s.lpips
+        );
         records.push(json!({"image": name, "method": method.to_string(), "operator": r.description, "scores": s}));
     }
     grid.save(c.out.join(format!("{}_grid.png", a.method)))?;
-    write_json(&c.out.join(format!("{}_metrics.json", a.method)), &json!({"settings": {"op": spec, "sigma": a.sigma, "steps": a.steps, "t0": a.t0, "zeta": a.zeta}, "results": records}))?;
+    write_json(
+        &c.out.join(format!("{}_metrics.json", a.method)),
+        &json!({"settings": {"op": spec, "sigma": a.sigma, "steps": a.steps, "t0": a.t0, "zeta": a.zeta}, "results": records}),
+    )?;
     println!("wrote {}", c.out.display());
     Ok(())
 }
@@ -172,7 +238,11 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
     let lpips = Lpips::alex_default(&device)?;
     let pairs: Vec<(String, PathBuf, PathBuf)> = if a.reference.is_dir() {
         if !a.restored.is_dir() {
-            bail!("{} is a folder but {} is not", a.reference.display(), a.restored.display());
+            bail!(
+                "{} is a folder but {} is not",
+                a.reference.display(),
+                a.restored.display()
+            );
         }
         let mut v = Vec::new();
         for r in tweedie_io::list_images(&a.reference)? {
@@ -183,7 +253,11 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
             }
         }
         if v.is_empty() {
-            bail!("no file names in common between {} and {}", a.reference.display(), a.restored.display());
+            bail!(
+                "no file names in common between {} and {}",
+                a.reference.display(),
+                a.restored.display()
+            );
         }
         v
     } else {
@@ -193,7 +267,15 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
     for (name, r, x) in &pairs {
         let (ri, xi) = (tweedie_io::load_image(r)?, tweedie_io::load_image(x)?);
         if (ri.width, ri.height) != (xi.width, xi.height) {
-            bail!("{} is {}×{} but {} is {}×{}: sizes must match", r.display(), ri.width, ri.height, x.display(), xi.width, xi.height);
+            bail!(
+                "{} is {}×{} but {} is {}×{}: sizes must match",
+                r.display(),
+                ri.width,
+                ri.height,
+                x.display(),
+                xi.width,
+                xi.height
+            );
         }
         let rt = tweedie_io::to_tensor(&[ri], &device)?;
         let xt = tweedie_io::to_tensor(&[xi], &device)?;
@@ -207,18 +289,36 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
         lpips: rows.iter().map(|r| r.1.lpips).sum::<f64>() / n,
     };
     for (name, s) in &rows {
-        println!("{name}: PSNR {:.2} dB  SSIM {:.4}  LPIPS {:.4}", s.psnr, s.ssim, s.lpips);
+        println!(
+            "{name}: PSNR {:.2} dB  SSIM {:.4}  LPIPS {:.4}",
+            s.psnr, s.ssim, s.lpips
+        );
     }
     if rows.len() > 1 {
-        println!("mean over {}: PSNR {:.2} dB  SSIM {:.4}  LPIPS {:.4}", rows.len(), mean.psnr, mean.ssim, mean.lpips);
+        println!(
+            "mean over {}: PSNR {:.2} dB  SSIM {:.4}  LPIPS {:.4}",
+            rows.len(),
+            mean.psnr,
+            mean.ssim,
+            mean.lpips
+        );
     }
     if let Some(out) = &a.out {
-        write_json(&out.join("metrics.json"), &json!({"images": rows.iter().map(|(n, s)| json!({"image": n, "scores": s})).collect::<Vec<_>>(), "mean": mean}))?;
+        write_json(
+            &out.join("metrics.json"),
+            &json!({"images": rows.iter().map(|(n, s)| json!({"image": n, "scores": s})).collect::<Vec<_>>(), "mean": mean}),
+        )?;
         let mut csv = String::from("image,psnr,ssim,lpips\n");
         for (name, s) in &rows {
-            csv.push_str(&format!("{name},{:.4},{:.5},{:.5}\n", s.psnr, s.ssim, s.lpips));
+            csv.push_str(&format!(
+                "{name},{:.4},{:.5},{:.5}\n",
+                s.psnr, s.ssim, s.lpips
+            ));
         }
-        csv.push_str(&format!("mean,{:.4},{:.5},{:.5}\n", mean.psnr, mean.ssim, mean.lpips));
+        csv.push_str(&format!(
+            "mean,{:.4},{:.5},{:.5}\n",
+            mean.psnr, mean.ssim, mean.lpips
+        ));
         tweedie_io::write_atomic(&out.join("metrics.csv"), csv.as_bytes())?;
     }
     Ok(())

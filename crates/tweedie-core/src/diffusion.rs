@@ -28,7 +28,11 @@ pub fn score_to_eps<const D: usize>(score: Tensor<D>, alpha_bar: f64) -> Tensor<
 }
 
 /// Tweedie's formula: `x̂0 = (x_t + (1 − ᾱ_t) s)/√ᾱ_t`.
-pub fn x0_from_score<const D: usize>(x_t: Tensor<D>, score: Tensor<D>, alpha_bar: f64) -> Tensor<D> {
+pub fn x0_from_score<const D: usize>(
+    x_t: Tensor<D>,
+    score: Tensor<D>,
+    alpha_bar: f64,
+) -> Tensor<D> {
     (x_t + score.mul_scalar(1.0 - alpha_bar)).mul_scalar(1.0 / alpha_bar.sqrt())
 }
 
@@ -78,7 +82,8 @@ pub fn step_eps_form<const D: usize>(
     tr: &Transition,
     sigma: f64,
 ) -> Tensor<D> {
-    (x_t - eps.mul_scalar(tr.beta() / (1.0 - tr.alpha_bar_t).sqrt())).mul_scalar(1.0 / tr.alpha().sqrt())
+    (x_t - eps.mul_scalar(tr.beta() / (1.0 - tr.alpha_bar_t).sqrt()))
+        .mul_scalar(1.0 / tr.alpha().sqrt())
         + z.mul_scalar(sigma)
 }
 
@@ -114,7 +119,11 @@ pub fn step_ddim<const D: usize>(
     tr: &Transition,
     eta: f64,
 ) -> Tensor<D> {
-    let sigma = if tr.is_last() { 0.0 } else { eta * tr.posterior_variance().sqrt() };
+    let sigma = if tr.is_last() {
+        0.0
+    } else {
+        eta * tr.posterior_variance().sqrt()
+    };
     let eps = eps_from_x0(x_t, x0_hat.clone(), tr.alpha_bar_t);
     let dir = (1.0 - tr.alpha_bar_s - sigma * sigma).max(0.0).sqrt();
     x0_hat.mul_scalar(tr.alpha_bar_s.sqrt()) + eps.mul_scalar(dir) + z.mul_scalar(sigma)

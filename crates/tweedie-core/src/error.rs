@@ -21,6 +21,10 @@ pub enum CoreError {
 impl CoreError {
     /// Shorthand for [`CoreError::InvalidParameter`].
     pub fn invalid(name: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
-        CoreError::InvalidParameter { name, value: value.to_string(), reason: reason.into() }
+        CoreError::InvalidParameter {
+            name,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
     }
 }

@@ -15,12 +15,16 @@ pub struct NoiseSource {
 impl NoiseSource {
     /// A noise source seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { rng: StdRng::seed_from_u64(seed) }
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+        }
     }
 
     /// A vector of `n` i.i.d. N(0, 1) samples.
     pub fn normal_vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| StandardNormal.sample(&mut self.rng)).collect()
+        (0..n)
+            .map(|_| StandardNormal.sample(&mut self.rng))
+            .collect()
     }
 
     /// A tensor of i.i.d. N(0, 1) samples with the given shape.

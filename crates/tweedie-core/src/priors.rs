@@ -21,7 +21,11 @@ impl GaussianPrior {
     /// N(μ, s² I) with the mean image `mean` (`[1, C, H, W]`).
     pub fn isotropic(mean: Tensor<4>, variance: f64) -> Result<Self, CoreError> {
         if !(variance >= 0.0 && variance.is_finite()) {
-            return Err(CoreError::invalid("variance", variance, "must be finite and ≥ 0"));
+            return Err(CoreError::invalid(
+                "variance",
+                variance,
+                "must be finite and ≥ 0",
+            ));
         }
         let var = mean.ones_like().mul_scalar(variance);
         Ok(Self { mean, var })
@@ -36,15 +40,25 @@ impl GaussianPrior {
                 var.dims()
             )));
         }
-        if tensor::to_vec(&var).iter().any(|v| !(*v >= 0.0 && v.is_finite())) {
-            return Err(CoreError::invalid("var", "…", "every variance must be finite and ≥ 0"));
+        if tensor::to_vec(&var)
+            .iter()
+            .any(|v| !(*v >= 0.0 && v.is_finite()))
+        {
+            return Err(CoreError::invalid(
+                "var",
+                "…",
+                "every variance must be finite and ≥ 0",
+            ));
         }
         Ok(Self { mean, var })
     }
 
     /// Marginal variance of x_t per pixel: ᾱ s² + 1 − ᾱ.
     fn marginal_var(&self, alpha_bar: f64) -> Tensor<4> {
-        self.var.clone().mul_scalar(alpha_bar).add_scalar(1.0 - alpha_bar)
+        self.var
+            .clone()
+            .mul_scalar(alpha_bar)
+            .add_scalar(1.0 - alpha_bar)
     }
 
     /// Exact posterior mean E[x_0 | x_t] = μ + √ᾱ s²/(ᾱ s² + 1 − ᾱ) (x_t − √ᾱ μ).
@@ -117,14 +131,27 @@ impl GaussianMixturePrior {
             )));
         }
         if vars.iter().any(|v| !(*v >= 0.0 && v.is_finite())) {
-            return Err(CoreError::invalid("vars", format!("{vars:?}"), "must be finite and ≥ 0"));
+            return Err(CoreError::invalid(
+                "vars",
+                format!("{vars:?}"),
+                "must be finite and ≥ 0",
+            ));
         }
         let total: f64 = weights.iter().sum();
         if weights.iter().any(|w| !(*w > 0.0 && w.is_finite())) || total <= 0.0 {
-            return Err(CoreError::invalid("weights", format!("{weights:?}"), "must be positive"));
+            return Err(CoreError::invalid(
+                "weights",
+                format!("{weights:?}"),
+                "must be positive",
+            ));
         }
         let log_weights = weights.iter().map(|w| (w / total).ln()).collect();
-        Ok(Self { means: means.reshape([k, c * h * w]), vars, log_weights, shape: [c, h, w] })
+        Ok(Self {
+            means: means.reshape([k, c * h * w]),
+            vars,
+            log_weights,
+            shape: [c, h, w],
+        })
     }
 
     /// The empirical distribution of `images` (`[K, C, H, W]`), uniform weights, zero variance.
@@ -147,10 +174,18 @@ impl GaussianMixturePrior {
         let mu = self.means.clone().mul_scalar(alpha_bar.sqrt());
         // ‖x − √ᾱ μ_k‖² = ‖x‖² − 2 x·√ᾱμ_k + ‖√ᾱμ_k‖²
         let xx = x.clone().powf_scalar(2.0).sum_dim(1); // [B,1]
-        let mm = mu.clone().powf_scalar(2.0).sum_dim(1).reshape([1, self.vars.len()]); // [1,K]
+        let mm = mu
+            .clone()
+            .powf_scalar(2.0)
+            .sum_dim(1)
+            .reshape([1, self.vars.len()]); // [1,K]
         let xm = x.matmul(mu.transpose()); // [B,K]
         let d2 = xx - xm.mul_scalar(2.0) + mm;
-        let inv_2v = self.marginal_vars(alpha_bar).iter().map(|v| (-0.5 / v) as f32).collect();
+        let inv_2v = self
+            .marginal_vars(alpha_bar)
+            .iter()
+            .map(|v| (-0.5 / v) as f32)
+            .collect();
         let offsets = self
             .marginal_vars(alpha_bar)
             .iter()
@@ -164,7 +199,10 @@ impl GaussianMixturePrior {
     }
 
     fn marginal_vars(&self, alpha_bar: f64) -> Vec<f64> {
-        self.vars.iter().map(|s2| alpha_bar * s2 + 1.0 - alpha_bar).collect()
+        self.vars
+            .iter()
+            .map(|s2| alpha_bar * s2 + 1.0 - alpha_bar)
+            .collect()
     }
 
     /// Exact posterior mean E[x_0 | x_t] = Σ_k r_k (μ_k + √ᾱ s_k²/v_k (x_t − √ᾱ μ_k)).
@@ -189,7 +227,12 @@ impl GaussianMixturePrior {
                     break;
                 }
             }
-            let mu = self.means.clone().slice([k..k + 1]).reshape([1, c, h, w]).to_device(device);
+            let mu = self
+                .means
+                .clone()
+                .slice([k..k + 1])
+                .reshape([1, c, h, w])
+                .to_device(device);
             let z = noise.normal([1, c, h, w], device);
             items.push(mu + z.mul_scalar(self.vars[k].sqrt()));
         }
@@ -207,9 +250,15 @@ impl EpsModel for GaussianMixturePrior {
         let k = self.vars.len();
         let d = self.shape.iter().product::<usize>();
         let r = self.responsibilities(&x_t, ab); // [B,K]
-        let inv_v: Vec<f32> = self.marginal_vars(ab).iter().map(|v| (1.0 / v) as f32).collect();
+        let inv_v: Vec<f32> = self
+            .marginal_vars(ab)
+            .iter()
+            .map(|v| (1.0 / v) as f32)
+            .collect();
         let r_over_v = r * tensor::from_vec(inv_v, [1, k], &device); // [B,K]
-        let pull = r_over_v.clone().matmul(self.means.clone().to_device(&device).mul_scalar(ab.sqrt())); // [B,D]
+        let pull = r_over_v
+            .clone()
+            .matmul(self.means.clone().to_device(&device).mul_scalar(ab.sqrt())); // [B,D]
         let x = x_t.reshape([b, d]);
         let score = pull - x * r_over_v.sum_dim(1);
         crate::diffusion::score_to_eps(score, ab).reshape(dims)
@@ -226,7 +275,10 @@ mod tests {
     }
 
     fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     #[test]
@@ -234,11 +286,17 @@ mod tests {
         let device = dev();
         let mut noise = NoiseSource::new(1);
         let mean = noise.normal([1, 2, 3, 3], &device).mul_scalar(0.5);
-        let var = noise.normal([1, 2, 3, 3], &device).powf_scalar(2.0).add_scalar(0.1);
+        let var = noise
+            .normal([1, 2, 3, 3], &device)
+            .powf_scalar(2.0)
+            .add_scalar(0.1);
         let prior = GaussianPrior::diagonal(mean, var).unwrap();
         let x = noise.normal([1, 2, 3, 3], &device);
         for ab in [1.0 - 1e-4, 0.5, 0.01] {
-            let level = NoiseLevel { t: 1, alpha_bar: ab };
+            let level = NoiseLevel {
+                t: 1,
+                alpha_bar: ab,
+            };
             let score = to_vec(&prior.score(x.clone(), level));
             let xv = to_vec(&x);
             let h = 1e-2f32;
@@ -250,7 +308,11 @@ mod tests {
                 let lm = prior.marginal_log_density(&from_vec(xm, [1, 2, 3, 3], &device), ab)[0];
                 let fd = (lp - lm) / (2.0 * h as f64);
                 // log-density is quadratic, so the central difference is exact up to f32 noise.
-                assert!((fd - score[i] as f64).abs() < 2e-2 * (1.0 + fd.abs()), "i={i} ab={ab}: fd {fd} vs score {}", score[i]);
+                assert!(
+                    (fd - score[i] as f64).abs() < 2e-2 * (1.0 + fd.abs()),
+                    "i={i} ab={ab}: fd {fd} vs score {}",
+                    score[i]
+                );
             }
         }
     }
@@ -263,7 +325,10 @@ mod tests {
         let prior = GaussianPrior::isotropic(mean, 0.25).unwrap();
         let x = noise.normal([2, 3, 4, 4], &device);
         for ab in [0.99, 0.3, 0.001] {
-            let level = NoiseLevel { t: 1, alpha_bar: ab };
+            let level = NoiseLevel {
+                t: 1,
+                alpha_bar: ab,
+            };
             let tweedie = to_vec(&prior.denoise(x.clone(), level));
             let exact = to_vec(&prior.posterior_mean(x.clone(), ab));
             assert!(max_abs_diff(&tweedie, &exact) < 1e-5);
@@ -278,7 +343,10 @@ mod tests {
         let g = GaussianPrior::isotropic(mean.clone(), 0.3).unwrap();
         let m = GaussianMixturePrior::new(mean, vec![0.3], vec![2.0]).unwrap();
         let x = noise.normal([3, 1, 4, 4], &device);
-        let level = NoiseLevel { t: 1, alpha_bar: 0.4 };
+        let level = NoiseLevel {
+            t: 1,
+            alpha_bar: 0.4,
+        };
         let a = to_vec(&g.predict_eps(x.clone(), level));
         let b = to_vec(&m.predict_eps(x, level));
         assert!(max_abs_diff(&a, &b) < 1e-5);
@@ -302,7 +370,9 @@ mod tests {
             let logits: Vec<f64> = (0..5)
                 .map(|k| {
                     -(0..d)
-                        .map(|i| (xs[b * d + i] as f64 - ab.sqrt() * imgs[k * d + i] as f64).powi(2))
+                        .map(|i| {
+                            (xs[b * d + i] as f64 - ab.sqrt() * imgs[k * d + i] as f64).powi(2)
+                        })
                         .sum::<f64>()
                         / (2.0 * (1.0 - ab))
                 })
@@ -311,7 +381,9 @@ mod tests {
             let ws: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();
             let z: f64 = ws.iter().sum();
             for i in 0..d {
-                want[b * d + i] = (0..5).map(|k| ws[k] / z * imgs[k * d + i] as f64).sum::<f64>() as f32;
+                want[b * d + i] = (0..5)
+                    .map(|k| ws[k] / z * imgs[k * d + i] as f64)
+                    .sum::<f64>() as f32;
             }
         }
         assert!(max_abs_diff(&got, &want) < 1e-4, "{got:?} vs {want:?}");
@@ -322,9 +394,13 @@ mod tests {
         let device = dev();
         let mut noise = NoiseSource::new(5);
         let means = noise.normal([3, 1, 2, 2], &device);
-        let m = GaussianMixturePrior::new(means.clone(), vec![0.1, 0.2, 0.05], vec![1.0, 2.0, 3.0]).unwrap();
+        let m = GaussianMixturePrior::new(means.clone(), vec![0.1, 0.2, 0.05], vec![1.0, 2.0, 3.0])
+            .unwrap();
         let ab = 0.7;
-        let level = NoiseLevel { t: 1, alpha_bar: ab };
+        let level = NoiseLevel {
+            t: 1,
+            alpha_bar: ab,
+        };
         let x = noise.normal([1, 1, 2, 2], &device);
         let score = to_vec(&m.score(x.clone(), level));
         // log p_t on the host in f64.
@@ -334,7 +410,9 @@ mod tests {
                 .map(|k| {
                     let v = ab * [0.1, 0.2, 0.05][k] + 1.0 - ab;
                     let w = [1.0, 2.0, 3.0][k] / 6.0;
-                    let q: f64 = (0..4).map(|i| (xv[i] - ab.sqrt() * mu[k * 4 + i] as f64).powi(2)).sum();
+                    let q: f64 = (0..4)
+                        .map(|i| (xv[i] - ab.sqrt() * mu[k * 4 + i] as f64).powi(2))
+                        .sum();
                     f64::ln(w) - q / (2.0 * v) - 2.0 * (2.0 * std::f64::consts::PI * v).ln()
                 })
                 .collect();
@@ -347,7 +425,11 @@ mod tests {
             xp[i] += 1e-5;
             xm[i] -= 1e-5;
             let fd = (logp(&xp) - logp(&xm)) / 2e-5;
-            assert!((fd - score[i] as f64).abs() < 1e-3 * (1.0 + fd.abs()), "{fd} vs {}", score[i]);
+            assert!(
+                (fd - score[i] as f64).abs() < 1e-3 * (1.0 + fd.abs()),
+                "{fd} vs {}",
+                score[i]
+            );
         }
     }
 

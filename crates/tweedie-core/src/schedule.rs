@@ -32,7 +32,10 @@ pub enum ScheduleKind {
 
 impl Default for ScheduleKind {
     fn default() -> Self {
-        ScheduleKind::Linear { beta_start: 1e-4, beta_end: 0.02 }
+        ScheduleKind::Linear {
+            beta_start: 1e-4,
+            beta_end: 0.02,
+        }
     }
 }
 
@@ -71,18 +74,29 @@ impl Schedule {
     /// Builds a schedule of `kind` with `num_steps` = T steps.
     pub fn new(kind: ScheduleKind, num_steps: usize) -> Result<Self, CoreError> {
         if num_steps == 0 {
-            return Err(CoreError::invalid("num_steps", num_steps, "must be at least 1"));
+            return Err(CoreError::invalid(
+                "num_steps",
+                num_steps,
+                "must be at least 1",
+            ));
         }
         let mut beta = vec![0.0; num_steps + 1];
         match kind {
-            ScheduleKind::Linear { beta_start, beta_end } => {
+            ScheduleKind::Linear {
+                beta_start,
+                beta_end,
+            } => {
                 for (name, b) in [("beta_start", beta_start), ("beta_end", beta_end)] {
                     if !(b > 0.0 && b < 1.0) {
                         return Err(CoreError::invalid(name, b, "must lie in (0, 1)"));
                     }
                 }
                 for (t, b) in beta.iter_mut().enumerate().skip(1) {
-                    let frac = if num_steps == 1 { 0.0 } else { (t - 1) as f64 / (num_steps - 1) as f64 };
+                    let frac = if num_steps == 1 {
+                        0.0
+                    } else {
+                        (t - 1) as f64 / (num_steps - 1) as f64
+                    };
                     *b = beta_start + frac * (beta_end - beta_start);
                 }
             }
@@ -165,12 +179,18 @@ impl Schedule {
 
     /// The noise level of timestep `t` (what a model needs to know about `t`).
     pub fn level(&self, t: usize) -> crate::NoiseLevel {
-        crate::NoiseLevel { t, alpha_bar: self.alpha_bar[t] }
+        crate::NoiseLevel {
+            t,
+            alpha_bar: self.alpha_bar[t],
+        }
     }
 
     /// The reverse transition t → s (s < t), e.g. `s = t − 1` for the full chain.
     pub fn transition(&self, t: usize, s: usize) -> Transition {
-        assert!(s < t && t <= self.num_steps(), "transition needs s < t ≤ T, got {t} → {s}");
+        assert!(
+            s < t && t <= self.num_steps(),
+            "transition needs s < t ≤ T, got {t} → {s}"
+        );
         Transition::new(t, s, self.alpha_bar[t], self.alpha_bar[s])
     }
 
@@ -231,7 +251,12 @@ pub struct Transition {
 impl Transition {
     /// A transition from the two cumulative products.
     pub fn new(t: usize, s: usize, alpha_bar_t: f64, alpha_bar_s: f64) -> Self {
-        Self { t, s, alpha_bar_t, alpha_bar_s }
+        Self {
+            t,
+            s,
+            alpha_bar_t,
+            alpha_bar_s,
+        }
     }
     /// α = ᾱ_t/ᾱ_s.
     pub fn alpha(&self) -> f64 {
@@ -271,13 +296,22 @@ mod tests {
         assert!((s.beta[1000] - 0.02).abs() < 1e-15);
         assert_eq!(s.alpha_bar[0], 1.0);
         // ᾱ_T of the DDPM linear schedule is ≈ 4.04e-5 (well known value).
-        assert!((s.alpha_bar[1000] - 4.035e-5).abs() < 1e-7, "{}", s.alpha_bar[1000]);
+        assert!(
+            (s.alpha_bar[1000] - 4.035e-5).abs() < 1e-7,
+            "{}",
+            s.alpha_bar[1000]
+        );
         // ᾱ decreasing, all quantities consistent.
         for t in 1..=1000 {
             assert!(s.alpha_bar[t] < s.alpha_bar[t - 1]);
             let ab = s.alpha_bar[t];
             assert!((s.sqrt_alpha_bar[t].powi(2) - ab).abs() < 1e-12);
-            assert!((s.one_minus_alpha_bar_over_sqrt_alpha_bar[t] * s.inv_sqrt_alpha_bar[t].recip() - (1.0 - ab)).abs() < 1e-12);
+            assert!(
+                (s.one_minus_alpha_bar_over_sqrt_alpha_bar[t] * s.inv_sqrt_alpha_bar[t].recip()
+                    - (1.0 - ab))
+                    .abs()
+                    < 1e-12
+            );
             // β̃_t ≤ β_t always.
             assert!(s.posterior_variance[t] <= s.beta[t] + 1e-15);
         }
@@ -329,8 +363,26 @@ mod tests {
 
     #[test]
     fn invalid_parameters_are_rejected() {
-        assert!(Schedule::new(ScheduleKind::Linear { beta_start: 0.0, beta_end: 0.02 }, 10).is_err());
-        assert!(Schedule::new(ScheduleKind::Linear { beta_start: 1e-4, beta_end: 1.5 }, 10).is_err());
+        assert!(
+            Schedule::new(
+                ScheduleKind::Linear {
+                    beta_start: 0.0,
+                    beta_end: 0.02
+                },
+                10
+            )
+            .is_err()
+        );
+        assert!(
+            Schedule::new(
+                ScheduleKind::Linear {
+                    beta_start: 1e-4,
+                    beta_end: 1.5
+                },
+                10
+            )
+            .is_err()
+        );
         assert!(Schedule::new(ScheduleKind::default(), 0).is_err());
         let s = Schedule::linear_default();
         assert!(s.check_timestep(0).is_err());

@@ -4,7 +4,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 /// Copies a tensor to the host as `f32` values (row-major).
 pub fn to_vec<const D: usize>(x: &Tensor<D>) -> Vec<f32> {
-    x.to_data().convert::<f32>().try_to_vec::<f32>().expect("float tensor converts to f32")
+    x.to_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("float tensor converts to f32")
 }
 
 /// Builds a tensor from row-major `f32` values.
@@ -22,7 +25,12 @@ pub fn scalar<const D: usize>(x: &Tensor<D>) -> f64 {
 /// Squared L2 norm of each batch item of `[B, …]`, as a `[B]` host vector.
 pub fn sq_norm_per_item(x: &Tensor<4>) -> Vec<f64> {
     let [b, ..] = x.dims();
-    let v = to_vec(&x.clone().powf_scalar(2.0).reshape([b as i32, -1]).sum_dim(1));
+    let v = to_vec(
+        &x.clone()
+            .powf_scalar(2.0)
+            .reshape([b as i32, -1])
+            .sum_dim(1),
+    );
     v.into_iter().map(|a| a as f64).collect()
 }
 

@@ -33,8 +33,14 @@ fn task1_1_iterated_forward_matches_closed_form() {
             let want_var = 1.0 - s.alpha_bar[t];
             let se_mean = (want_var / n as f64).sqrt();
             let se_var = want_var * (2.0 / (n - 1) as f64).sqrt();
-            assert!((mean - want_mean).abs() < 4.0 * se_mean, "t={t}: mean {mean} vs {want_mean}");
-            assert!((var - want_var).abs() < 4.0 * se_var, "t={t}: var {var} vs {want_var}");
+            assert!(
+                (mean - want_mean).abs() < 4.0 * se_mean,
+                "t={t}: mean {mean} vs {want_mean}"
+            );
+            assert!(
+                (var - want_var).abs() < 4.0 * se_var,
+                "t={t}: var {var} vs {want_var}"
+            );
         }
     }
 }
@@ -49,7 +55,8 @@ fn q_sample_uses_closed_form_coefficients() {
     let z = noise.normal([1, 3, 4, 4], &device);
     for t in [1usize, 30, 100, 300, 1000] {
         let xt = diffusion::q_sample(x0.clone(), z.clone(), s.alpha_bar[t]);
-        let want = x0.clone().mul_scalar(s.sqrt_alpha_bar[t]) + z.clone().mul_scalar(s.sqrt_one_minus_alpha_bar[t]);
+        let want = x0.clone().mul_scalar(s.sqrt_alpha_bar[t])
+            + z.clone().mul_scalar(s.sqrt_one_minus_alpha_bar[t]);
         assert!(max_abs_diff(&xt, &want) < 1e-6);
         // Tweedie with the true noise recovers x0 exactly.
         let x0_back = diffusion::x0_from_eps(xt.clone(), z.clone(), s.alpha_bar[t]);
@@ -77,7 +84,10 @@ fn task1_2_score_form_equals_x0_form_for_all_t() {
         // Relative to the magnitude of x: for tiny t, x̂0 = x/√ᾱ amplification is mild.
         let err = max_abs_diff(&a, &b);
         worst = worst.max(err);
-        assert!(err < 1e-5 * (1.0 + to_vec(&a.abs().max())[0]), "t={t}: {err}");
+        assert!(
+            err < 1e-5 * (1.0 + to_vec(&a.abs().max())[0]),
+            "t={t}: {err}"
+        );
     }
     eprintln!("task 1.2 worst |Δ| over t=1..1000: {worst:e}");
 }
@@ -98,7 +108,10 @@ fn task1_3_eps_form_equals_score_form_for_all_t() {
         let score = diffusion::eps_to_score(eps, tr.alpha_bar_t);
         let b = diffusion::step_score_form(x_t, score, z, &tr, sigma);
         let err = max_abs_diff(&a, &b);
-        assert!(err < 1e-5 * (1.0 + to_vec(&a.abs().max())[0]), "t={t}: {err}");
+        assert!(
+            err < 1e-5 * (1.0 + to_vec(&a.abs().max())[0]),
+            "t={t}: {err}"
+        );
     }
 }
 

@@ -17,7 +17,11 @@ pub struct GridCell {
 impl GridCell {
     /// A cell with a caption (lines split on `\n`).
     pub fn new(image: Image, caption: &str) -> Self {
-        let caption = if caption.is_empty() { Vec::new() } else { caption.lines().map(String::from).collect() };
+        let caption = if caption.is_empty() {
+            Vec::new()
+        } else {
+            caption.lines().map(String::from).collect()
+        };
         Self { image, caption }
     }
 }
@@ -37,7 +41,10 @@ impl Grid {
     /// An empty grid whose cells are upscaled (nearest neighbour, integer factor) to at least
     /// `min_cell` pixels wide so captions fit under small images.
     pub fn new(min_cell: usize) -> Self {
-        Self { min_cell, ..Default::default() }
+        Self {
+            min_cell,
+            ..Default::default()
+        }
     }
 
     /// Column titles printed above the first row.
@@ -53,13 +60,42 @@ impl Grid {
 
     /// Renders the grid on a white background.
     pub fn render(&self) -> Image {
-        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0).max(self.titles.len()).max(1);
-        let img_w = self.rows.iter().flatten().map(|c| c.image.width).max().unwrap_or(8);
-        let img_h = self.rows.iter().flatten().map(|c| c.image.height).max().unwrap_or(8);
+        let cols = self
+            .rows
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0)
+            .max(self.titles.len())
+            .max(1);
+        let img_w = self
+            .rows
+            .iter()
+            .flatten()
+            .map(|c| c.image.width)
+            .max()
+            .unwrap_or(8);
+        let img_h = self
+            .rows
+            .iter()
+            .flatten()
+            .map(|c| c.image.height)
+            .max()
+            .unwrap_or(8);
         let factor = self.min_cell.div_ceil(img_w).max(1);
         let (cw, ch) = (img_w * factor, img_h * factor);
-        let cap_lines = self.rows.iter().flatten().map(|c| c.caption.len()).max().unwrap_or(0);
-        let title_h = if self.titles.is_empty() { 0 } else { LINE + PAD };
+        let cap_lines = self
+            .rows
+            .iter()
+            .flatten()
+            .map(|c| c.caption.len())
+            .max()
+            .unwrap_or(0);
+        let title_h = if self.titles.is_empty() {
+            0
+        } else {
+            LINE + PAD
+        };
         let row_h = ch + cap_lines * LINE + PAD;
         let width = cols * (cw + PAD) + PAD;
         let height = PAD + title_h + self.rows.len() * row_h;
@@ -91,7 +127,8 @@ fn blit_scaled(canvas: &mut Image, img: &Image, x0: usize, y0: usize, factor: us
     for c in 0..3 {
         for y in 0..img.height * factor {
             for x in 0..img.width * factor {
-                let v = img.data[c * img.width * img.height + (y / factor) * img.width + x / factor];
+                let v =
+                    img.data[c * img.width * img.height + (y / factor) * img.width + x / factor];
                 if y0 + y < h && x0 + x < w {
                     canvas.data[c * w * h + (y0 + y) * w + x0 + x] = v;
                 }
@@ -107,7 +144,10 @@ fn draw_text(canvas: &mut Image, x0: usize, y0: usize, text: &str, max_w: usize)
         if (k + 1) * 8 > max_w {
             break;
         }
-        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
+        let glyph = font8x8::BASIC_FONTS
+            .get(ch)
+            .or_else(|| font8x8::BASIC_FONTS.get('?'))
+            .unwrap_or([0; 8]);
         for (gy, bits) in glyph.iter().enumerate() {
             for gx in 0..8 {
                 if bits >> gx & 1 == 1 {

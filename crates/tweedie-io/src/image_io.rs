@@ -57,7 +57,11 @@ pub struct Image {
 impl Image {
     /// A `width × height` image filled with `value` (in [−1, 1]).
     pub fn filled(width: usize, height: usize, value: f32) -> Self {
-        Self { width, height, data: vec![value; 3 * width * height] }
+        Self {
+            width,
+            height,
+            data: vec![value; 3 * width * height],
+        }
     }
 
     fn from_rgb32f(img: &Rgb32FImage) -> Self {
@@ -68,7 +72,11 @@ impl Image {
                 data[c * w * h + y as usize * w + x as usize] = p.0[c] * 2.0 - 1.0;
             }
         }
-        Self { width: w, height: h, data }
+        Self {
+            width: w,
+            height: h,
+            data,
+        }
     }
 
     fn to_rgb32f(&self) -> Rgb32FImage {
@@ -107,7 +115,10 @@ impl Image {
 
     /// Crops the rectangle at (`x`, `y`) of size `w × h`.
     pub fn crop(&self, x: usize, y: usize, w: usize, h: usize) -> Self {
-        assert!(x + w <= self.width && y + h <= self.height, "crop outside the image");
+        assert!(
+            x + w <= self.width && y + h <= self.height,
+            "crop outside the image"
+        );
         let mut data = Vec::with_capacity(3 * w * h);
         for c in 0..3 {
             for row in y..y + h {
@@ -115,7 +126,11 @@ impl Image {
                 data.extend_from_slice(&self.data[start..start + w]);
             }
         }
-        Self { width: w, height: h, data }
+        Self {
+            width: w,
+            height: h,
+            data,
+        }
     }
 
     /// Mirrors the image left–right.
@@ -128,7 +143,11 @@ impl Image {
                 row.reverse();
             }
         }
-        Self { width: w, height: h, data }
+        Self {
+            width: w,
+            height: h,
+            data,
+        }
     }
 }
 
@@ -142,13 +161,24 @@ pub fn center_crop_square(img: &Image) -> Image {
 pub fn load_image(path: impl AsRef<Path>) -> Result<Image, IoError> {
     let path = path.as_ref();
     let reader = ImageReader::open(path)
-        .map_err(|source| IoError::File { path: path.into(), source })?
+        .map_err(|source| IoError::File {
+            path: path.into(),
+            source,
+        })?
         .with_guessed_format()
-        .map_err(|source| IoError::File { path: path.into(), source })?;
-    let dynamic: DynamicImage =
-        reader.decode().map_err(|source| IoError::Decode { path: path.into(), source })?;
+        .map_err(|source| IoError::File {
+            path: path.into(),
+            source,
+        })?;
+    let dynamic: DynamicImage = reader.decode().map_err(|source| IoError::Decode {
+        path: path.into(),
+        source,
+    })?;
     if dynamic.width() == 0 || dynamic.height() == 0 {
-        return Err(IoError::Invalid { what: path.display().to_string(), reason: "image is empty".into() });
+        return Err(IoError::Invalid {
+            what: path.display().to_string(),
+            reason: "image is empty".into(),
+        });
     }
     Ok(Image::from_rgb32f(&dynamic.to_rgb32f()))
 }
@@ -163,9 +193,18 @@ pub fn save_png(img: &Image, path: impl AsRef<Path>) -> Result<(), IoError> {
     let path = path.as_ref();
     let mut bytes = Vec::new();
     img.to_rgb8()
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| IoError::Encode { path: path.into(), reason: e.to_string() })?;
-    write_atomic(path, &bytes).map_err(|source| IoError::File { path: path.into(), source })
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .map_err(|e| IoError::Encode {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+    write_atomic(path, &bytes).map_err(|source| IoError::File {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Stacks equally sized images into a `[B, 3, H, W]` tensor.
@@ -180,7 +219,10 @@ pub fn to_tensor(images: &[Image], device: &Device) -> Result<Tensor<4>, IoError
         if (img.width, img.height) != (w, h) {
             return Err(IoError::Invalid {
                 what: format!("image {i} of the batch"),
-                reason: format!("is {}×{}, expected {w}×{h} like the first", img.width, img.height),
+                reason: format!(
+                    "is {}×{}, expected {w}×{h} like the first",
+                    img.width, img.height
+                ),
             });
         }
         data.extend_from_slice(&img.data);
@@ -192,10 +234,20 @@ pub fn to_tensor(images: &[Image], device: &Device) -> Result<Tensor<4>, IoError
 pub fn from_tensor(x: &Tensor<4>) -> Result<Vec<Image>, IoError> {
     let [b, c, h, w] = x.dims();
     if c != 3 {
-        return Err(IoError::Invalid { what: format!("tensor {:?}", x.dims()), reason: "expected 3 channels".into() });
+        return Err(IoError::Invalid {
+            what: format!("tensor {:?}", x.dims()),
+            reason: "expected 3 channels".into(),
+        });
     }
     let v = to_vec(x);
-    Ok(v.chunks(3 * h * w).take(b).map(|d| Image { width: w, height: h, data: d.to_vec() }).collect())
+    Ok(v.chunks(3 * h * w)
+        .take(b)
+        .map(|d| Image {
+            width: w,
+            height: h,
+            data: d.to_vec(),
+        })
+        .collect())
 }
 
 /// Maps [−1, 1] to [0, 1].
@@ -209,9 +261,17 @@ pub fn list_images(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>, IoError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|source| IoError::File { path: d.clone(), source })?;
+        let entries = std::fs::read_dir(&d).map_err(|source| IoError::File {
+            path: d.clone(),
+            source,
+        })?;
         for e in entries {
-            let p = e.map_err(|source| IoError::File { path: d.clone(), source })?.path();
+            let p = e
+                .map_err(|source| IoError::File {
+                    path: d.clone(),
+                    source,
+                })?
+                .path();
             if p.is_dir() {
                 stack.push(p);
             } else if p

@@ -12,6 +12,6 @@ mod image_io;
 pub use atomic::{write_atomic, write_atomic_with};
 pub use grid::{Grid, GridCell};
 pub use image_io::{
-    Image, IoError, center_crop_square, list_images, load_image, load_image_sized, save_png,
-    to_tensor, to_unit, from_tensor,
+    Image, IoError, center_crop_square, from_tensor, list_images, load_image, load_image_sized,
+    save_png, to_tensor, to_unit,
 };

@@ -46,7 +46,9 @@ fn tensor_round_trip_and_shape_checks() {
     let t = to_tensor(&imgs, &d).unwrap();
     assert_eq!(t.dims(), [2, 3, 6, 8]);
     assert_eq!(from_tensor(&t).unwrap(), imgs);
-    let err = to_tensor(&[ramp(8, 6), ramp(6, 8)], &d).unwrap_err().to_string();
+    let err = to_tensor(&[ramp(8, 6), ramp(6, 8)], &d)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("expected 8×6"), "{err}");
     assert!(to_tensor(&[], &d).is_err());
 }
@@ -54,12 +56,16 @@ fn tensor_round_trip_and_shape_checks() {
 #[test]
 fn rgba_gray_and_16_bit_inputs_become_rgb() {
     let p = tmp("rgba.png");
-    image::RgbaImage::from_pixel(4, 4, image::Rgba([255, 0, 0, 10])).save(&p).unwrap();
+    image::RgbaImage::from_pixel(4, 4, image::Rgba([255, 0, 0, 10]))
+        .save(&p)
+        .unwrap();
     let img = load_image(&p).unwrap();
     assert_eq!(img.data[0], 1.0); // red channel, alpha dropped
     assert_eq!(img.data[16], -1.0); // green
     let p = tmp("gray16.png");
-    image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(3, 2, image::Luma([32768u16])).save(&p).unwrap();
+    image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(3, 2, image::Luma([32768u16]))
+        .save(&p)
+        .unwrap();
     let img = load_image(&p).unwrap();
     assert_eq!(img.data.len(), 3 * 6);
     assert!(img.data.iter().all(|v| v.abs() < 1e-3), "{:?}", img.data);
@@ -73,10 +79,18 @@ fn truncated_and_non_image_files_give_clear_errors() {
     let bad = tmp("truncated.png");
     std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
     let err = load_image(&bad).unwrap_err().to_string();
-    assert!(err.contains("truncated.png") && err.contains("cannot decode"), "{err}");
+    assert!(
+        err.contains("truncated.png") && err.contains("cannot decode"),
+        "{err}"
+    );
     let txt = tmp("notes.png");
     std::fs::write(&txt, b"hello").unwrap();
-    assert!(load_image(&txt).unwrap_err().to_string().contains("notes.png"));
+    assert!(
+        load_image(&txt)
+            .unwrap_err()
+            .to_string()
+            .contains("notes.png")
+    );
     let missing = load_image(tmp("missing.png")).unwrap_err().to_string();
     assert!(missing.contains("missing.png"), "{missing}");
 }

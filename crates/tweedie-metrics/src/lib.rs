@@ -45,8 +45,14 @@ fn check_same(a: &Tensor<4>, b: &Tensor<4>) -> Result<(), MetricError> {
 pub fn psnr(a: &Tensor<4>, b: &Tensor<4>) -> Result<Vec<f64>, MetricError> {
     check_same(a, b)?;
     let [n, ..] = a.dims();
-    let mse = (a.clone() - b.clone()).powf_scalar(2.0).reshape([n as i32, -1]).mean_dim(1);
-    Ok(tweedie_core::tensor::to_vec(&mse).iter().map(|m| 10.0 * (4.0 / *m as f64).log10()).collect())
+    let mse = (a.clone() - b.clone())
+        .powf_scalar(2.0)
+        .reshape([n as i32, -1])
+        .mean_dim(1);
+    Ok(tweedie_core::tensor::to_vec(&mse)
+        .iter()
+        .map(|m| 10.0 * (4.0 / *m as f64).log10())
+        .collect())
 }
 
 /// SSIM (Wang et al. 2004) on the [0, 1] scale: 11×11 Gaussian window σ = 1.5, K1 = 0.01,
@@ -55,17 +61,36 @@ pub fn ssim(a: &Tensor<4>, b: &Tensor<4>) -> Result<Vec<f64>, MetricError> {
     check_same(a, b)?;
     let [n, c, h, w] = a.dims();
     if h < 11 || w < 11 {
-        return Err(MetricError::TooSmall { metric: "SSIM", min: 11, h, w });
+        return Err(MetricError::TooSmall {
+            metric: "SSIM",
+            min: 11,
+            h,
+            w,
+        });
     }
     let device = a.device();
     let g: Vec<f32> = {
-        let raw: Vec<f64> = (0..11).map(|i| (-((i as f64 - 5.0).powi(2)) / (2.0 * 1.5 * 1.5)).exp()).collect();
+        let raw: Vec<f64> = (0..11)
+            .map(|i| (-((i as f64 - 5.0).powi(2)) / (2.0 * 1.5 * 1.5)).exp())
+            .collect();
         let s: f64 = raw.iter().sum();
-        (0..121).map(|k| (raw[k / 11] * raw[k % 11] / (s * s)) as f32).collect()
+        (0..121)
+            .map(|k| (raw[k / 11] * raw[k % 11] / (s * s)) as f32)
+            .collect()
     };
     let win = tweedie_core::tensor::from_vec(g, [1, 1, 11, 11], &device).repeat_dim(0, c);
-    let filt = |x: Tensor<4>| conv2d(x, win.clone(), None, ConvOptions::new([1, 1], [0, 0], [1, 1], c));
-    let (x, y) = (a.clone().add_scalar(1.0).mul_scalar(0.5), b.clone().add_scalar(1.0).mul_scalar(0.5));
+    let filt = |x: Tensor<4>| {
+        conv2d(
+            x,
+            win.clone(),
+            None,
+            ConvOptions::new([1, 1], [0, 0], [1, 1], c),
+        )
+    };
+    let (x, y) = (
+        a.clone().add_scalar(1.0).mul_scalar(0.5),
+        b.clone().add_scalar(1.0).mul_scalar(0.5),
+    );
     let (mx, my) = (filt(x.clone()), filt(y.clone()));
     // Second moments from per-image, per-channel centred data: (co)variances are shift
     // invariant, and centring avoids f32 cancellation in E[x²] − E[x]².
@@ -76,10 +101,14 @@ pub fn ssim(a: &Tensor<4>, b: &Tensor<4>) -> Result<Vec<f64>, MetricError> {
     let syy = filt(yc.clone() * yc.clone()) - myc.clone() * myc.clone();
     let sxy = filt(xc * yc) - mxc * myc;
     let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
-    let num = (mx.clone() * my.clone()).mul_scalar(2.0).add_scalar(c1) * sxy.mul_scalar(2.0).add_scalar(c2);
+    let num = (mx.clone() * my.clone()).mul_scalar(2.0).add_scalar(c1)
+        * sxy.mul_scalar(2.0).add_scalar(c2);
     let den = (mx.clone() * mx + my.clone() * my).add_scalar(c1) * (sxx + syy).add_scalar(c2);
     let map = (num / den).reshape([n as i32, -1]).mean_dim(1);
-    Ok(tweedie_core::tensor::to_vec(&map).iter().map(|v| *v as f64).collect())
+    Ok(tweedie_core::tensor::to_vec(&map)
+        .iter()
+        .map(|v| *v as f64)
+        .collect())
 }
 
 #[cfg(test)]
@@ -94,22 +123,39 @@ mod tests {
         let a = Tensor::<4>::zeros([2, 3, 4, 4], &d);
         let b = a.clone().add_scalar(0.2); // 0.1 on the [0,1] scale → MSE 0.01 → 20 dB
         let p = psnr(&a, &b).unwrap();
-        assert!((p[0] - 20.0).abs() < 1e-4 && (p[1] - 20.0).abs() < 1e-4, "{p:?}");
+        assert!(
+            (p[0] - 20.0).abs() < 1e-4 && (p[1] - 20.0).abs() < 1e-4,
+            "{p:?}"
+        );
         assert!(psnr(&a, &a).unwrap()[0].is_infinite());
-        assert!(psnr(&a, &Tensor::zeros([2, 3, 4, 5], &d)).unwrap_err().to_string().contains("differ"));
+        assert!(
+            psnr(&a, &Tensor::zeros([2, 3, 4, 5], &d))
+                .unwrap_err()
+                .to_string()
+                .contains("differ")
+        );
     }
 
     #[test]
     fn ssim_is_one_for_identical_and_drops_with_noise() {
         let d = Device::flex();
         let mut n = NoiseSource::new(1);
-        let a = n.normal([1, 3, 32, 32], &d).mul_scalar(0.3).clamp(-1.0, 1.0);
+        let a = n
+            .normal([1, 3, 32, 32], &d)
+            .mul_scalar(0.3)
+            .clamp(-1.0, 1.0);
         assert!((ssim(&a, &a).unwrap()[0] - 1.0).abs() < 1e-5);
         let noisy = a.clone() + n.normal([1, 3, 32, 32], &d).mul_scalar(0.2);
         let more = a.clone() + n.normal([1, 3, 32, 32], &d).mul_scalar(0.6);
         let (s1, s2) = (ssim(&a, &noisy).unwrap()[0], ssim(&a, &more).unwrap()[0]);
         assert!(s1 < 1.0 && s2 < s1, "{s1} {s2}");
-        assert!(ssim(&Tensor::zeros([1, 3, 8, 8], &d), &Tensor::zeros([1, 3, 8, 8], &d)).is_err());
+        assert!(
+            ssim(
+                &Tensor::zeros([1, 3, 8, 8], &d),
+                &Tensor::zeros([1, 3, 8, 8], &d)
+            )
+            .is_err()
+        );
     }
 
     #[test]

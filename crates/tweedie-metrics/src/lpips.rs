@@ -79,15 +79,22 @@ pub struct Lpips {
 
 impl Lpips {
     /// Loads LPIPS weights for `backbone` from a safetensors file.
-    pub fn load(backbone: Backbone, path: impl AsRef<Path>, device: &Device) -> Result<Self, LpipsError> {
+    pub fn load(
+        backbone: Backbone,
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Self, LpipsError> {
         let path = path.as_ref();
         let mut w = WeightMap::load(path).map_err(|e| LpipsError::Weights(e.to_string()))?;
-        let shapes: std::collections::BTreeMap<String, Vec<usize>> = w.shapes().map(|(k, s)| (k.clone(), s.clone())).collect();
+        let shapes: std::collections::BTreeMap<String, Vec<usize>> =
+            w.shapes().map(|(k, s)| (k.clone(), s.clone())).collect();
         let mut get = |key: String| -> Result<(Vec<usize>, Vec<f32>), LpipsError> {
-            let shape = shapes
-                .get(&key)
-                .cloned()
-                .ok_or_else(|| LpipsError::Weights(format!("{}: missing {key} (is this the {backbone:?} file?)", path.display())))?;
+            let shape = shapes.get(&key).cloned().ok_or_else(|| {
+                LpipsError::Weights(format!(
+                    "{}: missing {key} (is this the {backbone:?} file?)",
+                    path.display()
+                ))
+            })?;
             let v = w.take(&key, &shape).expect("present");
             Ok((shape, v))
         };
@@ -96,11 +103,20 @@ impl Lpips {
             let (ws, wv) = get(format!("features.{index}.weight"))?;
             let (_, bv) = get(format!("features.{index}.bias"))?;
             if ws.len() != 4 {
-                return Err(LpipsError::Weights(format!("features.{index}.weight has shape {ws:?}")));
+                return Err(LpipsError::Weights(format!(
+                    "features.{index}.weight has shape {ws:?}"
+                )));
             }
             let weight = tweedie_core::tensor::from_vec(wv, [ws[0], ws[1], ws[2], ws[3]], device);
             let bias = tweedie_core::tensor::from_vec(bv, [ws[0]], device);
-            convs.push(ConvLayer { index, weight, bias, stride, padding, pool });
+            convs.push(ConvLayer {
+                index,
+                weight,
+                bias,
+                stride,
+                padding,
+                pool,
+            });
         }
         let mut lins = Vec::new();
         for i in 0..5 {
@@ -108,7 +124,11 @@ impl Lpips {
             let c = s.iter().product::<usize>();
             lins.push(tweedie_core::tensor::from_vec(v, [1, c, 1, 1], device));
         }
-        Ok(Self { backbone, convs, lins })
+        Ok(Self {
+            backbone,
+            convs,
+            lins,
+        })
     }
 
     /// The LPIPS-alex weights shipped in the repository's `assets/`.
@@ -123,15 +143,22 @@ impl Lpips {
 
     fn features(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
         let device = x.device();
-        let shift = tweedie_core::tensor::from_vec(vec![-0.030, -0.088, -0.188], [1, 3, 1, 1], &device);
-        let scale = tweedie_core::tensor::from_vec(vec![0.458, 0.448, 0.450], [1, 3, 1, 1], &device);
+        let shift =
+            tweedie_core::tensor::from_vec(vec![-0.030, -0.088, -0.188], [1, 3, 1, 1], &device);
+        let scale =
+            tweedie_core::tensor::from_vec(vec![0.458, 0.448, 0.450], [1, 3, 1, 1], &device);
         let mut h = (x - shift) / scale;
         let mut taps = Vec::new();
         for c in &self.convs {
             if let Some((k, s)) = c.pool {
                 h = max_pool2d(h, MaxPoolOptions::new([k, k]).with_stride([s, s]));
             }
-            h = conv2d(h, c.weight.clone(), Some(c.bias.clone()), ConvOptions::new([c.stride; 2], [c.padding; 2], [1, 1], 1));
+            h = conv2d(
+                h,
+                c.weight.clone(),
+                Some(c.bias.clone()),
+                ConvOptions::new([c.stride; 2], [c.padding; 2], [1, 1], 1),
+            );
             h = burn::tensor::activation::relu(h);
             if self.backbone.taps().contains(&c.index) {
                 taps.push(h.clone());
@@ -148,7 +175,8 @@ impl Lpips {
         let [n, _, h, w] = a.dims();
         let prep = |x: &Tensor<4>| {
             if h.min(w) < 32 {
-                let opts = InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size([64, 64]);
+                let opts =
+                    InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size([64, 64]);
                 interpolate(x.clone(), opts)
             } else {
                 x.clone()
@@ -158,17 +186,29 @@ impl Lpips {
         let mut total: Option<Tensor<1>> = None;
         for ((xa, xb), lin) in fa.into_iter().zip(fb).zip(&self.lins) {
             let norm = |f: Tensor<4>| {
-                let len = f.clone().powf_scalar(2.0).sum_dim(1).sqrt().add_scalar(1e-10);
+                let len = f
+                    .clone()
+                    .powf_scalar(2.0)
+                    .sum_dim(1)
+                    .sqrt()
+                    .add_scalar(1e-10);
                 f / len
             };
             let d = (norm(xa) - norm(xb)).powf_scalar(2.0) * lin.clone();
-            let per_item = d.sum_dim(1).reshape([n as i32, -1]).mean_dim(1).reshape([n]);
+            let per_item = d
+                .sum_dim(1)
+                .reshape([n as i32, -1])
+                .mean_dim(1)
+                .reshape([n]);
             total = Some(match total {
                 Some(t) => t + per_item,
                 None => per_item,
             });
         }
-        Ok(tweedie_core::tensor::to_vec(&total.expect("five layers")).iter().map(|v| *v as f64).collect())
+        Ok(tweedie_core::tensor::to_vec(&total.expect("five layers"))
+            .iter()
+            .map(|v| *v as f64)
+            .collect())
     }
 }
 

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use tweedie_metrics::{Backbone, Lpips};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/lpips").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/lpips")
+        .join(name)
 }
 
 fn pair(net: &Lpips, other: &str) -> f64 {
@@ -38,9 +40,13 @@ fn lpips_alex_matches_reference() {
 
 #[test]
 fn lpips_vgg_matches_reference_when_weights_present() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/weights/lpips_vgg16.safetensors");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/weights/lpips_vgg16.safetensors");
     if !path.exists() {
-        eprintln!("SKIPPED lpips_vgg_matches_reference: {} is absent (fetch with `cargo xtask fetch-weights lpips-vgg`)", path.display());
+        eprintln!(
+            "SKIPPED lpips_vgg_matches_reference: {} is absent (fetch with `cargo xtask fetch-weights lpips-vgg`)",
+            path.display()
+        );
         return;
     }
     let net = Lpips::load(Backbone::Vgg, &path, &Device::flex()).unwrap();

@@ -2,7 +2,7 @@
 //! the image size ("deconvolution" problems).
 
 use crate::{Operator, OperatorError};
-use burn::tensor::module::{conv2d, conv_transpose2d};
+use burn::tensor::module::{conv_transpose2d, conv2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -31,10 +31,18 @@ pub fn gaussian_kernel(size: usize, sigma: f64) -> Result<Vec<f32>, OperatorErro
 /// DeblurGAN and the `motionblur` package of the DPS code) rasterised with bilinear splatting
 /// onto a `size × size` grid and normalised. `intensity` ∈ [0, 1] controls how erratic the
 /// path is (DPS: 0.5). Seeded through `noise`.
-pub fn motion_kernel(size: usize, intensity: f64, noise: &mut NoiseSource) -> Result<Vec<f32>, OperatorError> {
+pub fn motion_kernel(
+    size: usize,
+    intensity: f64,
+    noise: &mut NoiseSource,
+) -> Result<Vec<f32>, OperatorError> {
     check_size(size)?;
     if !(0.0..=1.0).contains(&intensity) {
-        return Err(OperatorError::invalid("intensity", intensity, "must lie in [0, 1]"));
+        return Err(OperatorError::invalid(
+            "intensity",
+            intensity,
+            "must lie in [0, 1]",
+        ));
     }
     let iters = 2000usize;
     let max_len = 0.75 * size as f64;
@@ -67,8 +75,10 @@ pub fn motion_kernel(size: usize, intensity: f64, noise: &mut NoiseSource) -> Re
     }
     // Centre the path on the kernel grid.
     let (mx, my) = (
-        (px.iter().cloned().fold(f64::MAX, f64::min) + px.iter().cloned().fold(f64::MIN, f64::max)) / 2.0,
-        (py.iter().cloned().fold(f64::MAX, f64::min) + py.iter().cloned().fold(f64::MIN, f64::max)) / 2.0,
+        (px.iter().cloned().fold(f64::MAX, f64::min) + px.iter().cloned().fold(f64::MIN, f64::max))
+            / 2.0,
+        (py.iter().cloned().fold(f64::MAX, f64::min) + py.iter().cloned().fold(f64::MIN, f64::max))
+            / 2.0,
     );
     let c = (size / 2) as f64;
     let mut k = vec![0f64; size * size];
@@ -76,7 +86,12 @@ pub fn motion_kernel(size: usize, intensity: f64, noise: &mut NoiseSource) -> Re
         let (x, y) = (x - mx + c, y - my + c);
         let (x0, y0) = (x.floor(), y.floor());
         let (fx, fy) = (x - x0, y - y0);
-        for (ddx, ddy, w) in [(0, 0, (1.0 - fx) * (1.0 - fy)), (1, 0, fx * (1.0 - fy)), (0, 1, (1.0 - fx) * fy), (1, 1, fx * fy)] {
+        for (ddx, ddy, w) in [
+            (0, 0, (1.0 - fx) * (1.0 - fy)),
+            (1, 0, fx * (1.0 - fy)),
+            (0, 1, (1.0 - fx) * fy),
+            (1, 1, fx * fy),
+        ] {
             let (xi, yi) = (x0 as i64 + ddx, y0 as i64 + ddy);
             if xi >= 0 && yi >= 0 && (xi as usize) < size && (yi as usize) < size {
                 k[yi as usize * size + xi as usize] += w;
@@ -89,7 +104,11 @@ pub fn motion_kernel(size: usize, intensity: f64, noise: &mut NoiseSource) -> Re
 
 fn check_size(size: usize) -> Result<(), OperatorError> {
     if size == 0 || size % 2 == 0 {
-        return Err(OperatorError::invalid("kernel size", size, "must be odd and ≥ 1"));
+        return Err(OperatorError::invalid(
+            "kernel size",
+            size,
+            "must be odd and ≥ 1",
+        ));
     }
     Ok(())
 }
@@ -112,22 +131,46 @@ pub struct Blur {
 
 impl Blur {
     /// A blur with an explicit normalised kernel (`size²` values, row-major, odd `size`).
-    pub fn new(kernel: Vec<f32>, size: usize, label: impl Into<String>) -> Result<Self, OperatorError> {
+    pub fn new(
+        kernel: Vec<f32>,
+        size: usize,
+        label: impl Into<String>,
+    ) -> Result<Self, OperatorError> {
         check_size(size)?;
         if kernel.len() != size * size || kernel.iter().any(|v| !v.is_finite()) {
-            return Err(OperatorError::invalid("kernel", kernel.len(), format!("needs {} finite values", size * size)));
+            return Err(OperatorError::invalid(
+                "kernel",
+                kernel.len(),
+                format!("needs {} finite values", size * size),
+            ));
         }
-        Ok(Self { kernel, size, label: label.into() })
+        Ok(Self {
+            kernel,
+            size,
+            label: label.into(),
+        })
     }
 
     /// Gaussian blur (DPS: 61×61, σ = 3.0).
     pub fn gaussian(size: usize, sigma: f64) -> Result<Self, OperatorError> {
-        Self::new(gaussian_kernel(size, sigma)?, size, format!("gaussian blur {size}×{size} σ={sigma}"))
+        Self::new(
+            gaussian_kernel(size, sigma)?,
+            size,
+            format!("gaussian blur {size}×{size} σ={sigma}"),
+        )
     }
 
     /// Random motion blur (DPS: 61×61, intensity 0.5).
-    pub fn motion(size: usize, intensity: f64, noise: &mut NoiseSource) -> Result<Self, OperatorError> {
-        Self::new(motion_kernel(size, intensity, noise)?, size, format!("motion blur {size}×{size} i={intensity}"))
+    pub fn motion(
+        size: usize,
+        intensity: f64,
+        noise: &mut NoiseSource,
+    ) -> Result<Self, OperatorError> {
+        Self::new(
+            motion_kernel(size, intensity, noise)?,
+            size,
+            format!("motion blur {size}×{size} i={intensity}"),
+        )
     }
 
     /// The kernel values (row-major).
@@ -138,28 +181,43 @@ impl Blur {
     /// Saves the kernel as JSON.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), OperatorError> {
         let path = path.as_ref();
-        let f = KernelFile { label: self.label.clone(), size: self.size, values: self.kernel.clone() };
+        let f = KernelFile {
+            label: self.label.clone(),
+            size: self.size,
+            values: self.kernel.clone(),
+        };
         let json = serde_json::to_vec_pretty(&f).map_err(|e| OperatorError::Io(e.to_string()))?;
-        tweedie_io::write_atomic(path, &json).map_err(|e| OperatorError::Io(format!("{}: {e}", path.display())))
+        tweedie_io::write_atomic(path, &json)
+            .map_err(|e| OperatorError::Io(format!("{}: {e}", path.display())))
     }
 
     /// Loads a kernel saved by [`Blur::save`].
     pub fn load(path: impl AsRef<Path>) -> Result<Self, OperatorError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| OperatorError::Io(format!("{}: {e}", path.display())))?;
-        let f: KernelFile =
-            serde_json::from_slice(&bytes).map_err(|e| OperatorError::Io(format!("{}: not a kernel file: {e}", path.display())))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| OperatorError::Io(format!("{}: {e}", path.display())))?;
+        let f: KernelFile = serde_json::from_slice(&bytes).map_err(|e| {
+            OperatorError::Io(format!("{}: not a kernel file: {e}", path.display()))
+        })?;
         Self::new(f.values, f.size, f.label)
     }
 
     fn weight(&self, channels: usize, device: &Device) -> Tensor<4> {
-        let k = tweedie_core::tensor::from_vec(self.kernel.clone(), [1, 1, self.size, self.size], device);
+        let k = tweedie_core::tensor::from_vec(
+            self.kernel.clone(),
+            [1, 1, self.size, self.size],
+            device,
+        );
         k.repeat_dim(0, channels)
     }
 
     fn check_fits(&self, h: usize, w: usize) {
         let p = self.size / 2;
-        assert!(p < h && p < w, "{}: kernel radius {p} must be smaller than the image ({h}×{w})", self.label);
+        assert!(
+            p < h && p < w,
+            "{}: kernel radius {p} must be smaller than the image ({h}×{w})",
+            self.label
+        );
     }
 }
 
@@ -193,7 +251,12 @@ impl Operator for Blur {
         let p = self.size / 2;
         let padded = x.pad([(0, 0), (0, 0), (p, p), (p, p)], PadMode::Reflect);
         let device = padded.device();
-        conv2d(padded, self.weight(c, &device), None, ConvOptions::new([1, 1], [0, 0], [1, 1], c))
+        conv2d(
+            padded,
+            self.weight(c, &device),
+            None,
+            ConvOptions::new([1, 1], [0, 0], [1, 1], c),
+        )
     }
 
     fn adjoint(&self, y: Tensor<4>) -> Tensor<4> {
@@ -201,7 +264,12 @@ impl Operator for Blur {
         self.check_fits(h, w);
         let p = self.size / 2;
         let device = y.device();
-        let full = conv_transpose2d(y, self.weight(c, &device), None, ConvTransposeOptions::new([1, 1], [0, 0], [0, 0], [1, 1], c));
+        let full = conv_transpose2d(
+            y,
+            self.weight(c, &device),
+            None,
+            ConvTransposeOptions::new([1, 1], [0, 0], [0, 0], [1, 1], c),
+        );
         reflect_pad_adjoint(reflect_pad_adjoint(full, 2, p), 3, p)
     }
 
@@ -265,7 +333,12 @@ mod tests {
         let back = Blur::load(&path).unwrap();
         assert_eq!(back.kernel(), m.kernel());
         std::fs::write(&path, b"{ not json").unwrap();
-        assert!(Blur::load(&path).unwrap_err().to_string().contains("not a kernel file"));
+        assert!(
+            Blur::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("not a kernel file")
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -24,6 +24,10 @@ pub enum OperatorError {
 impl OperatorError {
     /// Shorthand for [`OperatorError::Invalid`].
     pub fn invalid(name: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
-        OperatorError::Invalid { name, value: value.to_string(), reason: reason.into() }
+        OperatorError::Invalid {
+            name,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
     }
 }

@@ -62,9 +62,18 @@ impl Operator for Identity {
 }
 
 /// Simulates a measurement `y = A(x) + σ n` with seeded Gaussian noise (σ in the [−1, 1] scale).
-pub fn measure(op: &dyn Operator, x: Tensor<4>, sigma: f64, noise: &mut NoiseSource) -> Result<Tensor<4>, OperatorError> {
+pub fn measure(
+    op: &dyn Operator,
+    x: Tensor<4>,
+    sigma: f64,
+    noise: &mut NoiseSource,
+) -> Result<Tensor<4>, OperatorError> {
     if !(sigma >= 0.0 && sigma.is_finite()) {
-        return Err(OperatorError::invalid("sigma", sigma, "must be finite and ≥ 0"));
+        return Err(OperatorError::invalid(
+            "sigma",
+            sigma,
+            "must be finite and ≥ 0",
+        ));
     }
     let y = op.forward(x);
     if sigma == 0.0 {
@@ -88,8 +97,16 @@ pub(crate) mod testutil {
         let y = noise.normal(ax.dims(), &device);
         let aty = op.adjoint(y.clone());
         assert_eq!(aty.dims(), shape);
-        let lhs: f64 = tweedie_core::tensor::to_vec(&ax).iter().zip(tweedie_core::tensor::to_vec(&y)).map(|(a, b)| *a as f64 * b as f64).sum();
-        let rhs: f64 = tweedie_core::tensor::to_vec(&x).iter().zip(tweedie_core::tensor::to_vec(&aty)).map(|(a, b)| *a as f64 * b as f64).sum();
+        let lhs: f64 = tweedie_core::tensor::to_vec(&ax)
+            .iter()
+            .zip(tweedie_core::tensor::to_vec(&y))
+            .map(|(a, b)| *a as f64 * b as f64)
+            .sum();
+        let rhs: f64 = tweedie_core::tensor::to_vec(&x)
+            .iter()
+            .zip(tweedie_core::tensor::to_vec(&aty))
+            .map(|(a, b)| *a as f64 * b as f64)
+            .sum();
         (lhs - rhs).abs() / lhs.abs().max(rhs.abs()).max(1e-12)
     }
 

@@ -16,7 +16,13 @@ pub struct Mask {
 
 impl Mask {
     /// Builds a mask from host values (1 = keep, 0 = drop), row-major `height × width`.
-    pub fn from_values(values: Vec<f32>, height: usize, width: usize, label: String, device: &Device) -> Self {
+    pub fn from_values(
+        values: Vec<f32>,
+        height: usize,
+        width: usize,
+        label: String,
+        device: &Device,
+    ) -> Self {
         let mask = tweedie_core::tensor::from_vec(values, [1, 1, height, width], device);
         Self { mask, label }
     }
@@ -44,7 +50,13 @@ impl Mask {
                 v[y * width + x] = 0.0;
             }
         }
-        Ok(Self::from_values(v, height, width, format!("box {box_h}×{box_w}"), device))
+        Ok(Self::from_values(
+            v,
+            height,
+            width,
+            format!("box {box_h}×{box_w}"),
+            device,
+        ))
     }
 
     /// A `box_size²` hole at a random position at least `margin` pixels from the border
@@ -70,11 +82,28 @@ impl Mask {
     }
 
     /// A centred `box_size²` hole.
-    pub fn center_box(height: usize, width: usize, box_size: usize, device: &Device) -> Result<Self, OperatorError> {
+    pub fn center_box(
+        height: usize,
+        width: usize,
+        box_size: usize,
+        device: &Device,
+    ) -> Result<Self, OperatorError> {
         if box_size == 0 || box_size > height.min(width) {
-            return Err(OperatorError::invalid("box_size", box_size, format!("must lie in 1..={}", height.min(width))));
+            return Err(OperatorError::invalid(
+                "box_size",
+                box_size,
+                format!("must lie in 1..={}", height.min(width)),
+            ));
         }
-        Self::boxed(height, width, box_size, box_size, (height - box_size) / 2, (width - box_size) / 2, device)
+        Self::boxed(
+            height,
+            width,
+            box_size,
+            box_size,
+            (height - box_size) / 2,
+            (width - box_size) / 2,
+            device,
+        )
     }
 
     /// Drops each pixel independently with probability `drop` (DPS samples 0.3–0.7).
@@ -88,25 +117,58 @@ impl Mask {
         if !(0.0..1.0).contains(&drop) {
             return Err(OperatorError::invalid("drop", drop, "must lie in [0, 1)"));
         }
-        let v = (0..height * width).map(|_| if noise.uniform() < drop { 0.0 } else { 1.0 }).collect();
-        Ok(Self::from_values(v, height, width, format!("random {:.0}% missing", drop * 100.0), device))
+        let v = (0..height * width)
+            .map(|_| if noise.uniform() < drop { 0.0 } else { 1.0 })
+            .collect();
+        Ok(Self::from_values(
+            v,
+            height,
+            width,
+            format!("random {:.0}% missing", drop * 100.0),
+            device,
+        ))
     }
 
     /// Loads a mask image (white = observed, black = missing; thresholded at mid-grey).
     /// Its size must be `height × width`.
-    pub fn load(path: impl AsRef<Path>, height: usize, width: usize, device: &Device) -> Result<Self, OperatorError> {
+    pub fn load(
+        path: impl AsRef<Path>,
+        height: usize,
+        width: usize,
+        device: &Device,
+    ) -> Result<Self, OperatorError> {
         let path = path.as_ref();
         let img = load_image(path)?;
         if (img.height, img.width) != (height, width) {
             return Err(OperatorError::invalid(
                 "mask",
                 path.display(),
-                format!("is {}×{} but the images are {height}×{width}", img.height, img.width),
+                format!(
+                    "is {}×{} but the images are {height}×{width}",
+                    img.height, img.width
+                ),
             ));
         }
         let n = height * width;
-        let v = (0..n).map(|i| if img.data[i] + img.data[n + i] + img.data[2 * n + i] > 0.0 { 1.0 } else { 0.0 }).collect();
-        Ok(Self::from_values(v, height, width, format!("mask {}", path.file_name().unwrap_or_default().to_string_lossy()), device))
+        let v = (0..n)
+            .map(|i| {
+                if img.data[i] + img.data[n + i] + img.data[2 * n + i] > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Ok(Self::from_values(
+            v,
+            height,
+            width,
+            format!(
+                "mask {}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ),
+            device,
+        ))
     }
 
     /// Saves the mask as a black/white PNG that [`Mask::load`] reads back exactly.
@@ -117,7 +179,14 @@ impl Mask {
         for _ in 0..3 {
             data.extend(v.iter().map(|m| m * 2.0 - 1.0));
         }
-        Ok(save_png(&Image { width: w, height: h, data }, path)?)
+        Ok(save_png(
+            &Image {
+                width: w,
+                height: h,
+                data,
+            },
+            path,
+        )?)
     }
 
     /// The mask tensor `[1, 1, H, W]`.
@@ -130,7 +199,6 @@ impl Mask {
         let v = tweedie_core::tensor::to_vec(&self.mask);
         v.iter().map(|m| *m as f64).sum::<f64>() / v.len() as f64
     }
-
 }
 
 impl Operator for Mask {
@@ -167,7 +235,10 @@ mod tests {
             let x = n.normal([1, 3, 16, 16], &d);
             let once = m.forward(x.clone());
             let twice = m.forward(once.clone());
-            assert_eq!(tweedie_core::tensor::to_vec(&once), tweedie_core::tensor::to_vec(&twice));
+            assert_eq!(
+                tweedie_core::tensor::to_vec(&once),
+                tweedie_core::tensor::to_vec(&twice)
+            );
         }
     }
 
@@ -185,7 +256,10 @@ mod tests {
         let d = Device::flex();
         let a = Mask::random_pixels(16, 16, 0.5, &mut NoiseSource::new(9), &d).unwrap();
         let b = Mask::random_pixels(16, 16, 0.5, &mut NoiseSource::new(9), &d).unwrap();
-        assert_eq!(tweedie_core::tensor::to_vec(a.tensor()), tweedie_core::tensor::to_vec(b.tensor()));
+        assert_eq!(
+            tweedie_core::tensor::to_vec(a.tensor()),
+            tweedie_core::tensor::to_vec(b.tensor())
+        );
         let frac = a.observed_fraction();
         assert!((frac - 0.5).abs() < 0.15, "{frac}");
     }
@@ -198,7 +272,10 @@ mod tests {
         let m = Mask::random_pixels(12, 10, 0.4, &mut NoiseSource::new(2), &d).unwrap();
         m.save(&path).unwrap();
         let back = Mask::load(&path, 12, 10, &d).unwrap();
-        assert_eq!(tweedie_core::tensor::to_vec(m.tensor()), tweedie_core::tensor::to_vec(back.tensor()));
+        assert_eq!(
+            tweedie_core::tensor::to_vec(m.tensor()),
+            tweedie_core::tensor::to_vec(back.tensor())
+        );
         let err = Mask::load(&path, 16, 16, &d).unwrap_err().to_string();
         assert!(err.contains("12×10"), "{err}");
         std::fs::remove_dir_all(dir).ok();

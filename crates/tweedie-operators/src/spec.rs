@@ -62,16 +62,25 @@ impl OperatorSpec {
         };
         Ok(match name {
             "identity" => Self::Identity,
-            "inpaint-box" => Self::InpaintBox { size: side / 2, random_margin: None },
+            "inpaint-box" => Self::InpaintBox {
+                size: side / 2,
+                random_margin: None,
+            },
             "inpaint-random" => Self::InpaintRandom { drop: 0.7 },
-            "gaussian-blur" => Self::GaussianBlur { size: odd(61.0 * scale).min(2 * (side / 2) - 1), sigma: 3.0 * scale },
-            "motion-blur" => Self::MotionBlur { size: odd(61.0 * scale).min(2 * (side / 2) - 1), intensity: 0.5 },
+            "gaussian-blur" => Self::GaussianBlur {
+                size: odd(61.0 * scale).min(2 * (side / 2) - 1),
+                sigma: 3.0 * scale,
+            },
+            "motion-blur" => Self::MotionBlur {
+                size: odd(61.0 * scale).min(2 * (side / 2) - 1),
+                intensity: 0.5,
+            },
             "sr4" => Self::SuperResolution { factor: 4 },
             other => {
                 return Err(OperatorError::invalid(
                     "operator",
                     other,
-                    "expected one of identity, inpaint-box, inpaint-random, gaussian-blur, motion-blur, sr4",
+                    "unknown operator; expected one of identity, inpaint-box, inpaint-random, inpaint-mask, gaussian-blur, motion-blur, sr4",
                 ));
             }
         })
@@ -98,11 +107,17 @@ pub fn build(
     };
     Ok(match spec {
         OperatorSpec::Identity => Box::new(Identity),
-        OperatorSpec::InpaintBox { size, random_margin: None } => Box::new(Mask::center_box(height, width, *size, device)?),
-        OperatorSpec::InpaintBox { size, random_margin: Some(m) } => {
-            Box::new(Mask::random_box(height, width, *size, *m, noise, device)?)
+        OperatorSpec::InpaintBox {
+            size,
+            random_margin: None,
+        } => Box::new(Mask::center_box(height, width, *size, device)?),
+        OperatorSpec::InpaintBox {
+            size,
+            random_margin: Some(m),
+        } => Box::new(Mask::random_box(height, width, *size, *m, noise, device)?),
+        OperatorSpec::InpaintRandom { drop } => {
+            Box::new(Mask::random_pixels(height, width, *drop, noise, device)?)
         }
-        OperatorSpec::InpaintRandom { drop } => Box::new(Mask::random_pixels(height, width, *drop, noise, device)?),
         OperatorSpec::InpaintMask { path } => Box::new(Mask::load(path, height, width, device)?),
         OperatorSpec::GaussianBlur { size, sigma } => {
             check_kernel(*size)?;
@@ -134,7 +149,14 @@ mod tests {
     #[test]
     fn every_dps_operator_builds_and_is_adjoint_consistent() {
         let d = Device::flex();
-        for name in ["identity", "inpaint-box", "inpaint-random", "gaussian-blur", "motion-blur", "sr4"] {
+        for name in [
+            "identity",
+            "inpaint-box",
+            "inpaint-random",
+            "gaussian-blur",
+            "motion-blur",
+            "sr4",
+        ] {
             let spec = OperatorSpec::dps_default(name, 32).unwrap();
             let op = build(&spec, 32, 32, &mut NoiseSource::new(1), &d).unwrap();
             let err = adjoint_error(op.as_ref(), [1, 3, 32, 32], 7);
@@ -146,13 +168,49 @@ mod tests {
 
     #[test]
     fn spec_json_round_trips_and_bad_specs_error() {
-        let s = OperatorSpec::GaussianBlur { size: 15, sigma: 0.75 };
+        let s = OperatorSpec::GaussianBlur {
+            size: 15,
+            sigma: 0.75,
+        };
         let j = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<OperatorSpec>(&j).unwrap(), s);
         let d = Device::flex();
         let mut n = NoiseSource::new(0);
-        assert!(build(&OperatorSpec::SuperResolution { factor: 3 }, 32, 32, &mut n, &d).is_err());
-        assert!(build(&OperatorSpec::GaussianBlur { size: 65, sigma: 3.0 }, 32, 32, &mut n, &d).is_err());
-        assert!(build(&OperatorSpec::InpaintBox { size: 40, random_margin: None }, 32, 32, &mut n, &d).is_err());
+        assert!(
+            build(
+                &OperatorSpec::SuperResolution { factor: 3 },
+                32,
+                32,
+                &mut n,
+                &d
+            )
+            .is_err()
+        );
+        assert!(
+            build(
+                &OperatorSpec::GaussianBlur {
+                    size: 65,
+                    sigma: 3.0
+                },
+                32,
+                32,
+                &mut n,
+                &d
+            )
+            .is_err()
+        );
+        assert!(
+            build(
+                &OperatorSpec::InpaintBox {
+                    size: 40,
+                    random_margin: None
+                },
+                32,
+                32,
+                &mut n,
+                &d
+            )
+            .is_err()
+        );
     }
 }

@@ -33,7 +33,9 @@ impl Downsample {
     fn upsample(&self, y: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = y.dims();
         let f = self.factor;
-        y.reshape([b, c, h, 1, w, 1]).expand([b, c, h, f, w, f]).reshape([b, c, h * f, w * f])
+        y.reshape([b, c, h, 1, w, 1])
+            .expand([b, c, h, f, w, f])
+            .reshape([b, c, h * f, w * f])
     }
 }
 
@@ -41,7 +43,10 @@ impl Operator for Downsample {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
         let f = self.factor;
-        assert!(h % f == 0 && w % f == 0, "{h}×{w} image is not divisible by the SR factor {f}");
+        assert!(
+            h % f == 0 && w % f == 0,
+            "{h}×{w} image is not divisible by the SR factor {f}"
+        );
         avg_pool2d(x, AvgPoolOptions::new([f, f]))
     }
     fn adjoint(&self, y: Tensor<4>) -> Tensor<4> {

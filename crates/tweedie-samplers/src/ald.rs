@@ -53,7 +53,12 @@ pub struct AldOptions {
 
 impl Default for AldOptions {
     fn default() -> Self {
-        Self { chain: ChainOptions::default(), sigma: 0.05, gamma: Gamma::Tweedie, scale: 1.0 }
+        Self {
+            chain: ChainOptions::default(),
+            sigma: 0.05,
+            gamma: Gamma::Tweedie,
+            scale: 1.0,
+        }
     }
 }
 
@@ -78,10 +83,18 @@ pub fn score_ald(
 ) -> Result<SampleOutput, SampleError> {
     check_eta(&opts.chain)?;
     if !(opts.sigma >= 0.0 && opts.sigma.is_finite()) {
-        return Err(SampleError::invalid("sigma", opts.sigma, "must be finite and ≥ 0"));
+        return Err(SampleError::invalid(
+            "sigma",
+            opts.sigma,
+            "must be finite and ≥ 0",
+        ));
     }
     if !(opts.scale >= 0.0 && opts.scale.is_finite()) {
-        return Err(SampleError::invalid("scale", opts.scale, "must be finite and ≥ 0"));
+        return Err(SampleError::invalid(
+            "scale",
+            opts.scale,
+            "must be finite and ≥ 0",
+        ));
     }
     let chain = schedule.chain(schedule.num_steps(), opts.chain.steps)?;
     let mut run = Run::new(chain.len(), &opts.chain, observer);

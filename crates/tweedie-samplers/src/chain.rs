@@ -22,7 +22,13 @@ pub struct ChainOptions {
 
 impl Default for ChainOptions {
     fn default() -> Self {
-        Self { steps: 1000, variance: StepVariance::Beta, eta: None, clip_x0: true, snapshot_every: 0 }
+        Self {
+            steps: 1000,
+            variance: StepVariance::Beta,
+            eta: None,
+            clip_x0: true,
+            snapshot_every: 0,
+        }
     }
 }
 
@@ -30,7 +36,9 @@ impl Default for ChainOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
     /// The state became NaN/Inf.
-    #[error("sampler diverged at step {step} of {total} (t = {t}): the state contains NaN or Inf; lower the guidance scale or check the model")]
+    #[error(
+        "sampler diverged at step {step} of {total} (t = {t}): the state contains NaN or Inf; lower the guidance scale or check the model"
+    )]
     Diverged {
         /// 1-based step number.
         step: usize,
@@ -52,16 +60,36 @@ pub enum SampleError {
 }
 
 impl SampleError {
-    pub(crate) fn invalid(name: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
-        SampleError::Invalid { name, value: value.to_string(), reason: reason.into() }
+    pub(crate) fn invalid(
+        name: &'static str,
+        value: impl ToString,
+        reason: impl Into<String>,
+    ) -> Self {
+        SampleError::Invalid {
+            name,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
 impl From<tweedie_core::CoreError> for SampleError {
     fn from(e: tweedie_core::CoreError) -> Self {
         match e {
-            tweedie_core::CoreError::InvalidParameter { name, value, reason } => SampleError::Invalid { name, value, reason },
-            other => SampleError::Invalid { name: "input", value: String::new(), reason: other.to_string() },
+            tweedie_core::CoreError::InvalidParameter {
+                name,
+                value,
+                reason,
+            } => SampleError::Invalid {
+                name,
+                value,
+                reason,
+            },
+            other => SampleError::Invalid {
+                name: "input",
+                value: String::new(),
+                reason: other.to_string(),
+            },
         }
     }
 }
@@ -104,7 +132,9 @@ pub struct Observer<'a> {
 impl<'a> Observer<'a> {
     /// An observer that calls `f` after each step.
     pub fn with_progress(f: impl FnMut(StepInfo) + 'a) -> Self {
-        Self { progress: Some(Box::new(f)) }
+        Self {
+            progress: Some(Box::new(f)),
+        }
     }
 
     pub(crate) fn report(&mut self, info: StepInfo) {
@@ -125,46 +155,90 @@ pub(crate) struct Run<'o, 'a> {
 
 impl<'o, 'a> Run<'o, 'a> {
     pub fn new(total: usize, opts: &ChainOptions, observer: &'o mut Observer<'a>) -> Self {
-        Self { total, step: 0, every: opts.snapshot_every, snapshots: Vec::new(), observer }
+        Self {
+            total,
+            step: 0,
+            every: opts.snapshot_every,
+            snapshots: Vec::new(),
+            observer,
+        }
     }
 
     /// Records a finished step; errors if `x` is not finite.
-    pub fn after_step(&mut self, tr: &Transition, x: &Tensor<4>, x0_hat: &Tensor<4>) -> Result<(), SampleError> {
+    pub fn after_step(
+        &mut self,
+        tr: &Transition,
+        x: &Tensor<4>,
+        x0_hat: &Tensor<4>,
+    ) -> Result<(), SampleError> {
         self.step += 1;
         if !is_finite(x) {
-            return Err(SampleError::Diverged { step: self.step, total: self.total, t: tr.t });
+            return Err(SampleError::Diverged {
+                step: self.step,
+                total: self.total,
+                t: tr.t,
+            });
         }
         if (self.every > 0 && self.step % self.every == 0) || self.step == self.total {
             if self.every > 0 {
-                self.snapshots.push(Snapshot { t: tr.t, x0_hat: x0_hat.clone() });
+                self.snapshots.push(Snapshot {
+                    t: tr.t,
+                    x0_hat: x0_hat.clone(),
+                });
             }
         }
-        self.observer.report(StepInfo { step: self.step, total: self.total, t: tr.t });
+        self.observer.report(StepInfo {
+            step: self.step,
+            total: self.total,
+            t: tr.t,
+        });
         Ok(())
     }
 
     pub fn finish(self, x0: Tensor<4>) -> SampleOutput {
-        SampleOutput { x0, snapshots: self.snapshots }
+        SampleOutput {
+            x0,
+            snapshots: self.snapshots,
+        }
     }
 }
 
 fn is_finite(x: &Tensor<4>) -> bool {
-    let bad = x.clone().is_nan().any().into_scalar::<bool>() || x.clone().is_inf().any().into_scalar::<bool>();
+    let bad = x.clone().is_nan().any().into_scalar::<bool>()
+        || x.clone().is_inf().any().into_scalar::<bool>();
     !bad
 }
 
 /// Tweedie's estimate x̂0 at a transition's timestep (clamped to [−1, 1] if `clip`).
-pub fn predict_x0(model: &dyn EpsModel, schedule: &Schedule, x_t: Tensor<4>, tr: &Transition, clip: bool) -> Tensor<4> {
+pub fn predict_x0(
+    model: &dyn EpsModel,
+    schedule: &Schedule,
+    x_t: Tensor<4>,
+    tr: &Transition,
+    clip: bool,
+) -> Tensor<4> {
     let x0 = model.denoise(x_t, schedule.level(tr.t));
     if clip { x0.clamp(-1.0, 1.0) } else { x0 }
 }
 
 /// The unguided reverse step x_t → x_s given x̂0: the sheet's x̂0-form ancestral step, or
 /// DDIM when `opts.eta` is set. z = 0 on the last step.
-pub fn reverse_step(x_t: Tensor<4>, x0_hat: Tensor<4>, tr: &Transition, opts: &ChainOptions, noise: &mut NoiseSource) -> Tensor<4> {
-    let z = if tr.is_last() { x_t.zeros_like() } else { noise.normal_like(&x_t) };
+pub fn reverse_step(
+    x_t: Tensor<4>,
+    x0_hat: Tensor<4>,
+    tr: &Transition,
+    opts: &ChainOptions,
+    noise: &mut NoiseSource,
+) -> Tensor<4> {
+    let z = if tr.is_last() {
+        x_t.zeros_like()
+    } else {
+        noise.normal_like(&x_t)
+    };
     match opts.eta {
-        None => diffusion::step_x0_form(x_t, x0_hat, z, tr, diffusion::step_sigma(tr, opts.variance)),
+        None => {
+            diffusion::step_x0_form(x_t, x0_hat, z, tr, diffusion::step_sigma(tr, opts.variance))
+        }
         Some(eta) => diffusion::step_ddim(x_t, x0_hat, z, tr, eta),
     }
 }

@@ -15,7 +15,13 @@ pub struct Denoised {
 }
 
 /// Noises `x0` to timestep `t` and denoises it back in one Tweedie step.
-pub fn denoise(model: &dyn EpsModel, schedule: &Schedule, x0: Tensor<4>, t: usize, noise: &mut NoiseSource) -> Result<Denoised, SampleError> {
+pub fn denoise(
+    model: &dyn EpsModel,
+    schedule: &Schedule,
+    x0: Tensor<4>,
+    t: usize,
+    noise: &mut NoiseSource,
+) -> Result<Denoised, SampleError> {
     schedule.check_timestep(t)?;
     let level = schedule.level(t);
     let z = noise.normal_like(&x0);

@@ -37,7 +37,10 @@ pub struct DpsOptions {
 
 impl Default for DpsOptions {
     fn default() -> Self {
-        Self { chain: ChainOptions::default(), step: DpsStep::Residual { zeta: 1.0 } }
+        Self {
+            chain: ChainOptions::default(),
+            step: DpsStep::Residual { zeta: 1.0 },
+        }
     }
 }
 
@@ -52,7 +55,11 @@ pub fn measurement_gradient(op: &dyn Operator, x: Tensor<4>, y: Tensor<4>) -> Te
 /// Per-item squared residual ‖A(x̂0) − y‖², `[B]`.
 fn residual_sq(op: &dyn Operator, x0_hat: Tensor<4>, y: Tensor<4>) -> Tensor<1> {
     let [b, ..] = x0_hat.dims();
-    (op.forward(x0_hat) - y).powf_scalar(2.0).reshape([b as i32, -1]).sum_dim(1).reshape([b])
+    (op.forward(x0_hat) - y)
+        .powf_scalar(2.0)
+        .reshape([b as i32, -1])
+        .sum_dim(1)
+        .reshape([b])
 }
 
 /// DPS: x_T ~ N(0, I); for each step: x̂0 = Tweedie(x_t) (tracked), x' = ancestral step,
@@ -91,7 +98,13 @@ pub fn dps(
         };
         let grad = x_track.grad(&loss.backward()).expect("x_t requires grad");
         let step = if normalise {
-            let norms = grad.clone().powf_scalar(2.0).reshape([b as i32, -1]).sum_dim(1).sqrt().add_scalar(1e-12);
+            let norms = grad
+                .clone()
+                .powf_scalar(2.0)
+                .reshape([b as i32, -1])
+                .sum_dim(1)
+                .sqrt()
+                .add_scalar(1e-12);
             grad / norms.reshape([b, 1, 1, 1])
         } else {
             grad

@@ -16,8 +16,20 @@ pub fn generate(
     observer: &mut Observer,
 ) -> Result<SampleOutput, SampleError> {
     if shape.iter().any(|d| *d == 0) {
-        return Err(SampleError::invalid("shape", format!("{shape:?}"), "all dimensions must be ≥ 1"));
+        return Err(SampleError::invalid(
+            "shape",
+            format!("{shape:?}"),
+            "all dimensions must be ≥ 1",
+        ));
     }
     let x_t = noise.normal(shape, device);
-    run_chain(model, schedule, x_t, schedule.num_steps(), opts, noise, observer)
+    run_chain(
+        model,
+        schedule,
+        x_t,
+        schedule.num_steps(),
+        opts,
+        noise,
+        observer,
+    )
 }

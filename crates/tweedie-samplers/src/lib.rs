@@ -14,7 +14,9 @@ mod generate;
 mod sdedit;
 
 pub use ald::{AldOptions, Gamma, score_ald};
-pub use chain::{ChainOptions, Observer, SampleError, SampleOutput, Snapshot, StepInfo, predict_x0, reverse_step};
+pub use chain::{
+    ChainOptions, Observer, SampleError, SampleOutput, Snapshot, StepInfo, predict_x0, reverse_step,
+};
 pub use denoise::{Denoised, denoise};
 pub use dps::{DpsOptions, DpsStep, dps, measurement_gradient};
 pub use generate::generate;

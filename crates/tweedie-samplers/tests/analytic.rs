@@ -25,7 +25,11 @@ fn assert_matches_prior(x: &Tensor<4>, prior: &GaussianPrior, what: &str) {
     let (mean, var, n) = standardized_moments(x, prior);
     let se_mean = 1.0 / (n as f64).sqrt();
     let se_var = (2.0 / (n - 1) as f64).sqrt();
-    eprintln!("{what}: standardized mean {mean:.4} (4 SE = {:.4}), var {var:.4} (4 SE = {:.4}), n = {n}", 4.0 * se_mean, 4.0 * se_var);
+    eprintln!(
+        "{what}: standardized mean {mean:.4} (4 SE = {:.4}), var {var:.4} (4 SE = {:.4}), n = {n}",
+        4.0 * se_mean,
+        4.0 * se_var
+    );
     assert!(mean.abs() < 4.0 * se_mean, "{what}: mean {mean}");
     assert!((var - 1.0).abs() < 4.0 * se_var, "{what}: var {var}");
 }
@@ -36,7 +40,11 @@ fn gaussian_prior(shape: [usize; 4], var: f64, seed: u64) -> GaussianPrior {
 }
 
 fn unclipped(steps: usize) -> ChainOptions {
-    ChainOptions { steps, clip_x0: false, ..Default::default() }
+    ChainOptions {
+        steps,
+        clip_x0: false,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -44,7 +52,16 @@ fn generation_with_exact_score_reproduces_gaussian_prior() {
     let schedule = Schedule::linear_default();
     let prior = gaussian_prior([1, 1, 8, 8], 0.25, 1);
     let mut noise = NoiseSource::new(2);
-    let out = generate(&prior, &schedule, [64, 1, 8, 8], &unclipped(1000), &mut noise, &dev(), &mut Observer::default()).unwrap();
+    let out = generate(
+        &prior,
+        &schedule,
+        [64, 1, 8, 8],
+        &unclipped(1000),
+        &mut noise,
+        &dev(),
+        &mut Observer::default(),
+    )
+    .unwrap();
     assert_matches_prior(&out.x0, &prior, "ancestral T=1000");
 }
 
@@ -52,12 +69,36 @@ fn generation_with_exact_score_reproduces_gaussian_prior() {
 fn posterior_variance_chain_and_ddim_also_reproduce_the_prior() {
     let schedule = Schedule::linear_default();
     let prior = gaussian_prior([1, 1, 8, 8], 0.25, 3);
-    let opts = ChainOptions { variance: StepVariance::Posterior, ..unclipped(1000) };
-    let out = generate(&prior, &schedule, [64, 1, 8, 8], &opts, &mut NoiseSource::new(4), &dev(), &mut Observer::default()).unwrap();
+    let opts = ChainOptions {
+        variance: StepVariance::Posterior,
+        ..unclipped(1000)
+    };
+    let out = generate(
+        &prior,
+        &schedule,
+        [64, 1, 8, 8],
+        &opts,
+        &mut NoiseSource::new(4),
+        &dev(),
+        &mut Observer::default(),
+    )
+    .unwrap();
     assert_matches_prior(&out.x0, &prior, "ancestral β̃ T=1000");
     // DDIM (η = 0, deterministic) with 100 strided steps: the probability-flow ODE.
-    let opts = ChainOptions { eta: Some(0.0), ..unclipped(100) };
-    let out = generate(&prior, &schedule, [64, 1, 8, 8], &opts, &mut NoiseSource::new(5), &dev(), &mut Observer::default()).unwrap();
+    let opts = ChainOptions {
+        eta: Some(0.0),
+        ..unclipped(100)
+    };
+    let out = generate(
+        &prior,
+        &schedule,
+        [64, 1, 8, 8],
+        &opts,
+        &mut NoiseSource::new(5),
+        &dev(),
+        &mut Observer::default(),
+    )
+    .unwrap();
     assert_matches_prior(&out.x0, &prior, "DDIM η=0, 100 steps");
 }
 
@@ -66,7 +107,16 @@ fn sdedit_from_t_max_is_unconditional_generation() {
     let schedule = Schedule::linear_default();
     let prior = gaussian_prior([1, 1, 8, 8], 0.25, 6);
     let init = Tensor::<4>::ones([64, 1, 8, 8], &dev()); // any start: ᾱ_T ≈ 4e-5 erases it
-    let out = sdedit(&prior, &schedule, init, 1000, &unclipped(1000), &mut NoiseSource::new(7), &mut Observer::default()).unwrap();
+    let out = sdedit(
+        &prior,
+        &schedule,
+        init,
+        1000,
+        &unclipped(1000),
+        &mut NoiseSource::new(7),
+        &mut Observer::default(),
+    )
+    .unwrap();
     assert_matches_prior(&out.x0, &prior, "SDEdit t0=T");
 }
 
@@ -116,8 +166,20 @@ fn same_seed_same_output_and_progress_is_reported() {
         let mut steps = Vec::new();
         let out = {
             let mut obs = Observer::with_progress(|i: StepInfo| steps.push(i.step));
-            let opts = ChainOptions { snapshot_every: 5, ..unclipped(20) };
-            generate(&prior, &schedule, [2, 3, 4, 4], &opts, &mut NoiseSource::new(seed), &dev(), &mut obs).unwrap()
+            let opts = ChainOptions {
+                snapshot_every: 5,
+                ..unclipped(20)
+            };
+            generate(
+                &prior,
+                &schedule,
+                [2, 3, 4, 4],
+                &opts,
+                &mut NoiseSource::new(seed),
+                &dev(),
+                &mut obs,
+            )
+            .unwrap()
         };
         assert_eq!(steps, (1..=20).collect::<Vec<_>>());
         assert_eq!(out.snapshots.len(), 4);
@@ -131,19 +193,45 @@ fn same_seed_same_output_and_progress_is_reported() {
 struct Exploding;
 impl EpsModel for Exploding {
     fn predict_eps(&self, x_t: Tensor<4>, level: NoiseLevel) -> Tensor<4> {
-        if level.t < 500 { x_t.mul_scalar(f64::NAN) } else { x_t.zeros_like() }
+        if level.t < 500 {
+            x_t.mul_scalar(f64::NAN)
+        } else {
+            x_t.zeros_like()
+        }
     }
 }
 
 #[test]
 fn divergence_is_reported_with_the_step() {
     let schedule = Schedule::linear_default();
-    let err = generate(&Exploding, &schedule, [1, 3, 4, 4], &unclipped(10), &mut NoiseSource::new(1), &dev(), &mut Observer::default())
-        .unwrap_err()
-        .to_string();
+    let err = generate(
+        &Exploding,
+        &schedule,
+        [1, 3, 4, 4],
+        &unclipped(10),
+        &mut NoiseSource::new(1),
+        &dev(),
+        &mut Observer::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("step 6 of 10") && err.contains("NaN"), "{err}");
-    let bad = ChainOptions { eta: Some(2.0), ..unclipped(10) };
-    assert!(generate(&Exploding, &schedule, [1, 3, 4, 4], &bad, &mut NoiseSource::new(1), &dev(), &mut Observer::default()).is_err());
+    let bad = ChainOptions {
+        eta: Some(2.0),
+        ..unclipped(10)
+    };
+    assert!(
+        generate(
+            &Exploding,
+            &schedule,
+            [1, 3, 4, 4],
+            &bad,
+            &mut NoiseSource::new(1),
+            &dev(),
+            &mut Observer::default()
+        )
+        .is_err()
+    );
 }
 
 /// Linear-Gaussian inpainting: prior N(μ, s² I), y = M x* + σ n. The posterior factorises per
@@ -167,11 +255,22 @@ fn inpainting_problem(batch: usize) -> InpaintingProblem {
     let x_star = prior.sample(1, &mut noise);
     let y1 = measure(&mask, x_star, sigma, &mut noise).unwrap();
     let m = mask.tensor().clone();
-    let obs_mean = (y1.clone().mul_scalar(s2) + prior.mean.clone().mul_scalar(sigma * sigma)).div_scalar(s2 + sigma * sigma);
+    let obs_mean = (y1.clone().mul_scalar(s2) + prior.mean.clone().mul_scalar(sigma * sigma))
+        .div_scalar(s2 + sigma * sigma);
     let post_mean = obs_mean * m.clone() + prior.mean.clone() * m.clone().neg().add_scalar(1.0);
-    let post_var = m.clone().mul_scalar(s2 * sigma * sigma / (s2 + sigma * sigma)) + m.neg().add_scalar(1.0).mul_scalar(s2);
+    let post_var = m
+        .clone()
+        .mul_scalar(s2 * sigma * sigma / (s2 + sigma * sigma))
+        + m.neg().add_scalar(1.0).mul_scalar(s2);
     let y = y1.repeat_dim(0, batch);
-    InpaintingProblem { prior, mask, y, post_mean, post_var: post_var.repeat_dim(1, 3), sigma }
+    InpaintingProblem {
+        prior,
+        mask,
+        y,
+        post_mean,
+        post_var: post_var.repeat_dim(1, 3),
+        sigma,
+    }
 }
 
 /// Mean squared distance of samples to the exact posterior mean, divided by the exact posterior
@@ -201,18 +300,72 @@ fn dps_and_score_ald_approach_the_posterior_and_beat_sdedit() {
     let d = dev();
     let chain = unclipped(1000);
 
-    let dps_opts = DpsOptions { chain: chain.clone(), step: DpsStep::Residual { zeta: 0.5 } };
-    let x_dps = dps(&p.prior, &schedule, &p.mask, p.y.clone(), shape, &dps_opts, &mut NoiseSource::new(30), &d, &mut Observer::default()).unwrap().x0;
-    let ald_opts = AldOptions { chain: chain.clone(), sigma: p.sigma, gamma: Gamma::Tweedie, scale: 1.0 };
-    let x_ald = score_ald(&p.prior, &schedule, &p.mask, p.y.clone(), shape, &ald_opts, &mut NoiseSource::new(31), &d, &mut Observer::default()).unwrap().x0;
+    let dps_opts = DpsOptions {
+        chain: chain.clone(),
+        step: DpsStep::Residual { zeta: 0.5 },
+    };
+    let x_dps = dps(
+        &p.prior,
+        &schedule,
+        &p.mask,
+        p.y.clone(),
+        shape,
+        &dps_opts,
+        &mut NoiseSource::new(30),
+        &d,
+        &mut Observer::default(),
+    )
+    .unwrap()
+    .x0;
+    let ald_opts = AldOptions {
+        chain: chain.clone(),
+        sigma: p.sigma,
+        gamma: Gamma::Tweedie,
+        scale: 1.0,
+    };
+    let x_ald = score_ald(
+        &p.prior,
+        &schedule,
+        &p.mask,
+        p.y.clone(),
+        shape,
+        &ald_opts,
+        &mut NoiseSource::new(31),
+        &d,
+        &mut Observer::default(),
+    )
+    .unwrap()
+    .x0;
     let init = p.mask.initialise(p.y.clone());
-    let x_sde = sdedit(&p.prior, &schedule, init, 500, &chain, &mut NoiseSource::new(32), &mut Observer::default()).unwrap().x0;
+    let x_sde = sdedit(
+        &p.prior,
+        &schedule,
+        init,
+        500,
+        &chain,
+        &mut NoiseSource::new(32),
+        &mut Observer::default(),
+    )
+    .unwrap()
+    .x0;
 
-    let (e_dps, e_ald, e_sde) = (normalised_error(&x_dps, &p), normalised_error(&x_ald, &p), normalised_error(&x_sde, &p));
-    let (o_dps, o_ald, o_sde) = (observed_rmse(&x_dps, &p), observed_rmse(&x_ald, &p), observed_rmse(&x_sde, &p));
+    let (e_dps, e_ald, e_sde) = (
+        normalised_error(&x_dps, &p),
+        normalised_error(&x_ald, &p),
+        normalised_error(&x_sde, &p),
+    );
+    let (o_dps, o_ald, o_sde) = (
+        observed_rmse(&x_dps, &p),
+        observed_rmse(&x_ald, &p),
+        observed_rmse(&x_sde, &p),
+    );
     let post_std_obs = (0.25f64 * 0.0025 / 0.2525).sqrt();
-    eprintln!("normalised error (1 = exact posterior): DPS {e_dps:.3}, ALD {e_ald:.3}, SDEdit {e_sde:.3}");
-    eprintln!("observed-pixel RMSE to posterior mean (posterior std {post_std_obs:.4}): DPS {o_dps:.4}, ALD {o_ald:.4}, SDEdit {o_sde:.4}");
+    eprintln!(
+        "normalised error (1 = exact posterior): DPS {e_dps:.3}, ALD {e_ald:.3}, SDEdit {e_sde:.3}"
+    );
+    eprintln!(
+        "observed-pixel RMSE to posterior mean (posterior std {post_std_obs:.4}): DPS {o_dps:.4}, ALD {o_ald:.4}, SDEdit {o_sde:.4}"
+    );
     for (name, e, o) in [("DPS", e_dps, o_dps), ("Score-ALD", e_ald, o_ald)] {
         assert!(e < 1.5, "{name}: normalised error {e}");
         assert!(o < 3.0 * post_std_obs, "{name}: observed RMSE {o}");

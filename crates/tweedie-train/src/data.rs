@@ -36,7 +36,10 @@ impl Dataset {
             }
         }
         if images.is_empty() {
-            return Err(TrainError::Data(format!("{}: no readable PNG/JPEG images", dir.display())));
+            return Err(TrainError::Data(format!(
+                "{}: no readable PNG/JPEG images",
+                dir.display()
+            )));
         }
         Ok(Self { images, skipped })
     }
@@ -61,7 +64,11 @@ impl Dataset {
         let items: Vec<Image> = (0..n)
             .map(|_| {
                 let img = &self.images[rng.below(self.images.len())];
-                if rng.uniform() < 0.5 { img.flip_horizontal() } else { img.clone() }
+                if rng.uniform() < 0.5 {
+                    img.flip_horizontal()
+                } else {
+                    img.clone()
+                }
             })
             .collect();
         tweedie_io::to_tensor(&items, device).expect("equal-sized images")
@@ -71,7 +78,9 @@ impl Dataset {
 /// Centre crop (to `crop` or the largest square) and resize to `size`.
 pub fn prepare(img: &Image, opts: &DatasetOptions) -> Image {
     let sq = match opts.crop {
-        Some(c) if c <= img.width && c <= img.height => img.crop((img.width - c) / 2, (img.height - c) / 2, c, c),
+        Some(c) if c <= img.width && c <= img.height => {
+            img.crop((img.width - c) / 2, (img.height - c) / 2, c, c)
+        }
         _ => center_crop_square(img),
     };
     sq.resize(opts.size, opts.size)

@@ -80,7 +80,9 @@ impl TrainOptions {
         if self.checkpoint_every == 0 {
             return bad("checkpoint interval must be ≥ 1");
         }
-        self.unet.validate().map_err(|e| TrainError::Invalid(e.to_string()))
+        self.unet
+            .validate()
+            .map_err(|e| TrainError::Invalid(e.to_string()))
     }
 }
 
@@ -133,10 +135,21 @@ fn ckpt_err(e: impl std::fmt::Display) -> TrainError {
 
 /// Trains (or resumes, if `out/checkpoint/` exists and `resume` is set) and writes
 /// `out/model.safetensors` (EMA weights) + `out/model.json`.
-pub fn train(opts: &TrainOptions, resume: bool, device: &Device, on_step: &mut dyn FnMut(&StepReport)) -> Result<TrainSummary, TrainError> {
+pub fn train(
+    opts: &TrainOptions,
+    resume: bool,
+    device: &Device,
+    on_step: &mut dyn FnMut(&StepReport),
+) -> Result<TrainSummary, TrainError> {
     opts.validate()?;
     let started = Instant::now();
-    let data = Dataset::load(&opts.data, &DatasetOptions { size: opts.unet.image_size, crop: opts.crop })?;
+    let data = Dataset::load(
+        &opts.data,
+        &DatasetOptions {
+            size: opts.unet.image_size,
+            crop: opts.crop,
+        },
+    )?;
     std::fs::create_dir_all(&opts.out).map_err(ckpt_err)?;
     let ckpt_dir = opts.out.join("checkpoint");
     let ad = device.clone().autodiff();
@@ -148,25 +161,45 @@ pub fn train(opts: &TrainOptions, resume: bool, device: &Device, on_step: &mut d
     let mut optim = adam.init();
 
     let (mut model, mut ema, mut state) = if resume && ckpt_dir.join("state.json").exists() {
-        let model = UNet::load(&opts.unet, ckpt_dir.join("model.safetensors"), &ad).map_err(ckpt_err)?;
+        let model =
+            UNet::load(&opts.unet, ckpt_dir.join("model.safetensors"), &ad).map_err(ckpt_err)?;
         let mut ema_map = WeightMap::load(ckpt_dir.join("ema.safetensors")).map_err(ckpt_err)?;
         let ema = export_of(&mut ema_map, &model.export());
         let bytes = std::fs::read(ckpt_dir.join("optim.bpk")).map_err(ckpt_err)?;
-        optim = optim.from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes)).map_err(|e| ckpt_err(format!("{e:?}")))?;
+        optim = optim
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| ckpt_err(format!("{e:?}")))?;
         let state: CheckpointState =
-            serde_json::from_slice(&std::fs::read(ckpt_dir.join("state.json")).map_err(ckpt_err)?).map_err(ckpt_err)?;
+            serde_json::from_slice(&std::fs::read(ckpt_dir.join("state.json")).map_err(ckpt_err)?)
+                .map_err(ckpt_err)?;
         (model, ema, state)
     } else {
         if resume {
-            return Err(TrainError::Checkpoint(format!("--resume given but {} has no checkpoint", ckpt_dir.display())));
+            return Err(TrainError::Checkpoint(format!(
+                "--resume given but {} has no checkpoint",
+                ckpt_dir.display()
+            )));
         }
-        let model = UNet::init(&opts.unet, opts.seed, &ad).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        let model = UNet::init(&opts.unet, opts.seed, &ad)
+            .map_err(|e| TrainError::Invalid(e.to_string()))?;
         let ema = model.export();
-        (model, ema, CheckpointState { step: 0, recent_losses: Vec::new(), images_seen: 0 })
+        (
+            model,
+            ema,
+            CheckpointState {
+                step: 0,
+                recent_losses: Vec::new(),
+                images_seen: 0,
+            },
+        )
     };
     let log_path = opts.out.join("loss.csv");
     truncate_log(&log_path, state.step).map_err(ckpt_err)?;
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(ckpt_err)?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(ckpt_err)?;
     if state.step == 0 {
         writeln!(log, "step,loss,lr").map_err(ckpt_err)?;
     }
@@ -177,24 +210,42 @@ pub fn train(opts: &TrainOptions, resume: bool, device: &Device, on_step: &mut d
     while state.step < opts.steps {
         let step = state.step + 1;
         // Every random choice of this step comes from (seed, step): resume is exact.
-        let mut rng = NoiseSource::new(opts.seed.wrapping_mul(0x9E3779B97F4A7C15).wrapping_add(step as u64));
+        let mut rng = NoiseSource::new(
+            opts.seed
+                .wrapping_mul(0x9E3779B97F4A7C15)
+                .wrapping_add(step as u64),
+        );
         let x0 = data.batch(b, &mut rng, &ad);
-        let ts: Vec<usize> = (0..b).map(|_| 1 + rng.below(schedule.num_steps())).collect();
-        let sa: Vec<f32> = ts.iter().map(|&t| schedule.sqrt_alpha_bar[t] as f32).collect();
-        let sb: Vec<f32> = ts.iter().map(|&t| schedule.sqrt_one_minus_alpha_bar[t] as f32).collect();
+        let ts: Vec<usize> = (0..b)
+            .map(|_| 1 + rng.below(schedule.num_steps()))
+            .collect();
+        let sa: Vec<f32> = ts
+            .iter()
+            .map(|&t| schedule.sqrt_alpha_bar[t] as f32)
+            .collect();
+        let sb: Vec<f32> = ts
+            .iter()
+            .map(|&t| schedule.sqrt_one_minus_alpha_bar[t] as f32)
+            .collect();
         let eps = rng.normal([b, 3, opts.unet.image_size, opts.unet.image_size], &ad);
-        let x_t = x0 * tweedie_core::tensor::from_vec(sa, [b, 1, 1, 1], &ad) + eps.clone() * tweedie_core::tensor::from_vec(sb, [b, 1, 1, 1], &ad);
+        let x_t = x0 * tweedie_core::tensor::from_vec(sa, [b, 1, 1, 1], &ad)
+            + eps.clone() * tweedie_core::tensor::from_vec(sb, [b, 1, 1, 1], &ad);
         let net_t: Vec<f32> = ts.iter().map(|&t| (t - 1) as f32).collect();
         let pred = model.forward(x_t, &net_t).narrow(1, 0, 3);
         let loss = (pred - eps).powf_scalar(2.0).mean();
         let loss_value = tweedie_core::tensor::scalar(&loss);
         if !loss_value.is_finite() {
-            return Err(TrainError::Diverged { step, loss: loss_value });
+            return Err(TrainError::Diverged {
+                step,
+                loss: loss_value,
+            });
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let lr = opts.lr * (step as f64 / opts.warmup.max(1) as f64).min(1.0);
         model = optim.step(lr, model, grads);
-        let decay = opts.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
+        let decay = opts
+            .ema_decay
+            .min((1.0 + step as f64) / (10.0 + step as f64));
         ema_update(&mut ema, &model.export(), decay);
 
         state.step = step;
@@ -205,7 +256,13 @@ pub fn train(opts: &TrainOptions, resume: bool, device: &Device, on_step: &mut d
         }
         writeln!(log, "{step},{loss_value:.6},{lr:.3e}").map_err(ckpt_err)?;
         let done = (step - first_step) * b;
-        on_step(&StepReport { step, total: opts.steps, loss: loss_value, lr, images_per_sec: done as f64 / loop_start.elapsed().as_secs_f64() });
+        on_step(&StepReport {
+            step,
+            total: opts.steps,
+            loss: loss_value,
+            lr,
+            images_per_sec: done as f64 / loop_start.elapsed().as_secs_f64(),
+        });
         if step % opts.checkpoint_every == 0 || step == opts.steps {
             log.flush().map_err(ckpt_err)?;
             save_checkpoint(&ckpt_dir, &model, &ema, &optim, &state)?;
@@ -213,7 +270,8 @@ pub fn train(opts: &TrainOptions, resume: bool, device: &Device, on_step: &mut d
     }
     WeightMap::save_safetensors(&ema, &opts.out.join("model.safetensors")).map_err(ckpt_err)?;
     std::fs::write(opts.out.join("model.json"), opts.unet.to_json()).map_err(ckpt_err)?;
-    let final_loss = state.recent_losses.iter().sum::<f64>() / state.recent_losses.len().max(1) as f64;
+    let final_loss =
+        state.recent_losses.iter().sum::<f64>() / state.recent_losses.len().max(1) as f64;
     Ok(TrainSummary {
         steps: state.step,
         images_seen: state.images_seen,
@@ -228,7 +286,12 @@ pub fn train(opts: &TrainOptions, resume: bool, device: &Device, on_step: &mut d
 
 fn export_of(map: &mut WeightMap, like: &Export) -> Export {
     like.iter()
-        .map(|(k, (s, v))| (k.clone(), (s.clone(), map.take(k, s).unwrap_or_else(|| v.clone()))))
+        .map(|(k, (s, v))| {
+            (
+                k.clone(),
+                (s.clone(), map.take(k, s).unwrap_or_else(|| v.clone())),
+            )
+        })
         .collect()
 }
 
@@ -243,16 +306,27 @@ fn ema_update(ema: &mut Export, current: &Export, decay: f64) {
     }
 }
 
-fn save_checkpoint(dir: &Path, model: &UNet, ema: &Export, optim: &burn::optim::ModuleOptimizer, state: &CheckpointState) -> Result<(), TrainError> {
+fn save_checkpoint(
+    dir: &Path,
+    model: &UNet,
+    ema: &Export,
+    optim: &burn::optim::ModuleOptimizer,
+    state: &CheckpointState,
+) -> Result<(), TrainError> {
     // Write into a fresh folder, then swap it in: a crash never leaves a half checkpoint.
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(ckpt_err)?;
-    WeightMap::save_safetensors(&model.export(), &tmp.join("model.safetensors")).map_err(ckpt_err)?;
+    WeightMap::save_safetensors(&model.export(), &tmp.join("model.safetensors"))
+        .map_err(ckpt_err)?;
     WeightMap::save_safetensors(ema, &tmp.join("ema.safetensors")).map_err(ckpt_err)?;
     let bytes = optim.into_bytes().map_err(|e| ckpt_err(format!("{e:?}")))?;
     std::fs::write(tmp.join("optim.bpk"), &bytes[..]).map_err(ckpt_err)?;
-    std::fs::write(tmp.join("state.json"), serde_json::to_vec(state).map_err(ckpt_err)?).map_err(ckpt_err)?;
+    std::fs::write(
+        tmp.join("state.json"),
+        serde_json::to_vec(state).map_err(ckpt_err)?,
+    )
+    .map_err(ckpt_err)?;
     let old = dir.with_extension("old");
     let _ = std::fs::remove_dir_all(&old);
     if dir.exists() {
@@ -271,7 +345,13 @@ fn truncate_log(path: &Path, step: usize) -> std::io::Result<()> {
     let text = std::fs::read_to_string(path)?;
     let kept: Vec<&str> = text
         .lines()
-        .filter(|l| l.starts_with("step") || l.split(',').next().and_then(|s| s.parse::<usize>().ok()).is_some_and(|s| s <= step))
+        .filter(|l| {
+            l.starts_with("step")
+                || l.split(',')
+                    .next()
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .is_some_and(|s| s <= step)
+        })
         .collect();
     let mut out = kept.join("\n");
     if !out.is_empty() {

@@ -35,7 +35,11 @@ fn options(root: &Path, out: &str, steps: usize) -> TrainOptions {
 }
 
 fn losses(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("loss.csv")).unwrap().lines().map(String::from).collect()
+    std::fs::read_to_string(dir.join("loss.csv"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 #[test]
@@ -71,14 +75,20 @@ fn resume_continues_exactly_like_an_uninterrupted_run() {
         let vb = wb.take(k, s).unwrap();
         let mut wa2 = wa.clone();
         let va = wa2.take(k, s).unwrap();
-        worst = va.iter().zip(&vb).map(|(x, y)| (x - y).abs()).fold(worst, f32::max);
+        worst = va
+            .iter()
+            .zip(&vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(worst, f32::max);
     }
     assert!(worst < 1e-5, "max weight difference {worst}");
     // The saved model loads with its config.
     let cfg = UNetConfig::from_json_file(root.join("full/model.json")).unwrap();
     tweedie_unet::UNet::load(&cfg, root.join("full/model.safetensors"), &device).unwrap();
     // Resume without a checkpoint is a clear error.
-    let err = train(&options(&root, "fresh", 2), true, &device, &mut |_| {}).unwrap_err().to_string();
+    let err = train(&options(&root, "fresh", 2), true, &device, &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no checkpoint"), "{err}");
     std::fs::remove_dir_all(&root).ok();
 }
@@ -87,7 +97,9 @@ fn resume_continues_exactly_like_an_uninterrupted_run() {
 fn empty_data_folder_is_an_error() {
     let root = std::env::temp_dir().join(format!("tweedie-train-empty-{}", std::process::id()));
     std::fs::create_dir_all(root.join("data")).unwrap();
-    let err = train(&options(&root, "o", 1), false, &Device::flex(), &mut |_| {}).unwrap_err().to_string();
+    let err = train(&options(&root, "o", 1), false, &Device::flex(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no readable"), "{err}");
     std::fs::remove_dir_all(&root).ok();
 }

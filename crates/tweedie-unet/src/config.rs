@@ -34,7 +34,11 @@ impl ListArg {
             ListArg::Text(s) if s.trim().is_empty() => Ok(Vec::new()),
             ListArg::Text(s) => s
                 .split(',')
-                .map(|p| p.trim().parse::<f64>().map_err(|_| ConfigError::Invalid(format!("cannot parse list {s:?}"))))
+                .map(|p| {
+                    p.trim()
+                        .parse::<f64>()
+                        .map_err(|_| ConfigError::Invalid(format!("cannot parse list {s:?}")))
+                })
                 .collect(),
         }
     }
@@ -122,7 +126,12 @@ impl UNetConfig {
 
     /// A small config: `image_size`, base channels, multipliers, one res block, attention at
     /// the given resolutions, 32 channels per head, scale-shift norm, resblock up/down.
-    pub fn small(image_size: usize, num_channels: usize, mult: &[f64], attention: &[usize]) -> Self {
+    pub fn small(
+        image_size: usize,
+        num_channels: usize,
+        mult: &[f64],
+        attention: &[usize],
+    ) -> Self {
         Self {
             image_size,
             num_channels,
@@ -142,7 +151,10 @@ impl UNetConfig {
     /// `guided_diffusion_create_model_args` (the fixture layout).
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let err = |reason: String| ConfigError::File { path: path.display().to_string(), reason };
+        let err = |reason: String| ConfigError::File {
+            path: path.display().to_string(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let cfg = Self::from_json_str(&text).map_err(|e| err(e.to_string()))?;
         Ok(cfg)
@@ -150,9 +162,14 @@ impl UNetConfig {
 
     /// Parses JSON text (see [`UNetConfig::from_json_file`]).
     pub fn from_json_str(text: &str) -> Result<Self, ConfigError> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let args = value.get("guided_diffusion_create_model_args").cloned().unwrap_or(value);
-        let cfg: Self = serde_json::from_value(args).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let args = value
+            .get("guided_diffusion_create_model_args")
+            .cloned()
+            .unwrap_or(value);
+        let cfg: Self =
+            serde_json::from_value(args).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -174,7 +191,11 @@ impl UNetConfig {
             128 => vec![1.0, 1.0, 2.0, 3.0, 4.0],
             64 => vec![1.0, 2.0, 3.0, 4.0],
             32 => vec![1.0, 2.0, 2.0, 2.0],
-            s => return Err(ConfigError::Invalid(format!("no default channel_mult for image_size {s}; give one"))),
+            s => {
+                return Err(ConfigError::Invalid(format!(
+                    "no default channel_mult for image_size {s}; give one"
+                )));
+            }
         })
     }
 
@@ -186,7 +207,10 @@ impl UNetConfig {
             .map(|r| {
                 let r = r as usize;
                 if r == 0 || self.image_size % r != 0 {
-                    return Err(ConfigError::Invalid(format!("attention resolution {r} does not divide image_size {}", self.image_size)));
+                    return Err(ConfigError::Invalid(format!(
+                        "attention resolution {r} does not divide image_size {}",
+                        self.image_size
+                    )));
                 }
                 Ok(self.image_size / r)
             })
@@ -203,26 +227,41 @@ impl UNetConfig {
         let mult = self.channel_mult()?;
         self.attention_ds()?;
         if self.class_cond {
-            return Err(ConfigError::Invalid("class_cond = true is not supported".into()));
+            return Err(ConfigError::Invalid(
+                "class_cond = true is not supported".into(),
+            ));
         }
         if self.num_channels == 0 || self.num_res_blocks == 0 || self.image_size == 0 {
-            return Err(ConfigError::Invalid("image_size, num_channels and num_res_blocks must be ≥ 1".into()));
+            return Err(ConfigError::Invalid(
+                "image_size, num_channels and num_res_blocks must be ≥ 1".into(),
+            ));
         }
         let levels = mult.len() as u32;
         if self.image_size % 2usize.pow(levels.saturating_sub(1)) != 0 {
-            return Err(ConfigError::Invalid(format!("image_size {} is not divisible by 2^{}", self.image_size, levels - 1)));
+            return Err(ConfigError::Invalid(format!(
+                "image_size {} is not divisible by 2^{}",
+                self.image_size,
+                levels - 1
+            )));
         }
         for m in &mult {
             let ch = (m * self.num_channels as f64) as usize;
             if ch == 0 || ch % 32 != 0 {
-                return Err(ConfigError::Invalid(format!("level width {ch} must be a positive multiple of 32 (GroupNorm(32))")));
+                return Err(ConfigError::Invalid(format!(
+                    "level width {ch} must be a positive multiple of 32 (GroupNorm(32))"
+                )));
             }
             if self.num_head_channels > 0 && ch % self.num_head_channels as usize != 0 {
-                return Err(ConfigError::Invalid(format!("level width {ch} is not divisible by num_head_channels {}", self.num_head_channels)));
+                return Err(ConfigError::Invalid(format!(
+                    "level width {ch} is not divisible by num_head_channels {}",
+                    self.num_head_channels
+                )));
             }
         }
         if self.num_head_channels <= 0 && self.num_heads <= 0 {
-            return Err(ConfigError::Invalid("set num_heads or num_head_channels".into()));
+            return Err(ConfigError::Invalid(
+                "set num_heads or num_head_channels".into(),
+            ));
         }
         Ok(())
     }
@@ -244,7 +283,10 @@ mod tests {
         assert_eq!(cfg.attention_ds().unwrap(), vec![2, 4]);
         assert_eq!(cfg.out_channels(), 6);
         assert!(cfg.use_scale_shift_norm);
-        assert_eq!(UNetConfig::ffhq256().channel_mult().unwrap(), vec![1.0, 1.0, 2.0, 2.0, 4.0, 4.0]);
+        assert_eq!(
+            UNetConfig::ffhq256().channel_mult().unwrap(),
+            vec![1.0, 1.0, 2.0, 2.0, 4.0, 4.0]
+        );
         let back = UNetConfig::from_json_str(&cfg.to_json()).unwrap();
         assert_eq!(back, cfg);
     }
@@ -253,7 +295,10 @@ mod tests {
     fn bad_configs_are_rejected() {
         assert!(UNetConfig::from_json_str(r#"{"image_size": 48}"#).is_err());
         assert!(UNetConfig::from_json_str(r#"{"image_size": 64, "class_cond": true}"#).is_err());
-        assert!(UNetConfig::from_json_str(r#"{"image_size": 64, "attention_resolutions": "7"}"#).is_err());
+        assert!(
+            UNetConfig::from_json_str(r#"{"image_size": 64, "attention_resolutions": "7"}"#)
+                .is_err()
+        );
         assert!(UNetConfig::from_json_str(r#"{"image_size": 64, "num_channels": 20}"#).is_err());
         assert!(UNetConfig::from_json_str("not json").is_err());
     }

@@ -33,7 +33,8 @@ pub trait ParamSource {
 impl ParamSource for WeightMap {
     fn values(&mut self, key: &str, shape: &[usize], _init: Init) -> Vec<f32> {
         // On a problem, `take` records it (reported by `finish`) and we fill zeros.
-        self.take(key, shape).unwrap_or_else(|| vec![0.0; shape.iter().product()])
+        self.take(key, shape)
+            .unwrap_or_else(|| vec![0.0; shape.iter().product()])
     }
 }
 
@@ -48,7 +49,9 @@ impl ParamSource for RandomInit {
             Init::Ones => vec![1.0; n],
             Init::Uniform { fan_in } => {
                 let bound = 1.0 / (fan_in as f64).sqrt();
-                (0..n).map(|_| ((self.0.uniform() * 2.0 - 1.0) * bound) as f32).collect()
+                (0..n)
+                    .map(|_| ((self.0.uniform() * 2.0 - 1.0) * bound) as f32)
+                    .collect()
             }
         }
     }
@@ -57,7 +60,13 @@ impl ParamSource for RandomInit {
 /// Exported tensors: key → (shape, values).
 pub type Export = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
-fn param<const D: usize>(src: &mut dyn ParamSource, key: &str, shape: [usize; D], init: Init, device: &Device) -> Param<Tensor<D>> {
+fn param<const D: usize>(
+    src: &mut dyn ParamSource,
+    key: &str,
+    shape: [usize; D],
+    init: Init,
+    device: &Device,
+) -> Param<Tensor<D>> {
     let v = src.values(key, &shape, init);
     keyed_param(key, Tensor::from_data(TensorData::new(v, shape), device))
 }
@@ -91,12 +100,41 @@ pub struct Conv {
 
 impl Conv {
     /// Builds `prefix.weight`/`prefix.bias`.
-    pub fn new(src: &mut dyn ParamSource, prefix: &str, cin: usize, cout: usize, k: usize, stride: usize, zero: bool, device: &Device) -> Self {
+    pub fn new(
+        src: &mut dyn ParamSource,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        zero: bool,
+        device: &Device,
+    ) -> Self {
         let fan_in = cin * k * k;
-        let init = if zero { Init::Zeros } else { Init::Uniform { fan_in } };
+        let init = if zero {
+            Init::Zeros
+        } else {
+            Init::Uniform { fan_in }
+        };
         Self {
-            weight: param(src, &format!("{prefix}.weight"), [cout, cin, k, k], init, device),
-            bias: param(src, &format!("{prefix}.bias"), [cout], if zero { Init::Zeros } else { Init::Uniform { fan_in } }, device),
+            weight: param(
+                src,
+                &format!("{prefix}.weight"),
+                [cout, cin, k, k],
+                init,
+                device,
+            ),
+            bias: param(
+                src,
+                &format!("{prefix}.bias"),
+                [cout],
+                if zero {
+                    Init::Zeros
+                } else {
+                    Init::Uniform { fan_in }
+                },
+                device,
+            ),
             stride,
             padding: k / 2,
         }
@@ -104,12 +142,27 @@ impl Conv {
     /// Applies the convolution.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let (s, p) = (self.stride, self.padding);
-        conv2d(x, self.weight.val(), Some(self.bias.val()), ConvOptions::new([s, s], [p, p], [1, 1], 1))
+        conv2d(
+            x,
+            self.weight.val(),
+            Some(self.bias.val()),
+            ConvOptions::new([s, s], [p, p], [1, 1], 1),
+        )
     }
     /// Exports under `prefix`.
     pub fn export(&self, prefix: &str, out: &mut Export) {
-        export(out, format!("{prefix}.weight"), &self.weight, self.weight.val().dims().to_vec());
-        export(out, format!("{prefix}.bias"), &self.bias, self.bias.val().dims().to_vec());
+        export(
+            out,
+            format!("{prefix}.weight"),
+            &self.weight,
+            self.weight.val().dims().to_vec(),
+        );
+        export(
+            out,
+            format!("{prefix}.bias"),
+            &self.bias,
+            self.bias.val().dims().to_vec(),
+        );
     }
 }
 
@@ -124,16 +177,35 @@ pub struct Linear {
 
 impl Linear {
     /// Builds `prefix.weight` (`[out, in]`, or `[out, in, 1]` when `kernel1d`) and `prefix.bias`.
-    pub fn new(src: &mut dyn ParamSource, prefix: &str, cin: usize, cout: usize, kernel1d: bool, zero: bool, device: &Device) -> Self {
-        let init = if zero { Init::Zeros } else { Init::Uniform { fan_in: cin } };
+    pub fn new(
+        src: &mut dyn ParamSource,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        kernel1d: bool,
+        zero: bool,
+        device: &Device,
+    ) -> Self {
+        let init = if zero {
+            Init::Zeros
+        } else {
+            Init::Uniform { fan_in: cin }
+        };
         let key = format!("{prefix}.weight");
         let weight = if kernel1d {
             let v = src.values(&key, &[cout, cin, 1], init);
-            keyed_param(&key, Tensor::from_data(TensorData::new(v, [cout, cin]), device))
+            keyed_param(
+                &key,
+                Tensor::from_data(TensorData::new(v, [cout, cin]), device),
+            )
         } else {
             param(src, &key, [cout, cin], init, device)
         };
-        Self { weight, bias: param(src, &format!("{prefix}.bias"), [cout], init, device), kernel1d }
+        Self {
+            weight,
+            bias: param(src, &format!("{prefix}.bias"), [cout], init, device),
+            kernel1d,
+        }
     }
     /// `x Wᵀ + b` over the last dimension of `[N, in]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
@@ -143,7 +215,11 @@ impl Linear {
     /// Exports under `prefix`.
     pub fn export(&self, prefix: &str, out: &mut Export) {
         let [o, i] = self.weight.val().dims();
-        let shape = if self.kernel1d { vec![o, i, 1] } else { vec![o, i] };
+        let shape = if self.kernel1d {
+            vec![o, i, 1]
+        } else {
+            vec![o, i]
+        };
         export(out, format!("{prefix}.weight"), &self.weight, shape);
         export(out, format!("{prefix}.bias"), &self.bias, vec![o]);
     }
@@ -161,8 +237,20 @@ impl GroupNorm {
     /// Builds `prefix.weight`/`prefix.bias` for `channels`.
     pub fn new(src: &mut dyn ParamSource, prefix: &str, channels: usize, device: &Device) -> Self {
         Self {
-            weight: param(src, &format!("{prefix}.weight"), [channels], Init::Ones, device),
-            bias: param(src, &format!("{prefix}.bias"), [channels], Init::Zeros, device),
+            weight: param(
+                src,
+                &format!("{prefix}.weight"),
+                [channels],
+                Init::Ones,
+                device,
+            ),
+            bias: param(
+                src,
+                &format!("{prefix}.bias"),
+                [channels],
+                Init::Zeros,
+                device,
+            ),
             groups: 32,
         }
     }
@@ -193,7 +281,9 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// Nearest-neighbour 2× upsampling.
 pub fn upsample2(x: Tensor<4>) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
-    x.reshape([b, c, h, 1, w, 1]).expand([b, c, h, 2, w, 2]).reshape([b, c, 2 * h, 2 * w])
+    x.reshape([b, c, h, 1, w, 1])
+        .expand([b, c, h, 2, w, 2])
+        .reshape([b, c, 2 * h, 2 * w])
 }
 
 /// 2×2 average pooling.

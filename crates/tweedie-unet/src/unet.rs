@@ -2,7 +2,9 @@
 //! Module and key layout follow guided-diffusion's `unet.py` exactly.
 
 use crate::config::{ConfigError, UNetConfig};
-use crate::layers::{Conv, Export, GroupNorm, Linear, ParamSource, RandomInit, avgpool2, silu, upsample2};
+use crate::layers::{
+    Conv, Export, GroupNorm, Linear, ParamSource, RandomInit, avgpool2, silu, upsample2,
+};
 use crate::weights::{WeightError, WeightMap};
 use burn::module::Module;
 use burn::tensor::activation::softmax;
@@ -38,11 +40,48 @@ impl ResBlock {
         let emb_out = if s.scale_shift { 2 * s.cout } else { s.cout };
         Self {
             in_norm: GroupNorm::new(src, &format!("{p}.in_layers.0"), s.cin, device),
-            in_conv: Conv::new(src, &format!("{p}.in_layers.2"), s.cin, s.cout, 3, 1, false, device),
-            emb: Linear::new(src, &format!("{p}.emb_layers.1"), s.emb, emb_out, false, false, device),
+            in_conv: Conv::new(
+                src,
+                &format!("{p}.in_layers.2"),
+                s.cin,
+                s.cout,
+                3,
+                1,
+                false,
+                device,
+            ),
+            emb: Linear::new(
+                src,
+                &format!("{p}.emb_layers.1"),
+                s.emb,
+                emb_out,
+                false,
+                false,
+                device,
+            ),
             out_norm: GroupNorm::new(src, &format!("{p}.out_layers.0"), s.cout, device),
-            out_conv: Conv::new(src, &format!("{p}.out_layers.3"), s.cout, s.cout, 3, 1, true, device),
-            skip: (s.cin != s.cout).then(|| Conv::new(src, &format!("{p}.skip_connection"), s.cin, s.cout, 1, 1, false, device)),
+            out_conv: Conv::new(
+                src,
+                &format!("{p}.out_layers.3"),
+                s.cout,
+                s.cout,
+                3,
+                1,
+                true,
+                device,
+            ),
+            skip: (s.cin != s.cout).then(|| {
+                Conv::new(
+                    src,
+                    &format!("{p}.skip_connection"),
+                    s.cin,
+                    s.cout,
+                    1,
+                    1,
+                    false,
+                    device,
+                )
+            }),
             up: s.up,
             down: s.down,
             scale_shift: s.scale_shift,
@@ -99,7 +138,14 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn new(src: &mut dyn ParamSource, p: &str, ch: usize, heads: usize, legacy: bool, device: &Device) -> Self {
+    fn new(
+        src: &mut dyn ParamSource,
+        p: &str,
+        ch: usize,
+        heads: usize,
+        legacy: bool,
+        device: &Device,
+    ) -> Self {
         Self {
             norm: GroupNorm::new(src, &format!("{p}.norm"), ch, device),
             qkv: Linear::new(src, &format!("{p}.qkv"), ch, 3 * ch, true, false, device),
@@ -114,7 +160,12 @@ impl Attention {
         let (t, nh) = (h * w, self.heads);
         let ch = c / nh;
         // [B, C, H, W] → [B·T, C] rows, so the 1×1 convs are matmuls.
-        let rows = self.norm.forward(x.clone()).reshape([b, c, t]).swap_dims(1, 2).reshape([b * t, c]);
+        let rows = self
+            .norm
+            .forward(x.clone())
+            .reshape([b, c, t])
+            .swap_dims(1, 2)
+            .reshape([b * t, c]);
         let qkv = self.qkv.forward(rows);
         // Legacy: channel = head·3ch + j·ch + c; new: channel = j·C + head·ch + c.
         let qkv: Tensor<5> = if self.legacy {
@@ -127,7 +178,12 @@ impl Attention {
         let weights = softmax(pick(0).matmul(pick(1).swap_dims(2, 3)).mul_scalar(scale), 3);
         let a = weights.matmul(pick(2)); // [B, heads, T, ch]
         let a = a.swap_dims(1, 2).reshape([b * t, c]);
-        let out = self.proj.forward(a).reshape([b, t, c]).swap_dims(1, 2).reshape([b, c, h, w]);
+        let out = self
+            .proj
+            .forward(a)
+            .reshape([b, t, c])
+            .swap_dims(1, 2)
+            .reshape([b, c, h, w]);
         x + out
     }
 
@@ -152,19 +208,49 @@ pub struct Layer {
 
 impl Layer {
     fn conv(c: Conv) -> Self {
-        Self { conv: Some(c), res: None, attn: None, down: None, up: None }
+        Self {
+            conv: Some(c),
+            res: None,
+            attn: None,
+            down: None,
+            up: None,
+        }
     }
     fn res(r: ResBlock) -> Self {
-        Self { conv: None, res: Some(r), attn: None, down: None, up: None }
+        Self {
+            conv: None,
+            res: Some(r),
+            attn: None,
+            down: None,
+            up: None,
+        }
     }
     fn attn(a: Attention) -> Self {
-        Self { conv: None, res: None, attn: Some(a), down: None, up: None }
+        Self {
+            conv: None,
+            res: None,
+            attn: Some(a),
+            down: None,
+            up: None,
+        }
     }
     fn down(c: Conv) -> Self {
-        Self { conv: None, res: None, attn: None, down: Some(c), up: None }
+        Self {
+            conv: None,
+            res: None,
+            attn: None,
+            down: Some(c),
+            up: None,
+        }
     }
     fn up(c: Conv) -> Self {
-        Self { conv: None, res: None, attn: None, down: None, up: Some(c) }
+        Self {
+            conv: None,
+            res: None,
+            attn: None,
+            down: None,
+            up: Some(c),
+        }
     }
 
     fn forward(&self, x: Tensor<4>, emb: &Tensor<2>) -> Tensor<4> {
@@ -235,7 +321,11 @@ pub struct UNet {
 
 impl UNet {
     /// Builds the network for `config`, taking every parameter from `src`.
-    pub fn build(config: &UNetConfig, src: &mut dyn ParamSource, device: &Device) -> Result<Self, ConfigError> {
+    pub fn build(
+        config: &UNetConfig,
+        src: &mut dyn ParamSource,
+        device: &Device,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let mc = config.num_channels;
         let ted = 4 * mc;
@@ -252,7 +342,19 @@ impl UNet {
         };
         let legacy = !config.use_new_attention_order;
         let res = |src: &mut dyn ParamSource, p: String, cin, cout, up, down| {
-            ResBlock::new(src, &p, ResSpec { cin, cout, emb: ted, up, down, scale_shift: config.use_scale_shift_norm }, device)
+            ResBlock::new(
+                src,
+                &p,
+                ResSpec {
+                    cin,
+                    cout,
+                    emb: ted,
+                    up,
+                    down,
+                    scale_shift: config.use_scale_shift_norm,
+                },
+                device,
+            )
         };
         let width = |m: f64| (m * mc as f64) as usize;
 
@@ -260,16 +362,41 @@ impl UNet {
         let time2 = Linear::new(src, "time_embed.2", ted, ted, false, false, device);
 
         let mut ch = width(mult[0]);
-        let mut input_blocks = vec![Block { layers: vec![Layer::conv(Conv::new(src, "input_blocks.0.0", 3, ch, 3, 1, false, device))] }];
+        let mut input_blocks = vec![Block {
+            layers: vec![Layer::conv(Conv::new(
+                src,
+                "input_blocks.0.0",
+                3,
+                ch,
+                3,
+                1,
+                false,
+                device,
+            ))],
+        }];
         let mut chans = vec![ch];
         let mut ds = 1;
         for (level, &m) in mult.iter().enumerate() {
             for _ in 0..config.num_res_blocks {
                 let p = format!("input_blocks.{}", input_blocks.len());
-                let mut layers = vec![Layer::res(res(src, format!("{p}.0"), ch, width(m), false, false))];
+                let mut layers = vec![Layer::res(res(
+                    src,
+                    format!("{p}.0"),
+                    ch,
+                    width(m),
+                    false,
+                    false,
+                ))];
                 ch = width(m);
                 if attn_ds.contains(&ds) {
-                    layers.push(Layer::attn(Attention::new(src, &format!("{p}.1"), ch, heads(ch, false), legacy, device)));
+                    layers.push(Layer::attn(Attention::new(
+                        src,
+                        &format!("{p}.1"),
+                        ch,
+                        heads(ch, false),
+                        legacy,
+                        device,
+                    )));
                 }
                 input_blocks.push(Block { layers });
                 chans.push(ch);
@@ -279,9 +406,20 @@ impl UNet {
                 let layer = if config.resblock_updown {
                     Layer::res(res(src, p, ch, ch, false, true))
                 } else {
-                    Layer::down(Conv::new(src, &format!("{p}.op"), ch, ch, 3, 2, false, device))
+                    Layer::down(Conv::new(
+                        src,
+                        &format!("{p}.op"),
+                        ch,
+                        ch,
+                        3,
+                        2,
+                        false,
+                        device,
+                    ))
                 };
-                input_blocks.push(Block { layers: vec![layer] });
+                input_blocks.push(Block {
+                    layers: vec![layer],
+                });
                 chans.push(ch);
                 ds *= 2;
             }
@@ -289,7 +427,14 @@ impl UNet {
         let middle = Block {
             layers: vec![
                 Layer::res(res(src, "middle_block.0".into(), ch, ch, false, false)),
-                Layer::attn(Attention::new(src, "middle_block.1", ch, heads(ch, false), legacy, device)),
+                Layer::attn(Attention::new(
+                    src,
+                    "middle_block.1",
+                    ch,
+                    heads(ch, false),
+                    legacy,
+                    device,
+                )),
                 Layer::res(res(src, "middle_block.2".into(), ch, ch, false, false)),
             ],
         };
@@ -298,17 +443,40 @@ impl UNet {
             for i in 0..=config.num_res_blocks {
                 let p = format!("output_blocks.{}", output_blocks.len());
                 let ich = chans.pop().expect("skip channels");
-                let mut layers = vec![Layer::res(res(src, format!("{p}.0"), ch + ich, width(m), false, false))];
+                let mut layers = vec![Layer::res(res(
+                    src,
+                    format!("{p}.0"),
+                    ch + ich,
+                    width(m),
+                    false,
+                    false,
+                ))];
                 ch = width(m);
                 if attn_ds.contains(&ds) {
-                    layers.push(Layer::attn(Attention::new(src, &format!("{p}.1"), ch, heads(ch, true), legacy, device)));
+                    layers.push(Layer::attn(Attention::new(
+                        src,
+                        &format!("{p}.1"),
+                        ch,
+                        heads(ch, true),
+                        legacy,
+                        device,
+                    )));
                 }
                 if level > 0 && i == config.num_res_blocks {
                     let k = layers.len();
                     layers.push(if config.resblock_updown {
                         Layer::res(res(src, format!("{p}.{k}"), ch, ch, true, false))
                     } else {
-                        Layer::up(Conv::new(src, &format!("{p}.{k}.conv"), ch, ch, 3, 1, false, device))
+                        Layer::up(Conv::new(
+                            src,
+                            &format!("{p}.{k}.conv"),
+                            ch,
+                            ch,
+                            3,
+                            1,
+                            false,
+                            device,
+                        ))
                     });
                     ds /= 2;
                 }
@@ -317,7 +485,17 @@ impl UNet {
         }
         let out_norm = GroupNorm::new(src, "out.0", ch, device);
         let out_conv = Conv::new(src, "out.2", ch, config.out_channels(), 3, 1, true, device);
-        Ok(Self { time1, time2, input_blocks, middle, output_blocks, out_norm, out_conv, model_channels: mc, config: config.clone() })
+        Ok(Self {
+            time1,
+            time2,
+            input_blocks,
+            middle,
+            output_blocks,
+            out_norm,
+            out_conv,
+            model_channels: mc,
+            config: config.clone(),
+        })
     }
 
     /// A freshly initialised network (PyTorch default init, zeroed output convs), seeded.
@@ -327,14 +505,22 @@ impl UNet {
 
     /// Builds the network from a checkpoint map; fails listing any missing, mis-shaped or
     /// unexpected keys.
-    pub fn from_weights(config: &UNetConfig, weights: &mut WeightMap, device: &Device) -> Result<Self, UNetLoadError> {
+    pub fn from_weights(
+        config: &UNetConfig,
+        weights: &mut WeightMap,
+        device: &Device,
+    ) -> Result<Self, UNetLoadError> {
         let net = Self::build(config, weights, device)?;
         weights.finish()?;
         Ok(net)
     }
 
     /// Loads a `.pt` or `.safetensors` checkpoint for `config`.
-    pub fn load(config: &UNetConfig, path: impl AsRef<Path>, device: &Device) -> Result<Self, UNetLoadError> {
+    pub fn load(
+        config: &UNetConfig,
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Self, UNetLoadError> {
         let mut w = WeightMap::load(path)?;
         Self::from_weights(config, &mut w, device)
     }
@@ -361,8 +547,10 @@ impl UNet {
         let path = weights.as_ref();
         WeightMap::save_safetensors(&self.export(), path)?;
         let cfg_path = path.with_extension("json");
-        std::fs::write(&cfg_path, self.config.to_json())
-            .map_err(|e| WeightError::File { path: cfg_path.display().to_string(), reason: e.to_string() })
+        std::fs::write(&cfg_path, self.config.to_json()).map_err(|e| WeightError::File {
+            path: cfg_path.display().to_string(),
+            reason: e.to_string(),
+        })
     }
 
     /// The config this network was built from.
@@ -372,7 +560,10 @@ impl UNet {
 
     /// Number of scalar parameters.
     pub fn num_parameters(&self) -> usize {
-        self.export().values().map(|(s, _)| s.iter().product::<usize>()).sum()
+        self.export()
+            .values()
+            .map(|(s, _)| s.iter().product::<usize>())
+            .sum()
     }
 
     /// Sinusoidal timestep embedding `[cos(t·f_i), sin(t·f_i)]`, f_i = 10000^(−i/half).
@@ -381,7 +572,9 @@ impl UNet {
         let half = dim / 2;
         let mut data = Vec::with_capacity(timesteps.len() * dim);
         for &t in timesteps {
-            let args: Vec<f64> = (0..half).map(|i| t as f64 * (-(10000f64.ln()) * i as f64 / half as f64).exp()).collect();
+            let args: Vec<f64> = (0..half)
+                .map(|i| t as f64 * (-(10000f64.ln()) * i as f64 / half as f64).exp())
+                .collect();
             data.extend(args.iter().map(|a| a.cos() as f32));
             data.extend(args.iter().map(|a| a.sin() as f32));
             if dim % 2 == 1 {
@@ -432,9 +625,15 @@ pub struct UNetEps {
 impl UNetEps {
     /// (ε, v) where v ∈ [−1, 1] interpolates log β̃_t (v = −1) and log β_t (v = 1), as in
     /// Improved DDPM; `None` without learned sigma.
-    pub fn forward_with_variance(&self, x_t: Tensor<4>, level: NoiseLevel) -> (Tensor<4>, Option<Tensor<4>>) {
+    pub fn forward_with_variance(
+        &self,
+        x_t: Tensor<4>,
+        level: NoiseLevel,
+    ) -> (Tensor<4>, Option<Tensor<4>>) {
         let b = x_t.dims()[0];
-        let out = self.net.forward(x_t, &vec![level.network_timestep() as f32; b]);
+        let out = self
+            .net
+            .forward(x_t, &vec![level.network_timestep() as f32; b]);
         let c = out.dims()[1];
         if c == 6 {
             (out.clone().narrow(1, 0, 3), Some(out.narrow(1, 3, 3)))

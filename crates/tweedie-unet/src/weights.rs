@@ -37,24 +37,48 @@ pub struct WeightMap {
 
 fn to_f32(bytes: &[u8], dtype: &str) -> Result<Vec<f32>, String> {
     Ok(match dtype {
-        "f32" => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        "f64" => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-        "f16" => bytes.chunks_exact(2).map(|c| burn::tensor::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        "bf16" => bytes.chunks_exact(2).map(|c| burn::tensor::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        "f32" => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        "f64" => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        "f16" => bytes
+            .chunks_exact(2)
+            .map(|c| burn::tensor::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        "bf16" => bytes
+            .chunks_exact(2)
+            .map(|c| burn::tensor::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         other => return Err(format!("unsupported dtype {other}")),
     })
 }
 
 impl WeightMap {
     /// An in-memory map (e.g. from a model being saved, or for tests).
-    pub fn from_tensors(source: impl Into<String>, tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Self {
-        Self { source: source.into(), tensors, ..Default::default() }
+    pub fn from_tensors(
+        source: impl Into<String>,
+        tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    ) -> Self {
+        Self {
+            source: source.into(),
+            tensors,
+            ..Default::default()
+        }
     }
 
     /// Reads a `.pt`/`.pth` (PyTorch state dict) or `.safetensors` file, by extension.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, WeightError> {
         let path = path.as_ref();
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("safetensors") => Self::load_safetensors(path),
             Some("pt" | "pth" | "bin" | "ckpt") => Self::load_pytorch(path),
             _ => Err(WeightError::File {
@@ -66,9 +90,13 @@ impl WeightMap {
 
     /// Reads a safetensors file.
     pub fn load_safetensors(path: &Path) -> Result<Self, WeightError> {
-        let err = |reason: String| WeightError::File { path: path.display().to_string(), reason };
+        let err = |reason: String| WeightError::File {
+            path: path.display().to_string(),
+            reason,
+        };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let dtype = match view.dtype() {
@@ -91,8 +119,12 @@ impl WeightMap {
     /// Reads a PyTorch checkpoint (a state dict, or one nested under `state_dict`/`model`).
     pub fn load_pytorch(path: &Path) -> Result<Self, WeightError> {
         use pytorch_reader::{DType, PytorchReader};
-        let err = |reason: String| WeightError::File { path: path.display().to_string(), reason };
-        let mut reader = PytorchReader::new(path).map_err(|e| err(format!("not a readable PyTorch checkpoint: {e}")))?;
+        let err = |reason: String| WeightError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut reader = PytorchReader::new(path)
+            .map_err(|e| err(format!("not a readable PyTorch checkpoint: {e}")))?;
         if !reader.keys().iter().any(|k| k.ends_with(".weight")) {
             for top in ["state_dict", "model", "ema"] {
                 if let Ok(r) = PytorchReader::with_top_level_key(path, top) {
@@ -120,14 +152,27 @@ impl WeightMap {
     }
 
     /// Writes tensors as an f32 safetensors file (atomically: temp file + rename).
-    pub fn save_safetensors(tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>, path: &Path) -> Result<(), WeightError> {
-        let err = |reason: String| WeightError::File { path: path.display().to_string(), reason };
-        let bytes: BTreeMap<&String, Vec<u8>> =
-            tensors.iter().map(|(k, (_, v))| (k, v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+    pub fn save_safetensors(
+        tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+        path: &Path,
+    ) -> Result<(), WeightError> {
+        let err = |reason: String| WeightError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let bytes: BTreeMap<&String, Vec<u8>> = tensors
+            .iter()
+            .map(|(k, (_, v))| (k, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            .collect();
         let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
             .iter()
             .map(|(k, (shape, _))| {
-                let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), &bytes[k]).expect("consistent view");
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    shape.clone(),
+                    &bytes[k],
+                )
+                .expect("consistent view");
                 (k.clone(), view)
             })
             .collect();
@@ -136,7 +181,9 @@ impl WeightMap {
             std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
         }
         let tmp = path.with_extension("safetensors.tmp");
-        std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| err(e.to_string()))
+        std::fs::write(&tmp, data)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| err(e.to_string()))
     }
 
     /// Where these weights came from.
@@ -170,7 +217,8 @@ impl WeightMap {
             Some((s, v)) => {
                 self.used.insert(key.to_string());
                 if s.as_slice() != shape {
-                    self.mismatched.push((key.to_string(), s.clone(), shape.to_vec()));
+                    self.mismatched
+                        .push((key.to_string(), s.clone(), shape.to_vec()));
                     None
                 } else {
                     Some(v.clone())
@@ -182,7 +230,11 @@ impl WeightMap {
     /// Fails, listing at most 10 problems of each kind (then a count), when any key was
     /// missing, mis-shaped or left unused.
     pub fn finish(&self) -> Result<(), WeightError> {
-        let unexpected: Vec<&String> = self.tensors.keys().filter(|k| !self.used.contains(*k)).collect();
+        let unexpected: Vec<&String> = self
+            .tensors
+            .keys()
+            .filter(|k| !self.used.contains(*k))
+            .collect();
         if self.missing.is_empty() && self.mismatched.is_empty() && unexpected.is_empty() {
             return Ok(());
         }
@@ -199,12 +251,30 @@ impl WeightMap {
                 listing.push_str(&format!("    … and {} more\n", lines.len() - 10));
             }
         };
-        section("missing keys", self.missing.iter().map(|(k, s)| format!("{k} {s:?}")).collect());
+        section(
+            "missing keys",
+            self.missing
+                .iter()
+                .map(|(k, s)| format!("{k} {s:?}"))
+                .collect(),
+        );
         section(
             "mis-shaped keys",
-            self.mismatched.iter().map(|(k, got, want)| format!("{k}: checkpoint {got:?}, model {want:?}")).collect(),
+            self.mismatched
+                .iter()
+                .map(|(k, got, want)| format!("{k}: checkpoint {got:?}, model {want:?}"))
+                .collect(),
         );
-        section("unexpected keys", unexpected.iter().map(|k| format!("{k} {:?}", self.tensors[*k].0)).collect());
-        Err(WeightError::Mismatch { source_name: self.source.clone(), listing: listing.trim_end().to_string() })
+        section(
+            "unexpected keys",
+            unexpected
+                .iter()
+                .map(|k| format!("{k} {:?}", self.tensors[*k].0))
+                .collect(),
+        );
+        Err(WeightError::Mismatch {
+            source_name: self.source.clone(),
+            listing: listing.trim_end().to_string(),
+        })
     }
 }

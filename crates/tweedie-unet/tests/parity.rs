@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use tweedie_unet::{UNet, UNetConfig, WeightMap};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/adm").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/adm")
+        .join(name)
 }
 
 /// Max abs error of the UNet loaded from `weights` against the fixture's reference output.
@@ -21,10 +23,17 @@ fn parity_error(weights: &str) -> f32 {
     let x = io_raw.take("x", &x_shape).unwrap();
     let want = io_raw.take("out", &out_shape).unwrap();
     let t = read_int_tensor(&fixture("io.safetensors"), "t");
-    let xt = tweedie_core::tensor::from_vec(x, [x_shape[0], x_shape[1], x_shape[2], x_shape[3]], &device);
+    let xt = tweedie_core::tensor::from_vec(
+        x,
+        [x_shape[0], x_shape[1], x_shape[2], x_shape[3]],
+        &device,
+    );
     let got = tweedie_core::tensor::to_vec(&net.forward(xt, &t));
     assert_eq!(got.len(), want.len());
-    got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+    got.iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
 }
 
 fn read_int_tensor(path: &Path, name: &str) -> Vec<f32> {
@@ -32,7 +41,10 @@ fn read_int_tensor(path: &Path, name: &str) -> Vec<f32> {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let v = st.tensor(name).unwrap();
     assert_eq!(v.dtype(), safetensors::Dtype::I64);
-    v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+    v.data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+        .collect()
 }
 
 #[test]
@@ -57,17 +69,26 @@ fn ffhq256_config_has_exactly_the_checkpoint_keys_and_shapes() {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let (k, s) = l.split_once('\t').unwrap();
-            let dims = s.trim_matches(|c| c == '[' || c == ']').split(',').filter(|d| !d.trim().is_empty()).map(|d| d.trim().parse().unwrap()).collect();
+            let dims = s
+                .trim_matches(|c| c == '[' || c == ']')
+                .split(',')
+                .filter(|d| !d.trim().is_empty())
+                .map(|d| d.trim().parse().unwrap())
+                .collect();
             (k.to_string(), dims)
         })
         .collect();
     assert_eq!(want.len(), 362);
     // Build on shapes only: a zero-filled map with the checkpoint's keys must load cleanly.
-    let map = want.iter().map(|(k, s)| (k.clone(), (s.clone(), vec![0f32; s.iter().product()]))).collect();
+    let map = want
+        .iter()
+        .map(|(k, s)| (k.clone(), (s.clone(), vec![0f32; s.iter().product()])))
+        .collect();
     let mut w = WeightMap::from_tensors("ffhq_10m_keys.txt", map);
     let net = UNet::from_weights(&UNetConfig::ffhq256(), &mut w, &Device::flex()).unwrap();
     assert_eq!(net.num_parameters(), 93_563_910);
-    let exported: Vec<(String, Vec<usize>)> = net.export().into_iter().map(|(k, (s, _))| (k, s)).collect();
+    let exported: Vec<(String, Vec<usize>)> =
+        net.export().into_iter().map(|(k, (s, _))| (k, s)).collect();
     let mut want_sorted = want.clone();
     want_sorted.sort();
     assert_eq!(exported, want_sorted);
@@ -78,25 +99,45 @@ fn wrong_checkpoint_lists_missing_unexpected_and_misshaped_keys() {
     let device = Device::flex();
     let cfg = UNetConfig::from_json_file(fixture("config.json")).unwrap();
     let mut w = WeightMap::load(fixture("model.safetensors")).unwrap();
-    let mut map: std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> =
-        w.shapes().map(|(k, s)| (k.clone(), (s.clone(), vec![0.0; s.iter().product()]))).collect();
+    let mut map: std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> = w
+        .shapes()
+        .map(|(k, s)| (k.clone(), (s.clone(), vec![0.0; s.iter().product()])))
+        .collect();
     map.remove("out.2.weight");
     map.insert("extra.weight".into(), (vec![2], vec![0.0, 0.0]));
     map.insert("time_embed.0.bias".into(), (vec![3], vec![0.0; 3]));
     w = WeightMap::from_tensors("broken", map);
-    let err = UNet::from_weights(&cfg, &mut w, &device).unwrap_err().to_string();
-    assert!(err.contains("missing keys") && err.contains("out.2.weight"), "{err}");
-    assert!(err.contains("unexpected keys") && err.contains("extra.weight"), "{err}");
-    assert!(err.contains("mis-shaped") && err.contains("time_embed.0.bias"), "{err}");
+    let err = UNet::from_weights(&cfg, &mut w, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("missing keys") && err.contains("out.2.weight"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unexpected keys") && err.contains("extra.weight"),
+        "{err}"
+    );
+    assert!(
+        err.contains("mis-shaped") && err.contains("time_embed.0.bias"),
+        "{err}"
+    );
     // A config that does not fit the fixture (different width) lists many keys, capped at 10.
     let mut other = cfg.clone();
     other.num_channels = 64;
-    let err = UNet::load(&other, fixture("model.safetensors"), &device).unwrap_err().to_string();
+    let err = UNet::load(&other, fixture("model.safetensors"), &device)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("… and"), "{err}");
     // Unreadable files fail with the path.
     let bad = std::env::temp_dir().join(format!("tweedie-bad-{}.safetensors", std::process::id()));
     std::fs::write(&bad, b"garbage").unwrap();
-    assert!(UNet::load(&cfg, &bad, &device).unwrap_err().to_string().contains("tweedie-bad"));
+    assert!(
+        UNet::load(&cfg, &bad, &device)
+            .unwrap_err()
+            .to_string()
+            .contains("tweedie-bad")
+    );
     assert!(UNet::load(&cfg, "weights.bin.xyz", &device).is_err());
 }
 

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use tweedie_core::{EpsModel, NoiseSource, Schedule};
 use tweedie_metrics::{Lpips, psnr, ssim};
 use tweedie_operators::{Operator, OperatorSpec, build, measure};
-use tweedie_samplers::{AldOptions, ChainOptions, DpsOptions, DpsStep, Gamma, Observer, SampleError};
+use tweedie_samplers::{
+    AldOptions, ChainOptions, DpsOptions, DpsStep, Gamma, Observer, SampleError,
+};
 
 /// Errors of the pipelines.
 #[derive(Debug, thiserror::Error)]
@@ -40,12 +42,24 @@ impl Scores {
 }
 
 /// Scores each item of `x` against `reference` (both `[B, 3, H, W]` in [−1, 1]).
-pub fn score(lpips: &Lpips, x: &Tensor<4>, reference: &Tensor<4>) -> Result<Vec<Scores>, TaskError> {
+pub fn score(
+    lpips: &Lpips,
+    x: &Tensor<4>,
+    reference: &Tensor<4>,
+) -> Result<Vec<Scores>, TaskError> {
     let m = |e: String| TaskError::Metric(e);
     let p = psnr(x, reference).map_err(|e| m(e.to_string()))?;
-    let s = if x.dims()[2] >= 11 && x.dims()[3] >= 11 { ssim(x, reference).map_err(|e| m(e.to_string()))? } else { vec![f64::NAN; p.len()] };
+    let s = if x.dims()[2] >= 11 && x.dims()[3] >= 11 {
+        ssim(x, reference).map_err(|e| m(e.to_string()))?
+    } else {
+        vec![f64::NAN; p.len()]
+    };
     let l = lpips.distance(x, reference).map_err(|e| m(e.to_string()))?;
-    Ok(p.into_iter().zip(s).zip(l).map(|((psnr, ssim), lpips)| Scores { psnr, ssim, lpips }).collect())
+    Ok(p.into_iter()
+        .zip(s)
+        .zip(l)
+        .map(|((psnr, ssim), lpips)| Scores { psnr, ssim, lpips })
+        .collect())
 }
 
 /// Which restoration algorithm.
@@ -67,7 +81,9 @@ impl std::str::FromStr for Method {
             "sdedit" => Ok(Method::Sdedit),
             "ald" | "score-ald" => Ok(Method::Ald),
             "dps" => Ok(Method::Dps),
-            other => Err(format!("unknown method {other:?}: expected sdedit, ald or dps")),
+            other => Err(format!(
+                "unknown method {other:?}: expected sdedit, ald or dps"
+            )),
         }
     }
 }
@@ -133,8 +149,15 @@ pub fn restore(
     let op: Box<dyn Operator> = build(&settings.op, h, w, &mut noise, device)?;
     let y = measure(op.as_ref(), x.clone(), settings.sigma, &mut noise)?;
     let init = op.initialise(y.clone());
-    let measurement_image = if init.dims() == x.dims() { init.clone() } else { op.adjoint(y.clone()) };
-    let chain = ChainOptions { steps: settings.steps, ..Default::default() };
+    let measurement_image = if init.dims() == x.dims() {
+        init.clone()
+    } else {
+        op.adjoint(y.clone())
+    };
+    let chain = ChainOptions {
+        steps: settings.steps,
+        ..Default::default()
+    };
     let shape = x.dims();
     let (reconstruction, initialisation) = match settings.method {
         Method::Sdedit => {
@@ -142,18 +165,58 @@ pub fn restore(
             schedule.check_timestep(t0).map_err(SampleError::from)?;
             let steps = (settings.steps * t0).div_ceil(schedule.num_steps()).max(1);
             let opts = ChainOptions { steps, ..chain };
-            let x_t0 = tweedie_core::diffusion::q_sample(init.clone(), noise.normal_like(&init), schedule.alpha_bar[t0]);
-            let out = tweedie_samplers::sdedit(model, schedule, init.clone(), t0, &opts, &mut noise, observer)?;
+            let x_t0 = tweedie_core::diffusion::q_sample(
+                init.clone(),
+                noise.normal_like(&init),
+                schedule.alpha_bar[t0],
+            );
+            let out = tweedie_samplers::sdedit(
+                model,
+                schedule,
+                init.clone(),
+                t0,
+                &opts,
+                &mut noise,
+                observer,
+            )?;
             (out.x0, x_t0)
         }
         Method::Ald => {
-            let opts = AldOptions { chain, sigma: settings.sigma.max(1e-3), gamma: settings.ald_gamma, scale: settings.ald_scale };
-            let out = tweedie_samplers::score_ald(model, schedule, op.as_ref(), y.clone(), shape, &opts, &mut noise, device, observer)?;
+            let opts = AldOptions {
+                chain,
+                sigma: settings.sigma.max(1e-3),
+                gamma: settings.ald_gamma,
+                scale: settings.ald_scale,
+            };
+            let out = tweedie_samplers::score_ald(
+                model,
+                schedule,
+                op.as_ref(),
+                y.clone(),
+                shape,
+                &opts,
+                &mut noise,
+                device,
+                observer,
+            )?;
             (out.x0, init.clone())
         }
         Method::Dps => {
-            let opts = DpsOptions { chain, step: settings.dps_step };
-            let out = tweedie_samplers::dps(model, schedule, op.as_ref(), y.clone(), shape, &opts, &mut noise, device, observer)?;
+            let opts = DpsOptions {
+                chain,
+                step: settings.dps_step,
+            };
+            let out = tweedie_samplers::dps(
+                model,
+                schedule,
+                op.as_ref(),
+                y.clone(),
+                shape,
+                &opts,
+                &mut noise,
+                device,
+                observer,
+            )?;
             (out.x0, init.clone())
         }
     };

@@ -1,0 +1,295 @@
+//! End-to-end tests of every `tweedie` subcommand on the tiny ADM fixture (random weights:
+//! these check plumbing, files and errors, not image quality).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tweedie-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn tweedie(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tweedie"))
+        .current_dir(root())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = tweedie(args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "tweedie {args:?} failed:\n{text}");
+    text
+}
+
+/// Runs a command that must fail with a one-line error containing `needle`.
+fn fails(args: &[&str], needle: &str) {
+    let out = tweedie(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "tweedie {args:?} should fail");
+    assert!(
+        err.contains(needle),
+        "tweedie {args:?}: expected {needle:?} in:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+const MODEL: [&str; 4] = [
+    "--model",
+    "tests/fixtures/adm/model.safetensors",
+    "--config",
+    "tests/fixtures/adm/config.json",
+];
+const FACE: &str = "assets/faces/000444.jpg";
+
+fn with_model<'a>(mut v: Vec<&'a str>, out: &'a str) -> Vec<&'a str> {
+    v.extend(MODEL);
+    v.extend(["--out", out]);
+    v
+}
+
+#[test]
+fn generate_writes_samples_and_grid() {
+    let out = tmp("gen");
+    let o = out.to_str().unwrap();
+    ok(&with_model(
+        vec!["generate", "--n", "2", "--steps", "3", "--seed", "1"],
+        o,
+    ));
+    assert!(
+        out.join("sample_000.png").exists()
+            && out.join("sample_001.png").exists()
+            && out.join("grid.png").exists()
+    );
+}
+
+#[test]
+fn denoise_writes_images_and_metrics() {
+    let out = tmp("den");
+    let o = out.to_str().unwrap();
+    ok(&with_model(vec!["denoise", FACE, "--t", "30,300"], o));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("denoise_metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+    assert!(out.join("denoise_grid.png").exists() && out.join("000444_t30_denoised.png").exists());
+}
+
+#[test]
+fn restore_runs_every_method() {
+    for (method, op) in [
+        ("dps", "inpaint-box"),
+        ("ald", "gaussian-blur"),
+        ("sdedit", "sr4"),
+    ] {
+        let out = tmp(&format!("restore-{method}"));
+        let o = out.to_str().unwrap();
+        let text = ok(&with_model(
+            vec![
+                "restore", FACE, "--method", method, "--op", op, "--steps", "3", "--t0", "100",
+            ],
+            o,
+        ));
+        assert!(text.contains("PSNR"), "{text}");
+        assert!(out.join(format!("{method}_metrics.json")).exists());
+        assert!(out.join(format!("{method}_grid.png")).exists());
+    }
+}
+
+#[test]
+fn metrics_on_files_and_folders() {
+    let text = ok(&["metrics", FACE, FACE]);
+    assert!(text.contains("PSNR inf"), "{text}");
+    let out = tmp("metrics");
+    let (a, b) = (out.join("a"), out.join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    for f in ["000444.jpg", "000719.jpg"] {
+        std::fs::copy(root().join("assets/faces").join(f), a.join(f)).unwrap();
+        std::fs::copy(root().join("assets/faces").join(f), b.join(f)).unwrap();
+    }
+    ok(&[
+        "metrics",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}"); // header, 2 images, mean
+}
+
+#[test]
+fn parity_prints_the_error() {
+    let text = ok(&["parity", "tests/fixtures/adm"]);
+    assert!(
+        text.contains("model.safetensors: max abs error") && text.contains("model.pt"),
+        "{text}"
+    );
+}
+
+#[test]
+fn train_evaluate_and_report_run_end_to_end() {
+    let out = tmp("train");
+    let data = out.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for f in ["000444.jpg", "000719.jpg", "000878.jpg"] {
+        std::fs::copy(root().join("assets/faces").join(f), data.join(f)).unwrap();
+    }
+    let run = out.join("run");
+    let text = ok(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--size",
+        "16",
+        "--channels",
+        "32",
+        "--mult",
+        "1,1",
+        "--attention",
+        "8",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--checkpoint-every",
+        "1",
+    ]);
+    assert!(text.contains("trained 2 steps"), "{text}");
+    let model = run.join("model.safetensors");
+    let m = model.to_str().unwrap();
+    let eval_out = out.join("eval");
+    ok(&[
+        "evaluate",
+        "--model",
+        m,
+        "--val",
+        data.to_str().unwrap(),
+        "--train",
+        data.to_str().unwrap(),
+        "--t",
+        "30",
+        "--sample-steps",
+        "2",
+        "--out",
+        eval_out.to_str().unwrap(),
+    ]);
+    assert!(eval_out.join("evaluation.json").exists() && eval_out.join("samples_8x8.png").exists());
+    let rep = out.join("report");
+    ok(&[
+        "report",
+        "--model",
+        m,
+        "--faces",
+        data.to_str().unwrap(),
+        "--n-faces",
+        "2",
+        "--steps",
+        "2",
+        "--n-samples",
+        "2",
+        "--out",
+        rep.to_str().unwrap(),
+    ]);
+    let md = std::fs::read_to_string(rep.join("README.md")).unwrap();
+    assert!(
+        md.contains("Task 2") && md.contains("Task 6") && md.contains("Metrics table"),
+        "{md}"
+    );
+    assert!(
+        rep.join("metrics.json").exists() && rep.join("figures/task6_dps_inpaint-box.png").exists()
+    );
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let out = tmp("bad");
+    let o = out.to_str().unwrap();
+    fails(
+        &with_model(vec!["denoise", "no/such/file.png"], o),
+        "does not exist",
+    );
+    fails(&with_model(vec!["denoise", FACE, "--t", "0"], o), "--t 0");
+    fails(
+        &with_model(vec!["denoise", FACE, "--t", "5000"], o),
+        "--t 5000",
+    );
+    fails(
+        &with_model(vec!["restore", FACE, "--op", "blur-everything"], o),
+        "unknown",
+    );
+    fails(
+        &with_model(vec!["restore", FACE, "--method", "magic"], o),
+        "unknown method",
+    );
+    // A mask whose size differs from the model resolution (32×32).
+    let mask = out.join("mask.png");
+    image::RgbImage::from_pixel(20, 20, image::Rgb([255, 255, 255]))
+        .save(&mask)
+        .unwrap();
+    fails(
+        &with_model(
+            vec![
+                "restore",
+                FACE,
+                "--op",
+                "inpaint-mask",
+                "--mask",
+                mask.to_str().unwrap(),
+                "--steps",
+                "2",
+            ],
+            o,
+        ),
+        "20×20",
+    );
+    fails(
+        &with_model(vec!["restore", FACE, "--steps", "0"], o),
+        "--steps",
+    );
+    fails(
+        &["generate", "--model", "missing.safetensors", "--out", o],
+        "does not exist",
+    );
+    // A corrupt image and a mismatched metrics pair.
+    let bad = out.join("bad.png");
+    std::fs::write(&bad, b"not an image").unwrap();
+    fails(
+        &with_model(vec!["denoise", bad.to_str().unwrap()], o),
+        "cannot decode",
+    );
+    let small = out.join("small.png");
+    image::RgbImage::new(8, 8).save(&small).unwrap();
+    fails(
+        &["metrics", FACE, small.to_str().unwrap()],
+        "sizes must match",
+    );
+    // A checkpoint that does not fit the config lists keys.
+    fails(
+        &[
+            "generate",
+            "--model",
+            "tests/fixtures/adm/model.safetensors",
+            "--config",
+            "assets/../tests/fixtures/adm/ffhq_10m_keys.txt",
+            "--out",
+            o,
+        ],
+        "config",
+    );
+}
