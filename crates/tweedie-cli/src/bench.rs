@@ -117,6 +117,73 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         );
         rows.push(json!({"config": "adm32 train step", "batch": b, "step_ms": m * 1e3, "forward_backward_ms": fb * 1e3, "images_per_sec": b as f64 / m}));
     }
+    // Time per step of each sampler on the ADM fixture's config (32×32, 1.4 M parameters).
+    {
+        use tweedie::tasks::{Method, RestoreSettings};
+        use tweedie_operators::OperatorSpec;
+        use tweedie_samplers::{ChainOptions, DpsStep, Gamma, Observer};
+        let cfg: UNetConfig = serde_json::from_str(
+            r#"{"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2,2", "attention_resolutions": "16,8",
+                "num_head_channels": 16, "use_scale_shift_norm": true, "resblock_updown": true, "learn_sigma": true}"#,
+        )?;
+        let net = tweedie_unet::UNetEps {
+            net: UNet::init(&cfg, 0, &device)?,
+        };
+        let schedule = tweedie_core::Schedule::linear_default();
+        let steps = 20;
+        let x = NoiseSource::new(3)
+            .normal([1, 3, 32, 32], &device)
+            .clamp(-1.0, 1.0);
+        let t0 = Instant::now();
+        let opts = ChainOptions {
+            steps,
+            ..Default::default()
+        };
+        let out = tweedie_samplers::generate(
+            &net,
+            &schedule,
+            [1, 3, 32, 32],
+            &opts,
+            &mut NoiseSource::new(0),
+            &device,
+            &mut Observer::default(),
+        )?;
+        sync(&out.x0);
+        let ms = t0.elapsed().as_secs_f64() * 1e3 / steps as f64;
+        println!("sampler step, fixture UNet 32×32, batch 1: ancestral (generate) {ms:.1} ms/step");
+        rows.push(json!({"sampler": "generate", "ms_per_step": ms}));
+        for method in [Method::Sdedit, Method::Ald, Method::Dps] {
+            let settings = RestoreSettings {
+                method,
+                op: OperatorSpec::InpaintBox {
+                    size: 16,
+                    random_margin: None,
+                },
+                sigma: 0.05,
+                steps,
+                t0: 1000,
+                dps_step: DpsStep::Residual { zeta: 1.0 },
+                ald_gamma: Gamma::Tweedie,
+                ald_scale: 1.0,
+                seed: 0,
+            };
+            let t0 = Instant::now();
+            let r = tweedie::tasks::restore(
+                &net,
+                &schedule,
+                &x,
+                &settings,
+                &device,
+                &mut Observer::default(),
+            )?;
+            sync(&r.reconstruction);
+            let ms = t0.elapsed().as_secs_f64() * 1e3 / steps as f64;
+            println!(
+                "sampler step, fixture UNet 32×32, batch 1: {method} (inpainting) {ms:.1} ms/step"
+            );
+            rows.push(json!({"sampler": method.to_string(), "ms_per_step": ms}));
+        }
+    }
     if let Some(p) = &a.json {
         tweedie_io::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
     }

@@ -333,14 +333,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
         tweedie_io::save_png(img, c.out.join(format!("sample_{i:03}.png")))?;
     }
     let cols = (a.n as f64).sqrt().ceil() as usize;
-    let mut grid = tweedie_io::Grid::new(0);
-    for row in images.chunks(cols) {
-        grid.push_row(
-            row.iter()
-                .map(|im| tweedie_io::GridCell::new(im.clone(), ""))
-                .collect(),
-        );
-    }
+    let grid = tweedie_io::Grid::from_images(&images, cols, 0);
     grid.save(c.out.join("grid.png"))?;
     println!("wrote {} samples and grid.png to {}", a.n, c.out.display());
     Ok(())

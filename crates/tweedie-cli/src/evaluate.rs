@@ -36,15 +36,6 @@ pub struct EvaluateArgs {
     pub sample_steps: usize,
 }
 
-fn mean_scores(v: &[Scores]) -> Scores {
-    let n = v.len() as f64;
-    Scores {
-        psnr: v.iter().map(|s| s.psnr).sum::<f64>() / n,
-        ssim: v.iter().map(|s| s.ssim).sum::<f64>() / n,
-        lpips: v.iter().map(|s| s.lpips).sum::<f64>() / n,
-    }
-}
-
 fn gaussian_baseline(train: &Dataset, device: &Device) -> Result<GaussianPrior> {
     let x = tweedie_io::to_tensor(train.images(), device)?;
     let mean = x.clone().mean_dim(0);
@@ -80,7 +71,7 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
             ours.extend(score(&lpips, &clamp(net.denoise(x_t.clone(), level)), &x0)?);
             base.extend(score(&lpips, &clamp(baseline.denoise(x_t, level)), &x0)?);
         }
-        let (m, b) = (mean_scores(&ours), mean_scores(&base));
+        let (m, b) = (Scores::mean(&ours), Scores::mean(&base));
         println!(
             "t={t}: model PSNR {:.2} SSIM {:.3} LPIPS {:.4} | Gaussian baseline PSNR {:.2} SSIM {:.3} LPIPS {:.4}",
             m.psnr, m.ssim, m.lpips, b.psnr, b.ssim, b.lpips
@@ -108,14 +99,7 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
         )?;
         pb.finish_and_clear();
         let images = tweedie_io::from_tensor(&out.x0)?;
-        let mut grid = tweedie_io::Grid::new(0);
-        for row in images.chunks(8) {
-            grid.push_row(
-                row.iter()
-                    .map(|im| tweedie_io::GridCell::new(im.clone(), ""))
-                    .collect(),
-            );
-        }
+        let grid = tweedie_io::Grid::from_images(&images, 8, 0);
         grid.save(c.out.join("samples_8x8.png"))?;
         result["samples"] =
             json!({"n": 64, "steps": a.sample_steps, "seconds": started.elapsed().as_secs_f64()});

@@ -55,15 +55,6 @@ pub struct ReportArgs {
     pub zeta: f64,
 }
 
-fn mean(v: &[Scores]) -> Scores {
-    let n = v.len() as f64;
-    Scores {
-        psnr: v.iter().map(|s| s.psnr).sum::<f64>() / n,
-        ssim: v.iter().map(|s| s.ssim).sum::<f64>() / n,
-        lpips: v.iter().map(|s| s.lpips).sum::<f64>() / n,
-    }
-}
-
 fn images(x: &Tensor<4>) -> Vec<Image> {
     tweedie_io::from_tensor(x).expect("3 channels")
 }
@@ -146,13 +137,14 @@ pub fn report(a: ReportArgs) -> Result<()> {
             rows[i].push(GridCell::new(xt, &s_noisy[i].caption()));
             rows[i].push(GridCell::new(xd, &s[i].caption()));
         }
-        let m = mean(&s);
+        let m = Scores::mean(&s);
         writeln!(
             md,
             "| {t} | {:.2} | {:.3} | {:.4} |",
             m.psnr, m.ssim, m.lpips
         )?;
-        task2.push(json!({"t": t, "mean": m, "per_image": s, "noisy_mean": mean(&s_noisy)}));
+        task2
+            .push(json!({"t": t, "mean": m, "per_image": s, "noisy_mean": Scores::mean(&s_noisy)}));
     }
     let mut g = Grid::new(96).with_titles(&titles);
     rows.into_iter().for_each(|r| g.push_row(r));
@@ -185,10 +177,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
         let secs = t0.elapsed().as_secs_f64();
         let imgs = images(&out.x0);
         let cols = (a.n_samples as f64).sqrt().ceil() as usize;
-        let mut g = Grid::new(64);
-        for r in imgs.chunks(cols) {
-            g.push_row(r.iter().map(|im| GridCell::new(im.clone(), "")).collect());
-        }
+        let g = Grid::from_images(&imgs, cols, 64);
         g.save(fig.join("task3_samples.png"))?;
         writeln!(
             md,
@@ -260,7 +249,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
                 method.to_string().to_lowercase().replace('-', "")
             );
             g.save(fig.join(&file))?;
-            let m = mean(&s);
+            let m = Scores::mean(&s);
             writeln!(
                 md,
                 "**{}** — PSNR/LPIPS {:.2} / {:.4} (mean over {} faces)\n\n![{method} {op_name}](figures/{file})\n",

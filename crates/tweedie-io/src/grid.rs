@@ -47,6 +47,15 @@ impl Grid {
         }
     }
 
+    /// A captionless grid of `images`, `cols` per row.
+    pub fn from_images(images: &[Image], cols: usize, min_cell: usize) -> Self {
+        let mut g = Self::new(min_cell);
+        for row in images.chunks(cols.max(1)) {
+            g.push_row(row.iter().map(|im| GridCell::new(im.clone(), "")).collect());
+        }
+        g
+    }
+
     /// Column titles printed above the first row.
     pub fn with_titles<S: AsRef<str>>(mut self, titles: &[S]) -> Self {
         self.titles = titles.iter().map(|s| s.as_ref().to_string()).collect();

@@ -357,6 +357,34 @@ impl UNet {
             )
         };
         let width = |m: f64| (m * mc as f64) as usize;
+        // A residual block `{p}.0`, followed by attention `{p}.1` at attention resolutions.
+        let res_attn = |src: &mut dyn ParamSource,
+                        p: &str,
+                        cin: usize,
+                        cout: usize,
+                        ds: usize,
+                        decoder: bool| {
+            let mut layers = vec![Layer::res(res(
+                src,
+                format!("{p}.0"),
+                cin,
+                cout,
+                false,
+                false,
+            ))];
+            if attn_ds.contains(&ds) {
+                let a = Attention::new(
+                    src,
+                    &format!("{p}.1"),
+                    cout,
+                    heads(cout, decoder),
+                    legacy,
+                    device,
+                );
+                layers.push(Layer::attn(a));
+            }
+            layers
+        };
 
         let time1 = Linear::new(src, "time_embed.0", mc, ted, false, false, device);
         let time2 = Linear::new(src, "time_embed.2", ted, ted, false, false, device);
@@ -379,25 +407,8 @@ impl UNet {
         for (level, &m) in mult.iter().enumerate() {
             for _ in 0..config.num_res_blocks {
                 let p = format!("input_blocks.{}", input_blocks.len());
-                let mut layers = vec![Layer::res(res(
-                    src,
-                    format!("{p}.0"),
-                    ch,
-                    width(m),
-                    false,
-                    false,
-                ))];
+                let layers = res_attn(src, &p, ch, width(m), ds, false);
                 ch = width(m);
-                if attn_ds.contains(&ds) {
-                    layers.push(Layer::attn(Attention::new(
-                        src,
-                        &format!("{p}.1"),
-                        ch,
-                        heads(ch, false),
-                        legacy,
-                        device,
-                    )));
-                }
                 input_blocks.push(Block { layers });
                 chans.push(ch);
             }
@@ -443,25 +454,8 @@ impl UNet {
             for i in 0..=config.num_res_blocks {
                 let p = format!("output_blocks.{}", output_blocks.len());
                 let ich = chans.pop().expect("skip channels");
-                let mut layers = vec![Layer::res(res(
-                    src,
-                    format!("{p}.0"),
-                    ch + ich,
-                    width(m),
-                    false,
-                    false,
-                ))];
+                let mut layers = res_attn(src, &p, ch + ich, width(m), ds, true);
                 ch = width(m);
-                if attn_ds.contains(&ds) {
-                    layers.push(Layer::attn(Attention::new(
-                        src,
-                        &format!("{p}.1"),
-                        ch,
-                        heads(ch, true),
-                        legacy,
-                        device,
-                    )));
-                }
                 if level > 0 && i == config.num_res_blocks {
                     let k = layers.len();
                     layers.push(if config.resblock_updown {

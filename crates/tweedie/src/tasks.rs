@@ -35,6 +35,16 @@ pub struct Scores {
 }
 
 impl Scores {
+    /// The mean of several scores (NaN-free inputs give a NaN-free mean).
+    pub fn mean(v: &[Scores]) -> Scores {
+        let n = v.len() as f64;
+        Scores {
+            psnr: v.iter().map(|s| s.psnr).sum::<f64>() / n,
+            ssim: v.iter().map(|s| s.ssim).sum::<f64>() / n,
+            lpips: v.iter().map(|s| s.lpips).sum::<f64>() / n,
+        }
+    }
+
     /// `"PSNR/LPIPS 27.3 / 0.203"`-style caption.
     pub fn caption(&self) -> String {
         format!("{:.1} / {:.3}", self.psnr, self.lpips)
