@@ -309,26 +309,12 @@ fn generate(a: GenerateArgs) -> Result<()> {
     if a.n == 0 {
         bail!("--n must be ≥ 1");
     }
-    let size = net.net.config().image_size;
-    let schedule = Schedule::linear_default();
     let opts = ChainOptions {
         steps: a.steps,
         eta: a.eta,
         ..Default::default()
     };
-    let pb = bar(a.steps, "generate");
-    let mut obs = Observer::with_progress(|i: StepInfo| pb.set_position(i.step as u64));
-    let out = tweedie_samplers::generate(
-        &net,
-        &schedule,
-        [a.n, 3, size, size],
-        &opts,
-        &mut NoiseSource::new(c.seed),
-        &device,
-        &mut obs,
-    )?;
-    pb.finish_and_clear();
-    let images = tweedie_io::from_tensor(&out.x0)?;
+    let (images, _) = sample_images(&net, a.n, &opts, c.seed, &device, "generate")?;
     for (i, img) in images.iter().enumerate() {
         tweedie_io::save_png(img, c.out.join(format!("sample_{i:03}.png")))?;
     }
@@ -337,6 +323,35 @@ fn generate(a: GenerateArgs) -> Result<()> {
     grid.save(c.out.join("grid.png"))?;
     println!("wrote {} samples and grid.png to {}", a.n, c.out.display());
     Ok(())
+}
+
+/// Generates `n` samples with a progress bar; returns them and the seconds taken.
+pub(crate) fn sample_images(
+    net: &tweedie_unet::UNetEps,
+    n: usize,
+    opts: &ChainOptions,
+    seed: u64,
+    device: &burn::tensor::Device,
+    what: &str,
+) -> Result<(Vec<tweedie_io::Image>, f64)> {
+    let size = net.net.config().image_size;
+    let pb = bar(opts.steps, what);
+    let mut obs = Observer::with_progress(|i: StepInfo| pb.set_position(i.step as u64));
+    let started = std::time::Instant::now();
+    let out = tweedie_samplers::generate(
+        net,
+        &Schedule::linear_default(),
+        [n, 3, size, size],
+        opts,
+        &mut NoiseSource::new(seed),
+        device,
+        &mut obs,
+    )?;
+    pb.finish_and_clear();
+    Ok((
+        tweedie_io::from_tensor(&out.x0)?,
+        started.elapsed().as_secs_f64(),
+    ))
 }
 
 fn parity(a: ParityArgs) -> Result<()> {

@@ -1,7 +1,6 @@
 //! `tweedie evaluate`: the model card's numbers — Tweedie denoising quality on held-out
 //! images against a Gaussian-prior (Wiener) baseline, and an 8×8 grid of samples.
 
-use crate::commands::bar;
 use crate::model;
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
@@ -12,7 +11,7 @@ use tweedie::tasks::{Scores, score};
 use tweedie_core::priors::GaussianPrior;
 use tweedie_core::{EpsModel, NoiseSource, Schedule};
 use tweedie_metrics::Lpips;
-use tweedie_samplers::{ChainOptions, Observer, StepInfo};
+use tweedie_samplers::ChainOptions;
 use tweedie_train::{Dataset, DatasetOptions};
 
 #[derive(Args, Debug)]
@@ -81,28 +80,15 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
     let mut result =
         json!({"denoising": rows, "val_images": val.len(), "train_images": train.len()});
     if a.sample_steps > 0 {
-        let pb = bar(a.sample_steps, "samples");
-        let mut obs = Observer::with_progress(|i: StepInfo| pb.set_position(i.step as u64));
         let opts = ChainOptions {
             steps: a.sample_steps,
             ..Default::default()
         };
-        let started = std::time::Instant::now();
-        let out = tweedie_samplers::generate(
-            &net,
-            &schedule,
-            [64, 3, size, size],
-            &opts,
-            &mut NoiseSource::new(c.seed),
-            &device,
-            &mut obs,
-        )?;
-        pb.finish_and_clear();
-        let images = tweedie_io::from_tensor(&out.x0)?;
+        let (images, secs) =
+            crate::commands::sample_images(&net, 64, &opts, c.seed, &device, "samples")?;
         let grid = tweedie_io::Grid::from_images(&images, 8, 0);
         grid.save(c.out.join("samples_8x8.png"))?;
-        result["samples"] =
-            json!({"n": 64, "steps": a.sample_steps, "seconds": started.elapsed().as_secs_f64()});
+        result["samples"] = json!({"n": 64, "steps": a.sample_steps, "seconds": secs});
     }
     tweedie_io::write_atomic(
         &c.out.join("evaluation.json"),

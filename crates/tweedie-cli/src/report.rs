@@ -157,25 +157,18 @@ pub fn report(a: ReportArgs) -> Result<()> {
 
     // Task 3.
     {
-        let pb = bar(a.steps, "task 3 generate");
-        let mut obs = Observer::with_progress(|i: StepInfo| pb.set_position(i.step as u64));
         let opts = ChainOptions {
             steps: a.steps,
             ..Default::default()
         };
-        let t0 = Instant::now();
-        let out = tweedie_samplers::generate(
+        let (imgs, secs) = crate::commands::sample_images(
             &net,
-            &schedule,
-            [a.n_samples, 3, size, size],
+            a.n_samples,
             &opts,
-            &mut NoiseSource::new(c.seed),
+            c.seed,
             &device,
-            &mut obs,
+            "task 3 generate",
         )?;
-        pb.finish_and_clear();
-        let secs = t0.elapsed().as_secs_f64();
-        let imgs = images(&out.x0);
         let cols = (a.n_samples as f64).sqrt().ceil() as usize;
         let g = Grid::from_images(&imgs, cols, 64);
         g.save(fig.join("task3_samples.png"))?;
