@@ -222,6 +222,13 @@ pub struct MetricsArgs {
     /// Write per-image and mean results here as metrics.json and metrics.csv (folders).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// LPIPS backbone: alex (weights shipped in assets/) or vgg.
+    #[arg(long, default_value = "alex")]
+    pub net: String,
+    /// LPIPS weights file (default: assets/lpips_alexnet.safetensors for alex; for vgg the
+    /// file `cargo xtask fetch-weights lpips-vgg` prints).
+    #[arg(long)]
+    pub lpips_weights: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -235,7 +235,15 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
 
 pub fn metrics(a: MetricsArgs) -> Result<()> {
     let device = burn::tensor::Device::flex();
-    let lpips = Lpips::alex_default(&device)?;
+    let lpips = match (a.net.as_str(), &a.lpips_weights) {
+        ("alex", None) => Lpips::alex_default(&device)?,
+        ("alex", Some(p)) => Lpips::load(tweedie_metrics::Backbone::Alex, p, &device)?,
+        ("vgg", Some(p)) => Lpips::load(tweedie_metrics::Backbone::Vgg, p, &device)?,
+        ("vgg", None) => bail!(
+            "--net vgg needs --lpips-weights (get them with `cargo xtask fetch-weights lpips-vgg`)"
+        ),
+        (other, _) => bail!("unknown --net {other:?}: expected alex or vgg"),
+    };
     let pairs: Vec<(String, PathBuf, PathBuf)> = if a.reference.is_dir() {
         if !a.restored.is_dir() {
             bail!(
