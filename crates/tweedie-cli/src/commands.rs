@@ -43,6 +43,15 @@ enum Command {
     ///
     /// Example: tweedie evaluate --model assets/model.safetensors --val ../shared/data/celeba/val --train ../shared/data/celeba/train --crop 140 --out docs
     Evaluate(crate::evaluate::EvaluateArgs),
+    /// Every method × operator over a folder → metrics table (JSON, CSV, Markdown) and figure
+    /// grids; `--shard i/n` splits the folder across jobs (e.g. a Slurm or Kubernetes job array).
+    ///
+    /// Example: tweedie eval faces/ --methods sdedit,ald,dps --ops inpaint-box,gaussian-blur --shard 0/4 --out eval/
+    Eval(crate::eval::EvalArgs),
+    /// Combine the shard files of `tweedie eval --shard i/n` into one metrics table.
+    ///
+    /// Example: tweedie merge eval/ --out eval/
+    Merge(crate::eval::MergeArgs),
     /// Run the whole task suite (Tasks 2–6) and write a Markdown report with figures.
     ///
     /// Example: tweedie report --faces assets/faces --crop 140 --out report
@@ -243,6 +252,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train(a),
         Command::Generate(a) => generate(a),
         Command::Parity(a) => parity(a),
+        Command::Eval(a) => crate::eval::eval(a),
+        Command::Merge(a) => crate::eval::merge(a),
         Command::Report(a) => crate::report::report(a),
         Command::Bench(a) => crate::bench::bench(a),
         Command::Evaluate(a) => crate::evaluate::evaluate(a),

@@ -2,6 +2,7 @@
 
 mod bench;
 mod commands;
+mod eval;
 mod evaluate;
 mod model;
 mod report;

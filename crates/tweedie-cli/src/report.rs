@@ -76,16 +76,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     }
     let faces: Vec<Image> = files
         .iter()
-        .map(|f| {
-            let img = tweedie_io::load_image(f)?;
-            let img = match a.crop {
-                Some(cr) if cr <= img.width.min(img.height) => {
-                    img.crop((img.width - cr) / 2, (img.height - cr) / 2, cr, cr)
-                }
-                _ => tweedie_io::center_crop_square(&img),
-            };
-            Ok(img.resize(size, size))
-        })
+        .map(|f| crate::restore::load_cropped(f, a.crop, size))
         .collect::<Result<_>>()?;
     let x0 = tweedie_io::to_tensor(&faces, &device)?;
     let fig = c.out.join("figures");

@@ -31,6 +31,15 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Loads an image, centre-crops it (to `crop`, or the largest square) and resizes it.
+pub fn load_cropped(path: &Path, crop: Option<usize>, size: usize) -> Result<Image> {
+    let opts = tweedie_train::DatasetOptions { size, crop };
+    Ok(tweedie_train::prepare(
+        &tweedie_io::load_image(path)?,
+        &opts,
+    ))
+}
+
 fn stem(p: &Path) -> String {
     p.file_stem()
         .map(|s| s.to_string_lossy().into_owned())

@@ -293,3 +293,67 @@ fn bad_inputs_give_clear_errors() {
         "config",
     );
 }
+
+#[test]
+fn eval_shards_merge_into_the_same_table_as_one_job() {
+    let out = tmp("eval");
+    let data = out.join("faces");
+    std::fs::create_dir_all(&data).unwrap();
+    for f in ["000444.jpg", "000719.jpg", "000878.jpg"] {
+        std::fs::copy(root().join("assets/faces").join(f), data.join(f)).unwrap();
+    }
+    let d = data.to_str().unwrap();
+    let args = |shard: &'static str, dir: &str| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "eval",
+            d,
+            "--methods",
+            "dps,sdedit",
+            "--ops",
+            "inpaint-box",
+            "--steps",
+            "2",
+            "--t0",
+            "50",
+            "--shard",
+            shard,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(MODEL.iter().map(|s| s.to_string()));
+        v.extend(["--out".to_string(), dir.to_string()]);
+        v
+    };
+    let whole = out.join("whole");
+    let sharded = out.join("sharded");
+    let run = |v: Vec<String>| ok(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    run(args("0/1", whole.to_str().unwrap()));
+    run(args("0/2", sharded.to_str().unwrap()));
+    // One shard alone cannot be merged.
+    fails(
+        &[
+            "merge",
+            sharded.to_str().unwrap(),
+            "--out",
+            sharded.to_str().unwrap(),
+        ],
+        "missing",
+    );
+    run(args("1/2", sharded.to_str().unwrap()));
+    ok(&[
+        "merge",
+        sharded.to_str().unwrap(),
+        "--out",
+        sharded.to_str().unwrap(),
+    ]);
+    let a = std::fs::read_to_string(whole.join("metrics.csv")).unwrap();
+    let b = std::fs::read_to_string(sharded.join("metrics.csv")).unwrap();
+    assert_eq!(a, b, "sharding changed the results");
+    assert_eq!(a.lines().count(), 3, "{a}"); // header + 2 method×operator rows
+    assert!(whole.join("metrics.md").exists() && whole.join("dps_inpaint-box/000719.png").exists());
+    fails(
+        &["eval", d, "--shard", "2/2", "--out", out.to_str().unwrap()],
+        "0 ≤ i < n",
+    );
+}

@@ -9,5 +9,5 @@
 mod data;
 mod trainer;
 
-pub use data::{Dataset, DatasetOptions};
+pub use data::{Dataset, DatasetOptions, prepare};
 pub use trainer::{StepReport, TrainError, TrainOptions, TrainSummary, train};

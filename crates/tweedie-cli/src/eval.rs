@@ -1,0 +1,313 @@
+//! `tweedie eval` (every method × operator over a folder, shardable) and `tweedie merge`.
+//!
+//! Each image gets the seed `seed + its index in the sorted folder`, so results do not depend
+//! on how the folder is split into shards: `--shard i/n` processes the images with index ≡ i
+//! (mod n) and writes `eval_shard_i_of_n.json`; `merge` combines a complete set of shards into
+//! `metrics.json`, `metrics.csv` and `metrics.md`.
+
+use crate::commands::bar;
+use crate::model;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tweedie::tasks::{self, Method, RestoreSettings, Scores};
+use tweedie_core::Schedule;
+use tweedie_io::{Grid, GridCell};
+use tweedie_metrics::Lpips;
+use tweedie_operators::OperatorSpec;
+use tweedie_samplers::{DpsStep, Gamma, Observer, StepInfo};
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub common: crate::commands::Common,
+    /// Folder of ground-truth images.
+    pub folder: PathBuf,
+    /// Methods to run.
+    #[arg(long, value_delimiter = ',', default_value = "sdedit,ald,dps")]
+    pub methods: Vec<String>,
+    /// Operators (DPS settings scaled to the model resolution).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "inpaint-box,gaussian-blur"
+    )]
+    pub ops: Vec<String>,
+    /// This job's shard, `i/n` (0-based i), e.g. from a Slurm array index.
+    #[arg(long, default_value = "0/1")]
+    pub shard: String,
+    /// Centre-crop side before resizing.
+    #[arg(long)]
+    pub crop: Option<usize>,
+    /// Reverse steps.
+    #[arg(long, default_value_t = 250)]
+    pub steps: usize,
+    /// Measurement noise σ.
+    #[arg(long, default_value_t = 0.05)]
+    pub sigma: f64,
+    /// SDEdit t0.
+    #[arg(long, default_value_t = 500)]
+    pub t0: usize,
+    /// DPS ζ.
+    #[arg(long, default_value_t = 1.0)]
+    pub zeta: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// Shard files or folders holding `eval_shard_*_of_*.json`.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Where to write metrics.json / .csv / .md.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+}
+
+/// One image's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    index: usize,
+    image: String,
+    method: String,
+    op: String,
+    scores: Scores,
+}
+
+/// A shard's output file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ShardFile {
+    shard: usize,
+    shards: usize,
+    total_images: usize,
+    settings: serde_json::Value,
+    records: Vec<Record>,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let (i, n) = s
+        .split_once('/')
+        .context("--shard must look like i/n, e.g. 0/4")?;
+    let (i, n): (usize, usize) = (
+        i.trim().parse().context("shard index")?,
+        n.trim().parse().context("shard count")?,
+    );
+    if n == 0 || i >= n {
+        bail!("--shard {s}: need 0 ≤ i < n");
+    }
+    Ok((i, n))
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let c = &a.common;
+    let (shard, shards) = parse_shard(&a.shard)?;
+    let methods: Vec<Method> = a
+        .methods
+        .iter()
+        .map(|m| m.parse().map_err(|e: String| anyhow::anyhow!(e)))
+        .collect::<Result<_>>()?;
+    let schedule = Schedule::linear_default();
+    schedule
+        .check_timestep(a.t0)
+        .map_err(|e| anyhow::anyhow!("--t0: {e}"))?;
+    let device = model::device(&c.backend)?;
+    let net = model::load(&c.model, c.config.as_deref(), &device)?;
+    let size = net.net.config().image_size;
+    let specs: Vec<(String, OperatorSpec)> = a
+        .ops
+        .iter()
+        .map(|o| Ok((o.clone(), OperatorSpec::dps_default(o, size)?)))
+        .collect::<Result<_>>()?;
+    let lpips = Lpips::alex_default(&device)?;
+    let files = crate::restore::collect_inputs(std::slice::from_ref(&a.folder))?;
+    let mine: Vec<(usize, &PathBuf)> = files
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % shards == shard)
+        .collect();
+    let mut records = Vec::new();
+    let pb = bar(
+        mine.len() * methods.len() * specs.len(),
+        &format!("eval shard {shard}/{shards}"),
+    );
+    for &method in &methods {
+        for (op_name, spec) in &specs {
+            let mut grid =
+                Grid::new(96).with_titles(&["ground truth", "measurement", "reconstruction"]);
+            for &(index, f) in &mine {
+                let img = crate::restore::load_cropped(f, a.crop, size)?;
+                let x = tweedie_io::to_tensor(std::slice::from_ref(&img), &device)?;
+                let settings = RestoreSettings {
+                    method,
+                    op: spec.clone(),
+                    sigma: a.sigma,
+                    steps: a.steps,
+                    t0: a.t0,
+                    dps_step: DpsStep::Residual { zeta: a.zeta },
+                    ald_gamma: Gamma::Tweedie,
+                    ald_scale: 1.0,
+                    seed: c.seed.wrapping_add(index as u64),
+                };
+                let r = tasks::restore(
+                    &net,
+                    &schedule,
+                    &x,
+                    &settings,
+                    &device,
+                    &mut Observer::with_progress(|_: StepInfo| {}),
+                )?;
+                let s = tasks::score(&lpips, &r.reconstruction, &x)?[0];
+                let name = f
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                let rec = tweedie_io::from_tensor(&r.reconstruction)?.remove(0);
+                tweedie_io::save_png(
+                    &rec,
+                    c.out
+                        .join(format!("{}_{op_name}", method.to_string().to_lowercase()))
+                        .join(format!("{name}.png")),
+                )?;
+                grid.push_row(vec![
+                    GridCell::new(img, ""),
+                    GridCell::new(tweedie_io::from_tensor(&r.measurement_image)?.remove(0), ""),
+                    GridCell::new(rec, &s.caption()),
+                ]);
+                records.push(Record {
+                    index,
+                    image: name,
+                    method: method.to_string(),
+                    op: op_name.clone(),
+                    scores: s,
+                });
+                pb.inc(1);
+            }
+            grid.save(c.out.join(format!(
+                "grid_{}_{op_name}_shard{shard}.png",
+                method.to_string().to_lowercase()
+            )))?;
+        }
+    }
+    pb.finish_and_clear();
+    let settings = serde_json::json!({"model": c.model, "steps": a.steps, "sigma": a.sigma, "t0": a.t0, "zeta": a.zeta, "seed": c.seed, "crop": a.crop, "methods": a.methods, "ops": a.ops, "folder": a.folder});
+    let file = ShardFile {
+        shard,
+        shards,
+        total_images: files.len(),
+        settings,
+        records,
+    };
+    let path = c.out.join(format!("eval_shard_{shard}_of_{shards}.json"));
+    tweedie_io::write_atomic(&path, serde_json::to_string_pretty(&file)?.as_bytes())?;
+    println!("wrote {}", path.display());
+    if shards == 1 {
+        merge(MergeArgs {
+            inputs: vec![path],
+            out: c.out.clone(),
+        })?;
+    }
+    Ok(())
+}
+
+fn shard_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            for e in std::fs::read_dir(p).with_context(|| format!("reading {}", p.display()))? {
+                let e = e?.path();
+                let name = e
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                if name.starts_with("eval_shard_") && name.ends_with(".json") {
+                    out.push(e);
+                }
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn read_shard(p: &Path) -> Result<ShardFile> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an eval shard file", p.display()))
+}
+
+pub fn merge(a: MergeArgs) -> Result<()> {
+    let files = shard_files(&a.inputs)?;
+    if files.is_empty() {
+        bail!("no eval_shard_*.json files in the inputs");
+    }
+    let shards: Vec<ShardFile> = files.iter().map(|p| read_shard(p)).collect::<Result<_>>()?;
+    let n = shards[0].shards;
+    let mut seen = vec![false; n];
+    for s in &shards {
+        if s.shards != n
+            || s.settings != shards[0].settings
+            || s.total_images != shards[0].total_images
+        {
+            bail!(
+                "shard {}/{} was made with other settings than shard {}/{}",
+                s.shard,
+                s.shards,
+                shards[0].shard,
+                n
+            );
+        }
+        if std::mem::replace(&mut seen[s.shard], true) {
+            bail!("shard {}/{n} given twice", s.shard);
+        }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        bail!("shard {missing}/{n} is missing: merge needs all {n} shards");
+    }
+    let mut records: Vec<Record> = shards.into_iter().flat_map(|s| s.records).collect();
+    records.sort_by(|x, y| (&x.method, &x.op, x.index).cmp(&(&y.method, &y.op, y.index)));
+    let mut groups: Vec<((String, String), Vec<Scores>)> = Vec::new();
+    for r in &records {
+        let key = (r.method.clone(), r.op.clone());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(r.scores),
+            None => groups.push((key, vec![r.scores])),
+        }
+    }
+    let mut csv = String::from("method,operator,images,psnr,ssim,lpips\n");
+    let mut md = String::from(
+        "| method | operator | images | PSNR (dB) | SSIM | LPIPS |\n|---|---|---|---|---|---|\n",
+    );
+    let mut table = Vec::new();
+    for ((method, op), v) in &groups {
+        let m = Scores::mean(v);
+        csv.push_str(&format!(
+            "{method},{op},{},{:.4},{:.5},{:.5}\n",
+            v.len(),
+            m.psnr,
+            m.ssim,
+            m.lpips
+        ));
+        md.push_str(&format!(
+            "| {method} | {op} | {} | {:.2} | {:.3} | {:.4} |\n",
+            v.len(),
+            m.psnr,
+            m.ssim,
+            m.lpips
+        ));
+        table.push(serde_json::json!({"method": method, "op": op, "images": v.len(), "mean": m}));
+    }
+    let json = serde_json::json!({"table": table, "records": records});
+    tweedie_io::write_atomic(
+        &a.out.join("metrics.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    tweedie_io::write_atomic(&a.out.join("metrics.csv"), csv.as_bytes())?;
+    tweedie_io::write_atomic(&a.out.join("metrics.md"), md.as_bytes())?;
+    print!("{md}");
+    println!("merged {} shard(s) into {}", n, a.out.display());
+    Ok(())
+}
