@@ -17,7 +17,23 @@ pub fn device(backend: &str) -> Result<Device> {
     match backend {
         "cpu" | "flex" => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        "wgpu" => {
+            let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+            // wgpu panics when no adapter exists: probe once, quietly, and turn it into an error.
+            let hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(|_| {}));
+            let probe = std::panic::catch_unwind(|| {
+                let t = burn::tensor::Tensor::<1>::ones([4], &device);
+                tweedie_core::tensor::to_vec(&t.add_scalar(1.0))
+            });
+            std::panic::set_hook(hook);
+            match probe {
+                Ok(v) if v == vec![2.0; 4] => Ok(device),
+                _ => bail!(
+                    "no usable wgpu adapter (GPU driver missing?); on Linux without a GPU install Mesa's lavapipe: apt-get install mesa-vulkan-drivers"
+                ),
+            }
+        }
         #[cfg(not(feature = "wgpu"))]
         "wgpu" => bail!("this build has no wgpu support: rebuild with `--features wgpu`"),
         other => bail!("unknown backend {other:?}: expected cpu or wgpu"),
