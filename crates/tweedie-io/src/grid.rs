@@ -93,13 +93,13 @@ impl Grid {
             .unwrap_or(8);
         let factor = self.min_cell.div_ceil(img_w).max(1);
         let (cw, ch) = (img_w * factor, img_h * factor);
-        let cap_lines = self
+        let max_chars = (cw / 8).max(1);
+        let wrapped: Vec<Vec<Vec<String>>> = self
             .rows
             .iter()
-            .flatten()
-            .map(|c| c.caption.len())
-            .max()
-            .unwrap_or(0);
+            .map(|r| r.iter().map(|c| wrap(&c.caption, max_chars)).collect())
+            .collect();
+        let cap_lines = wrapped.iter().flatten().map(Vec::len).max().unwrap_or(0);
         let title_h = if self.titles.is_empty() {
             0
         } else {
@@ -117,7 +117,7 @@ impl Grid {
             for (j, cell) in row.iter().enumerate() {
                 let x0 = PAD + j * (cw + PAD);
                 blit_scaled(&mut canvas, &cell.image, x0, y0, factor);
-                for (l, line) in cell.caption.iter().enumerate() {
+                for (l, line) in wrapped[i][j].iter().enumerate() {
                     draw_text(&mut canvas, x0, y0 + ch + 1 + l * LINE, line, cw);
                 }
             }
@@ -129,6 +129,26 @@ impl Grid {
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), IoError> {
         save_png(&self.render(), path)
     }
+}
+
+/// Word-wraps caption lines to `max_chars` characters (long words are cut).
+fn wrap(lines: &[String], max_chars: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in lines {
+        let mut cur = String::new();
+        for word in line.split_whitespace() {
+            let extra = if cur.is_empty() { 0 } else { 1 };
+            if !cur.is_empty() && cur.chars().count() + extra + word.chars().count() > max_chars {
+                out.push(std::mem::take(&mut cur));
+            }
+            if !cur.is_empty() {
+                cur.push(' ');
+            }
+            cur.push_str(word);
+        }
+        out.push(cur);
+    }
+    out
 }
 
 fn blit_scaled(canvas: &mut Image, img: &Image, x0: usize, y0: usize, factor: usize) {
@@ -177,10 +197,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn long_captions_wrap_at_word_boundaries() {
+        let w = wrap(&["inpainting (box 16×16)".to_string()], 12);
+        assert_eq!(w, vec!["inpainting", "(box 16×16)"]);
+        assert_eq!(wrap(&["a b".to_string()], 12), vec!["a b"]);
+    }
+
+    #[test]
     fn grid_layout_and_text_are_drawn() {
         let mut g = Grid::new(64).with_titles(&["x0", "xt"]);
         g.push_row(vec![
-            GridCell::new(Image::filled(32, 32, 0.0), "PSNR 27.3\nLPIPS 0.2"),
+            GridCell::new(Image::filled(32, 32, 0.0), "PSNR 27\nLPIPS .2"),
             GridCell::new(Image::filled(32, 32, 0.5), ""),
         ]);
         let out = g.render();

@@ -252,8 +252,9 @@ pub(crate) fn check_eta(opts: &ChainOptions) -> Result<(), SampleError> {
     Ok(())
 }
 
-/// Runs the unguided reverse chain from `x` at timestep `t_start` down to x_0.
-pub(crate) fn run_chain(
+/// Runs the unguided reverse chain from `x` = x_{t_start} down to x_0 (`opts.steps` steps at
+/// most). `generate` and `sdedit` are this chain from x_T ~ N(0, I) and from a noised image.
+pub fn reverse_chain(
     model: &dyn EpsModel,
     schedule: &Schedule,
     mut x: Tensor<4>,

@@ -1,6 +1,6 @@
 //! Task 3: unconditional generation with the x̂0-form ancestral step.
 
-use crate::chain::run_chain;
+use crate::chain::reverse_chain;
 use crate::{ChainOptions, Observer, SampleError, SampleOutput};
 use burn::tensor::Device;
 use tweedie_core::{EpsModel, NoiseSource, Schedule};
@@ -23,7 +23,7 @@ pub fn generate(
         ));
     }
     let x_t = noise.normal(shape, device);
-    run_chain(
+    reverse_chain(
         model,
         schedule,
         x_t,

@@ -15,7 +15,8 @@ mod sdedit;
 
 pub use ald::{AldOptions, Gamma, score_ald};
 pub use chain::{
-    ChainOptions, Observer, SampleError, SampleOutput, Snapshot, StepInfo, predict_x0, reverse_step,
+    ChainOptions, Observer, SampleError, SampleOutput, Snapshot, StepInfo, predict_x0,
+    reverse_chain, reverse_step,
 };
 pub use denoise::{Denoised, denoise};
 pub use dps::{DpsOptions, DpsStep, dps, measurement_gradient};

@@ -1,6 +1,6 @@
 //! Task 4: SDEdit — noise an initial image to t0, then run the reverse chain from there.
 
-use crate::chain::run_chain;
+use crate::chain::reverse_chain;
 use crate::{ChainOptions, Observer, SampleError, SampleOutput};
 use burn::tensor::Tensor;
 use tweedie_core::diffusion::q_sample;
@@ -20,5 +20,5 @@ pub fn sdedit(
     schedule.check_timestep(t0)?;
     let z = noise.normal_like(&init);
     let x_t0 = q_sample(init, z, schedule.alpha_bar[t0]);
-    run_chain(model, schedule, x_t0, t0, opts, noise, observer)
+    reverse_chain(model, schedule, x_t0, t0, opts, noise, observer)
 }

@@ -175,15 +175,13 @@ pub fn restore(
             schedule.check_timestep(t0).map_err(SampleError::from)?;
             let steps = (settings.steps * t0).div_ceil(schedule.num_steps()).max(1);
             let opts = ChainOptions { steps, ..chain };
-            let x_t0 = tweedie_core::diffusion::q_sample(
-                init.clone(),
-                noise.normal_like(&init),
-                schedule.alpha_bar[t0],
-            );
-            let out = tweedie_samplers::sdedit(
+            // x_{t0} = √ᾱ_{t0} A⁺y + √(1 − ᾱ_{t0}) z: shown as the initialisation and run from.
+            let z = noise.normal_like(&init);
+            let x_t0 = tweedie_core::diffusion::q_sample(init.clone(), z, schedule.alpha_bar[t0]);
+            let out = tweedie_samplers::reverse_chain(
                 model,
                 schedule,
-                init.clone(),
+                x_t0.clone(),
                 t0,
                 &opts,
                 &mut noise,
