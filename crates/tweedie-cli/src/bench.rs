@@ -166,6 +166,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 ald_gamma: Gamma::Tweedie,
                 ald_scale: 1.0,
                 seed: 0,
+                variance: Default::default(),
             };
             let t0 = Instant::now();
             let r = tweedie::tasks::restore(

@@ -5,6 +5,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
+use tweedie_core::diffusion::StepVariance;
 use tweedie_core::{NoiseSource, Schedule};
 use tweedie_samplers::{ChainOptions, Observer, StepInfo};
 
@@ -85,6 +86,20 @@ pub struct Common {
     /// Output folder.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
+    /// Noise of the reverse steps: `beta` (σ² = β_t, the problem sheet) or `posterior`
+    /// (σ² = β̃_t, less noise; better with few strided steps).
+    #[arg(long, default_value = "beta", value_parser = parse_variance)]
+    pub variance: StepVariance,
+}
+
+fn parse_variance(s: &str) -> Result<StepVariance, String> {
+    match s {
+        "beta" => Ok(StepVariance::Beta),
+        "posterior" => Ok(StepVariance::Posterior),
+        other => Err(format!(
+            "unknown variance {other:?}: expected beta or posterior"
+        )),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -330,6 +345,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let opts = ChainOptions {
         steps: a.steps,
         eta: a.eta,
+        variance: c.variance,
         ..Default::default()
     };
     let (images, _) = sample_images(&net, a.n, &opts, c.seed, &device, "generate")?;

@@ -147,6 +147,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
                     ald_gamma: Gamma::Tweedie,
                     ald_scale: 1.0,
                     seed: c.seed.wrapping_add(index as u64),
+                    variance: c.variance,
                 };
                 let r = tasks::restore(
                     &net,

@@ -82,6 +82,7 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
     if a.sample_steps > 0 {
         let opts = ChainOptions {
             steps: a.sample_steps,
+            variance: c.variance,
             ..Default::default()
         };
         let (images, secs) =

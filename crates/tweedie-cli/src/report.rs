@@ -150,6 +150,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     {
         let opts = ChainOptions {
             steps: a.steps,
+            variance: c.variance,
             ..Default::default()
         };
         let (imgs, secs) = crate::commands::sample_images(
@@ -190,6 +191,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
                 ald_gamma: Gamma::Tweedie,
                 ald_scale: 1.0,
                 seed: c.seed,
+                variance: c.variance,
             };
             let pb = bar(a.steps, &format!("task {task} {method} {op_name}"));
             let mut obs = Observer::with_progress(|i: StepInfo| {

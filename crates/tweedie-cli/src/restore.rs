@@ -203,6 +203,7 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
             ald_gamma: Gamma::Tweedie,
             ald_scale: a.ald_scale,
             seed: c.seed.wrapping_add(i as u64),
+            variance: c.variance,
         };
         let pb = bar(a.steps, &format!("{method} {}", stem(f)));
         let mut obs = Observer::with_progress(|s: StepInfo| {

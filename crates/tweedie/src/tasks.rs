@@ -129,6 +129,8 @@ pub struct RestoreSettings {
     pub ald_scale: f64,
     /// Seed (operator randomness, measurement noise, sampler).
     pub seed: u64,
+    /// Injected variance of the reverse steps.
+    pub variance: tweedie_core::diffusion::StepVariance,
 }
 
 /// The images and numbers of one restoration.
@@ -166,6 +168,7 @@ pub fn restore(
     };
     let chain = ChainOptions {
         steps: settings.steps,
+        variance: settings.variance,
         ..Default::default()
     };
     let shape = x.dims();
