@@ -185,6 +185,24 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             rows.push(json!({"sampler": method.to_string(), "ms_per_step": ms}));
         }
     }
+    // LPIPS-alex on one 256×256 pair (weights loaded once, outside the timing).
+    {
+        let lpips = tweedie_metrics::Lpips::alex_default(&device)?;
+        let mut n = NoiseSource::new(5);
+        let x = n.normal([1, 3, 256, 256], &device).clamp(-1.0, 1.0);
+        let y = n.normal([1, 3, 256, 256], &device).clamp(-1.0, 1.0);
+        lpips.distance(&x, &y)?;
+        let times: Vec<f64> = (0..a.reps.max(3))
+            .map(|_| {
+                let t0 = Instant::now();
+                let _ = lpips.distance(&x, &y);
+                t0.elapsed().as_secs_f64()
+            })
+            .collect();
+        let m = median(times);
+        println!("LPIPS-alex, one 256×256 pair: {:.1} ms", m * 1e3);
+        rows.push(json!({"lpips_alex_256_pair_ms": m * 1e3}));
+    }
     if let Some(p) = &a.json {
         tweedie_io::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
     }
