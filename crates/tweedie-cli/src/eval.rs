@@ -132,8 +132,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     );
     for &method in &methods {
         for (op_name, spec) in &specs {
-            let mut grid =
-                Grid::new(96).with_titles(&["ground truth", "measurement", "reconstruction"]);
+            let mut grid = Grid::new(96).with_titles(&["ground truth", "measured", "restored"]);
             for &(index, f) in &mine {
                 let img = crate::restore::load_cropped(f, a.crop, size)?;
                 let x = tweedie_io::to_tensor(std::slice::from_ref(&img), &device)?;

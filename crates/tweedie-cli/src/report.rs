@@ -108,7 +108,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     let mut titles = vec!["x0".to_string()];
     for t in ts {
         titles.push(format!("x_t t={t}"));
-        titles.push(format!("denoised t={t}"));
+        titles.push(format!("x0^ t={t}"));
     }
     let mut rows: Vec<Vec<GridCell>> = faces
         .iter()
@@ -143,7 +143,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     all["task2"] = json!(task2);
     writeln!(
         md,
-        "\nProblem sheet (FFHQ-256 model): 37.4/0.0378 (t=30), 32.7/0.0941 (t=100), 27.3/0.203 (t=300).\n"
+        "\nProblem sheet (FFHQ-256 model): 37.4/0.0378 (t=30), 32.7/0.0941 (t=100), 27.3/0.203 (t=300). PSNR and SSIM are on the [0, 1] scale; LPIPS is AlexNet LPIPS v0.1 — on images this small the network sees few pixels, so absolute LPIPS values are far lower than at 256×256 and not comparable with the sheet.\n"
     )?;
 
     // Task 3.
@@ -207,11 +207,11 @@ pub fn report(a: ReportArgs) -> Result<()> {
                 "ground truth",
                 "measurement",
                 if method == Method::Sdedit {
-                    "init (x_t0)"
+                    "x_t0 init"
                 } else {
-                    "init (A+y)"
+                    "A+y init"
                 },
-                "reconstruction",
+                "restored",
             ]);
             for (i, ((gt, y), (init, rec))) in faces
                 .iter()

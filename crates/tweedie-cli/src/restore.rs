@@ -73,7 +73,7 @@ pub fn denoise(a: DenoiseArgs) -> Result<()> {
     let mut titles = vec!["x0".to_string()];
     for t in &a.t {
         titles.push(format!("x_t t={t}"));
-        titles.push("denoised".into());
+        titles.push(format!("x0^ t={t}"));
     }
     let mut grid = Grid::new(128).with_titles(&titles);
     let mut records = Vec::new();
@@ -183,12 +183,8 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
     let spec = op_spec(&a, size)?;
     let lpips = Lpips::alex_default(&device)?;
     let files = collect_inputs(&a.inputs)?;
-    let mut grid = Grid::new(128).with_titles(&[
-        "ground truth",
-        "measurement",
-        "initialisation",
-        "reconstruction",
-    ]);
+    let mut grid =
+        Grid::new(128).with_titles(&["ground truth", "measurement", "initialisation", "restored"]);
     let mut records = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let img = tweedie_io::load_image_sized(f, size)?;

@@ -338,9 +338,16 @@ mod tests {
         }
         assert!(s.alpha_bar[1000] < 1e-6);
         // Away from the clipped end, ᾱ_t = f(t)/f(0) with f(t) = cos²((t/T + s)/(1 + s) · π/2).
-        let f = |t: f64| ((t / 1000.0 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+        let f = |t: f64| {
+            ((t / 1000.0 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                .cos()
+                .powi(2)
+        };
         for t in [1usize, 100, 500, 900] {
-            assert!((s.alpha_bar[t] - f(t as f64) / f(0.0)).abs() < 1e-9, "t={t}");
+            assert!(
+                (s.alpha_bar[t] - f(t as f64) / f(0.0)).abs() < 1e-9,
+                "t={t}"
+            );
         }
     }
 
