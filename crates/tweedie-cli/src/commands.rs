@@ -217,10 +217,17 @@ pub struct RestoreArgs {
     /// Super-resolution factor for sr4.
     #[arg(long, default_value_t = 4)]
     pub factor: usize,
+    #[command(flatten)]
+    pub solver: SolverArgs,
+}
+
+/// Settings of the restoration samplers, shared by `restore`, `eval` and `report`.
+#[derive(Args, Debug, Clone)]
+pub struct SolverArgs {
     /// Measurement noise σ in the [−1, 1] scale.
     #[arg(long, default_value_t = 0.05)]
     pub sigma: f64,
-    /// Reverse steps.
+    /// Reverse steps (1000 = the sheet's full chain; fewer = strided).
     #[arg(long, default_value_t = 1000)]
     pub steps: usize,
     /// SDEdit starting timestep.
@@ -235,6 +242,42 @@ pub struct RestoreArgs {
     /// Score-ALD step multiplier λ.
     #[arg(long, default_value_t = 1.0)]
     pub ald_scale: f64,
+}
+
+impl SolverArgs {
+    /// Checks the values and builds the settings of one restoration.
+    pub fn settings(
+        &self,
+        method: tweedie::tasks::Method,
+        op: tweedie_operators::OperatorSpec,
+        seed: u64,
+        variance: StepVariance,
+    ) -> Result<tweedie::tasks::RestoreSettings> {
+        let schedule = Schedule::linear_default();
+        if self.steps == 0 || self.steps > schedule.num_steps() {
+            bail!("--steps must lie in 1..={}", schedule.num_steps());
+        }
+        schedule
+            .check_timestep(self.t0)
+            .map_err(|e| anyhow::anyhow!("--t0: {e}"))?;
+        let dps_step = match self.dps_step.as_str() {
+            "residual" => tweedie_samplers::DpsStep::Residual { zeta: self.zeta },
+            "normalized" => tweedie_samplers::DpsStep::Normalized { zeta: self.zeta },
+            other => bail!("unknown --dps-step {other:?}: expected residual or normalized"),
+        };
+        Ok(tweedie::tasks::RestoreSettings {
+            method,
+            op,
+            sigma: self.sigma,
+            steps: self.steps,
+            t0: self.t0,
+            dps_step,
+            ald_gamma: tweedie_samplers::Gamma::Tweedie,
+            ald_scale: self.ald_scale,
+            seed,
+            variance,
+        })
+    }
 }
 
 #[derive(Args, Debug)]

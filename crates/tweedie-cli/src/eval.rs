@@ -11,17 +11,19 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use tweedie::tasks::{self, Method, RestoreSettings, Scores};
+use tweedie::tasks::{self, Method, Scores};
 use tweedie_core::Schedule;
 use tweedie_io::{Grid, GridCell};
 use tweedie_metrics::Lpips;
 use tweedie_operators::OperatorSpec;
-use tweedie_samplers::{DpsStep, Gamma, Observer, StepInfo};
+use tweedie_samplers::{Observer, StepInfo};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     #[command(flatten)]
     pub common: crate::commands::Common,
+    #[command(flatten)]
+    pub solver: crate::commands::SolverArgs,
     /// Folder of ground-truth images.
     pub folder: PathBuf,
     /// Methods to run.
@@ -40,18 +42,6 @@ pub struct EvalArgs {
     /// Centre-crop side before resizing.
     #[arg(long)]
     pub crop: Option<usize>,
-    /// Reverse steps.
-    #[arg(long, default_value_t = 250)]
-    pub steps: usize,
-    /// Measurement noise σ.
-    #[arg(long, default_value_t = 0.05)]
-    pub sigma: f64,
-    /// SDEdit t0.
-    #[arg(long, default_value_t = 500)]
-    pub t0: usize,
-    /// DPS ζ.
-    #[arg(long, default_value_t = 1.0)]
-    pub zeta: f64,
 }
 
 #[derive(Args, Debug)]
@@ -108,7 +98,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         .collect::<Result<_>>()?;
     let schedule = Schedule::linear_default();
     schedule
-        .check_timestep(a.t0)
+        .check_timestep(a.solver.t0)
         .map_err(|e| anyhow::anyhow!("--t0: {e}"))?;
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
@@ -136,18 +126,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             for &(index, f) in &mine {
                 let img = crate::restore::load_cropped(f, a.crop, size)?;
                 let x = tweedie_io::to_tensor(std::slice::from_ref(&img), &device)?;
-                let settings = RestoreSettings {
+                let settings = a.solver.settings(
                     method,
-                    op: spec.clone(),
-                    sigma: a.sigma,
-                    steps: a.steps,
-                    t0: a.t0,
-                    dps_step: DpsStep::Residual { zeta: a.zeta },
-                    ald_gamma: Gamma::Tweedie,
-                    ald_scale: 1.0,
-                    seed: c.seed.wrapping_add(index as u64),
-                    variance: c.variance,
-                };
+                    spec.clone(),
+                    c.seed.wrapping_add(index as u64),
+                    c.variance,
+                )?;
                 let r = tasks::restore(
                     &net,
                     &schedule,
@@ -190,7 +174,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         }
     }
     pb.finish_and_clear();
-    let settings = serde_json::json!({"model": c.model, "steps": a.steps, "sigma": a.sigma, "t0": a.t0, "zeta": a.zeta, "seed": c.seed, "crop": a.crop, "methods": a.methods, "ops": a.ops, "folder": a.folder});
+    let settings = serde_json::json!({"model": c.model, "steps": a.solver.steps, "sigma": a.solver.sigma, "t0": a.solver.t0, "zeta": a.solver.zeta, "seed": c.seed, "crop": a.crop, "methods": a.methods, "ops": a.ops, "folder": a.folder});
     let file = ShardFile {
         shard,
         shards,

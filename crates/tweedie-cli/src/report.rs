@@ -11,17 +11,19 @@ use serde_json::json;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
-use tweedie::tasks::{self, Method, RestoreSettings, Scores};
+use tweedie::tasks::{self, Method, Scores};
 use tweedie_core::{NoiseSource, Schedule};
 use tweedie_io::{Grid, GridCell, Image};
 use tweedie_metrics::Lpips;
 use tweedie_operators::OperatorSpec;
-use tweedie_samplers::{ChainOptions, DpsStep, Gamma, Observer, StepInfo};
+use tweedie_samplers::{ChainOptions, Observer, StepInfo};
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
     #[command(flatten)]
     pub common: crate::commands::Common,
+    #[command(flatten)]
+    pub solver: crate::commands::SolverArgs,
     /// Folder of test faces.
     #[arg(long)]
     pub faces: PathBuf,
@@ -31,9 +33,6 @@ pub struct ReportArgs {
     /// Centre-crop side before resizing (the embedded model was trained with 140 on CelebA).
     #[arg(long)]
     pub crop: Option<usize>,
-    /// Reverse steps for generation and restoration (1000 = the sheet's full chain).
-    #[arg(long, default_value_t = 250)]
-    pub steps: usize,
     /// Number of unconditional samples.
     #[arg(long, default_value_t = 16)]
     pub n_samples: usize,
@@ -44,15 +43,6 @@ pub struct ReportArgs {
         default_value = "inpaint-box,gaussian-blur"
     )]
     pub ops: Vec<String>,
-    /// Measurement noise σ.
-    #[arg(long, default_value_t = 0.05)]
-    pub sigma: f64,
-    /// SDEdit t0.
-    #[arg(long, default_value_t = 500)]
-    pub t0: usize,
-    /// DPS ζ (residual step of the DPS code).
-    #[arg(long, default_value_t = 1.0)]
-    pub zeta: f64,
 }
 
 fn images(x: &Tensor<4>) -> Vec<Image> {
@@ -81,7 +71,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     let x0 = tweedie_io::to_tensor(&faces, &device)?;
     let fig = c.out.join("figures");
     let mut md = String::new();
-    let mut all = json!({"model": c.model, "image_size": size, "faces": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(), "steps": a.steps, "sigma": a.sigma});
+    let mut all = json!({"model": c.model, "image_size": size, "faces": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(), "steps": a.solver.steps, "sigma": a.solver.sigma});
     writeln!(md, "# tweedie report\n")?;
     writeln!(
         md,
@@ -92,8 +82,8 @@ pub fn report(a: ReportArgs) -> Result<()> {
         net.net.num_parameters() as f64 / 1e6,
         faces.len(),
         a.faces.display(),
-        a.steps,
-        if a.steps == 1000 {
+        a.solver.steps,
+        if a.solver.steps == 1000 {
             ", the sheet's full chain"
         } else {
             "; `--full` runs 1000"
@@ -149,7 +139,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     // Task 3.
     {
         let opts = ChainOptions {
-            steps: a.steps,
+            steps: a.solver.steps,
             variance: c.variance,
             ..Default::default()
         };
@@ -167,9 +157,9 @@ pub fn report(a: ReportArgs) -> Result<()> {
         writeln!(
             md,
             "## Task 3 — unconditional generation\n\n{} samples, x̂0-form ancestral steps, {} steps, {:.1} s.\n\n![Task 3](figures/task3_samples.png)\n",
-            a.n_samples, a.steps, secs
+            a.n_samples, a.solver.steps, secs
         )?;
-        all["task3"] = json!({"n": a.n_samples, "steps": a.steps, "seconds": secs});
+        all["task3"] = json!({"n": a.n_samples, "steps": a.solver.steps, "seconds": secs});
     }
 
     // Tasks 4–6.
@@ -181,19 +171,8 @@ pub fn report(a: ReportArgs) -> Result<()> {
         writeln!(md, "## Task {task} — {method}\n")?;
         for op_name in &a.ops {
             let op = OperatorSpec::dps_default(op_name, size)?;
-            let settings = RestoreSettings {
-                method,
-                op,
-                sigma: a.sigma,
-                steps: a.steps,
-                t0: a.t0,
-                dps_step: DpsStep::Residual { zeta: a.zeta },
-                ald_gamma: Gamma::Tweedie,
-                ald_scale: 1.0,
-                seed: c.seed,
-                variance: c.variance,
-            };
-            let pb = bar(a.steps, &format!("task {task} {method} {op_name}"));
+            let settings = a.solver.settings(method, op, c.seed, c.variance)?;
+            let pb = bar(a.solver.steps, &format!("task {task} {method} {op_name}"));
             let mut obs = Observer::with_progress(|i: StepInfo| {
                 pb.set_length(i.total as u64);
                 pb.set_position(i.step as u64)

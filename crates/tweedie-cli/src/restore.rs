@@ -6,12 +6,12 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Tensor;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use tweedie::tasks::{self, Method, RestoreSettings, Scores};
+use tweedie::tasks::{self, Method, Scores};
 use tweedie_core::{NoiseSource, Schedule};
 use tweedie_io::{Grid, GridCell, Image};
 use tweedie_metrics::Lpips;
 use tweedie_operators::OperatorSpec;
-use tweedie_samplers::{DpsStep, Gamma, Observer, StepInfo};
+use tweedie_samplers::{Observer, StepInfo};
 
 /// Expands files and folders into a sorted list of image files.
 pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -165,18 +165,10 @@ pub fn op_spec(a: &RestoreArgs, side: usize) -> Result<OperatorSpec> {
 pub fn restore(a: RestoreArgs) -> Result<()> {
     let c = &a.common;
     let method: Method = a.method.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let dps_step = match a.dps_step.as_str() {
-        "residual" => DpsStep::Residual { zeta: a.zeta },
-        "normalized" => DpsStep::Normalized { zeta: a.zeta },
-        other => bail!("unknown --dps-step {other:?}: expected residual or normalized"),
-    };
+    // Validate the solver options before loading anything.
+    a.solver
+        .settings(method, OperatorSpec::Identity, c.seed, c.variance)?;
     let schedule = Schedule::linear_default();
-    if a.steps == 0 || a.steps > schedule.num_steps() {
-        bail!("--steps must lie in 1..={}", schedule.num_steps());
-    }
-    schedule
-        .check_timestep(a.t0)
-        .map_err(|e| anyhow::anyhow!("--t0: {e}"))?;
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let size = net.net.config().image_size;
@@ -189,19 +181,13 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
     for (i, f) in files.iter().enumerate() {
         let img = tweedie_io::load_image_sized(f, size)?;
         let x = tweedie_io::to_tensor(std::slice::from_ref(&img), &device)?;
-        let settings = RestoreSettings {
+        let settings = a.solver.settings(
             method,
-            op: spec.clone(),
-            sigma: a.sigma,
-            steps: a.steps,
-            t0: a.t0,
-            dps_step,
-            ald_gamma: Gamma::Tweedie,
-            ald_scale: a.ald_scale,
-            seed: c.seed.wrapping_add(i as u64),
-            variance: c.variance,
-        };
-        let pb = bar(a.steps, &format!("{method} {}", stem(f)));
+            spec.clone(),
+            c.seed.wrapping_add(i as u64),
+            c.variance,
+        )?;
+        let pb = bar(a.solver.steps, &format!("{method} {}", stem(f)));
         let mut obs = Observer::with_progress(|s: StepInfo| {
             pb.set_length(s.total as u64);
             pb.set_position(s.step as u64)
@@ -233,7 +219,7 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
     grid.save(c.out.join(format!("{}_grid.png", a.method)))?;
     write_json(
         &c.out.join(format!("{}_metrics.json", a.method)),
-        &json!({"settings": {"op": spec, "sigma": a.sigma, "steps": a.steps, "t0": a.t0, "zeta": a.zeta}, "results": records}),
+        &json!({"settings": {"op": spec, "sigma": a.solver.sigma, "steps": a.solver.steps, "t0": a.solver.t0, "zeta": a.solver.zeta}, "results": records}),
     )?;
     println!("wrote {}", c.out.display());
     Ok(())
