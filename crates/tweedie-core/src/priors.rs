@@ -181,13 +181,9 @@ impl GaussianMixturePrior {
             .reshape([1, self.vars.len()]); // [1,K]
         let xm = x.matmul(mu.transpose()); // [B,K]
         let d2 = xx - xm.mul_scalar(2.0) + mm;
-        let inv_2v = self
-            .marginal_vars(alpha_bar)
-            .iter()
-            .map(|v| (-0.5 / v) as f32)
-            .collect();
-        let offsets = self
-            .marginal_vars(alpha_bar)
+        let marginal = self.marginal_vars(alpha_bar);
+        let inv_2v = marginal.iter().map(|v| (-0.5 / v) as f32).collect();
+        let offsets = marginal
             .iter()
             .zip(&self.log_weights)
             .map(|(v, lw)| (lw - 0.5 * d as f64 * v.ln()) as f32)

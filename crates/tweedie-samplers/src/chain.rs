@@ -172,20 +172,18 @@ impl<'o, 'a> Run<'o, 'a> {
         x0_hat: &Tensor<4>,
     ) -> Result<(), SampleError> {
         self.step += 1;
-        if !is_finite(x) {
+        if !tweedie_core::tensor::all_finite(x) {
             return Err(SampleError::Diverged {
                 step: self.step,
                 total: self.total,
                 t: tr.t,
             });
         }
-        if (self.every > 0 && self.step % self.every == 0) || self.step == self.total {
-            if self.every > 0 {
-                self.snapshots.push(Snapshot {
-                    t: tr.t,
-                    x0_hat: x0_hat.clone(),
-                });
-            }
+        if self.every > 0 && (self.step % self.every == 0 || self.step == self.total) {
+            self.snapshots.push(Snapshot {
+                t: tr.t,
+                x0_hat: x0_hat.clone(),
+            });
         }
         self.observer.report(StepInfo {
             step: self.step,
@@ -201,12 +199,6 @@ impl<'o, 'a> Run<'o, 'a> {
             snapshots: self.snapshots,
         }
     }
-}
-
-fn is_finite(x: &Tensor<4>) -> bool {
-    let bad = x.clone().is_nan().any().into_scalar::<bool>()
-        || x.clone().is_inf().any().into_scalar::<bool>();
-    !bad
 }
 
 /// Tweedie's estimate x̂0 at a transition's timestep (clamped to [−1, 1] if `clip`).
