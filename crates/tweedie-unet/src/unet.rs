@@ -101,9 +101,8 @@ impl ResBlock {
         let [b, c, ..] = h.dims();
         let e = self.emb.forward(silu(emb.clone()));
         let h = if self.scale_shift {
-            let scale = e.clone().narrow(1, 0, c).reshape([b, c, 1, 1]);
-            let shift = e.narrow(1, c, c).reshape([b, c, 1, 1]);
-            self.out_norm.forward(h) * scale.add_scalar(1.0) + shift
+            let (scale, shift) = (e.clone().narrow(1, 0, c), e.narrow(1, c, c));
+            self.out_norm.forward_modulated(h, Some((scale, shift)))
         } else {
             self.out_norm.forward(h + e.reshape([b, c, 1, 1]))
         };
