@@ -20,6 +20,9 @@ pub struct BenchArgs {
     /// Also time the FFHQ-256 config (93.6 M parameters; slow on CPU).
     #[arg(long)]
     pub ffhq: bool,
+    /// Run only these parts (comma-separated: forward, train, sampler, lpips); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -56,6 +59,15 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             vec![1],
         ));
     }
+    for part in &a.only {
+        if !["forward", "train", "sampler", "lpips"].contains(&part.as_str()) {
+            anyhow::bail!("unknown bench part {part:?}: expected forward, train, sampler or lpips");
+        }
+    }
+    let wants = |part: &str| a.only.is_empty() || a.only.iter().any(|p| p == part);
+    if !wants("forward") {
+        configs.clear();
+    }
     let mut rows = Vec::new();
     for (name, cfg, batches) in configs {
         let net = UNet::init(&cfg, 0, &device)?;
@@ -81,44 +93,36 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             rows.push(json!({"config": name, "params": params, "batch": b, "forward_ms_per_batch": m * 1e3, "forward_ms_per_image": m * 1e3 / b as f64}));
         }
     }
-    // One training step (forward + backward + Adam) of the train config, batch 32.
-    {
-        use burn::optim::{AdamConfig, GradientsParams};
-        let cfg = UNetConfig::small(32, 64, &[1.0, 2.0, 2.0], &[16, 8]);
-        let ad = device.clone().autodiff();
-        let mut net = UNet::init(&cfg, 0, &ad)?;
-        let mut optim = AdamConfig::new().init();
-        let b = 32;
-        let mut times = Vec::new();
-        let mut fwd_bwd = Vec::new();
-        for i in 0..=a.reps {
-            let x = NoiseSource::new(i as u64).normal([b, 3, 32, 32], &ad);
-            let eps = NoiseSource::new(100 + i as u64).normal([b, 3, 32, 32], &ad);
-            let t0 = Instant::now();
-            let loss = (net.forward(x, &vec![300.0; b]) - eps)
-                .powf_scalar(2.0)
-                .mean();
-            let grads = loss.backward();
-            let t1 = t0.elapsed().as_secs_f64();
-            let grads = GradientsParams::from_grads(grads, &net);
-            net = optim.step(1e-4, net, grads);
-            let _ = net.export().len();
-            if i > 0 {
-                times.push(t0.elapsed().as_secs_f64());
-                fwd_bwd.push(t1);
-            }
-        }
-        let (m, fb) = (median(times), median(fwd_bwd));
+    // One training step (forward + backward + Adam): the reference config at batch 32
+    // and the shipped embedded model's config at its training batch (16).
+    let mut train_configs = vec![(
+        "adm32 train step".to_string(),
+        UNetConfig::small(32, 64, &[1.0, 2.0, 2.0], &[16, 8]),
+        32usize,
+    )];
+    if let Ok(text) = std::fs::read_to_string(model::assets_dir().join("model.json")) {
+        train_configs.push((
+            "embedded-model train step".to_string(),
+            serde_json::from_str(&text)?,
+            16,
+        ));
+    }
+    if !wants("train") {
+        train_configs.clear();
+    }
+    for (name, cfg, b) in train_configs {
+        let (m, fb) = train_step_time(&cfg, b, a.reps, &device)?;
         println!(
-            "train step adm32 batch {b}: {:.0} ms (forward+backward {:.0} ms) → {:.1} images/s",
+            "{name} ({:.2} M params) batch {b}: {:.0} ms (forward+backward {:.0} ms) → {:.1} images/s",
+            UNet::init(&cfg, 0, &device)?.num_parameters() as f64 / 1e6,
             m * 1e3,
             fb * 1e3,
             b as f64 / m
         );
-        rows.push(json!({"config": "adm32 train step", "batch": b, "step_ms": m * 1e3, "forward_backward_ms": fb * 1e3, "images_per_sec": b as f64 / m}));
+        rows.push(json!({"config": name, "batch": b, "step_ms": m * 1e3, "forward_backward_ms": fb * 1e3, "images_per_sec": b as f64 / m}));
     }
     // Time per step of each sampler on the ADM fixture's config (32×32, 1.4 M parameters).
-    {
+    if wants("sampler") {
         use tweedie::tasks::{Method, RestoreSettings};
         use tweedie_operators::OperatorSpec;
         use tweedie_samplers::{ChainOptions, DpsStep, Gamma, Observer};
@@ -186,7 +190,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         }
     }
     // LPIPS-alex on one 256×256 pair (weights loaded once, outside the timing).
-    {
+    if wants("lpips") {
         let lpips = tweedie_metrics::Lpips::alex_default(&device)?;
         let mut n = NoiseSource::new(5);
         let x = n.normal([1, 3, 256, 256], &device).clamp(-1.0, 1.0);
@@ -207,4 +211,38 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         tweedie_io::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
     }
     Ok(())
+}
+
+/// Median wall time of one training step (forward + backward + Adam) and of its
+/// forward + backward part, over `reps` steps after one warm-up step.
+fn train_step_time(
+    cfg: &UNetConfig,
+    b: usize,
+    reps: usize,
+    device: &burn::tensor::Device,
+) -> Result<(f64, f64)> {
+    use burn::optim::{AdamConfig, GradientsParams};
+    let ad = device.clone().autodiff();
+    let mut net = UNet::init(cfg, 0, &ad)?;
+    let mut optim = AdamConfig::new().init();
+    let s = cfg.image_size;
+    let (mut times, mut fwd_bwd) = (Vec::new(), Vec::new());
+    for i in 0..=reps {
+        let x = NoiseSource::new(i as u64).normal([b, 3, s, s], &ad);
+        let eps = NoiseSource::new(100 + i as u64).normal([b, 3, s, s], &ad);
+        let t0 = Instant::now();
+        let loss = (net.forward(x, &vec![300.0; b]).narrow(1, 0, 3) - eps)
+            .powf_scalar(2.0)
+            .mean();
+        let grads = loss.backward();
+        let t1 = t0.elapsed().as_secs_f64();
+        let grads = GradientsParams::from_grads(grads, &net);
+        net = optim.step(1e-4, net, grads);
+        let _ = net.export().len();
+        if i > 0 {
+            times.push(t0.elapsed().as_secs_f64());
+            fwd_bwd.push(t1);
+        }
+    }
+    Ok((median(times), median(fwd_bwd)))
 }

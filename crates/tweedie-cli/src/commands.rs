@@ -302,6 +302,9 @@ pub struct MetricsArgs {
 struct ParityArgs {
     /// Fixture folder.
     dir: PathBuf,
+    /// `cpu` or `wgpu`.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
 }
 
 /// Runs a parsed command line.
@@ -432,12 +435,12 @@ pub(crate) fn sample_images(
 }
 
 fn parity(a: ParityArgs) -> Result<()> {
-    let device = burn::tensor::Device::flex();
+    let device = crate::model::device(&a.backend)?;
     let cfg = tweedie_unet::UNetConfig::from_json_file(a.dir.join("config.json"))?;
     let io_path = a.dir.join("io.safetensors");
     let bytes =
         std::fs::read(&io_path).with_context(|| format!("reading {}", io_path.display()))?;
-    let st = safetensors_view(&bytes, &io_path)?;
+    let st = safetensors_view(&bytes, &io_path, &device)?;
     for weights in ["model.safetensors", "model.pt"] {
         let p = a.dir.join(weights);
         if !p.exists() {
@@ -461,7 +464,11 @@ struct FixtureIo {
     out: Vec<f32>,
 }
 
-fn safetensors_view(bytes: &[u8], path: &std::path::Path) -> Result<FixtureIo> {
+fn safetensors_view(
+    bytes: &[u8],
+    path: &std::path::Path,
+    device: &burn::tensor::Device,
+) -> Result<FixtureIo> {
     let mut map = tweedie_unet::WeightMap::load_safetensors(path)?;
     let shape = |name: &str| -> Result<Vec<usize>> {
         map.shapes()
@@ -476,9 +483,8 @@ fn safetensors_view(bytes: &[u8], path: &std::path::Path) -> Result<FixtureIo> {
     let x = map.take("x", &xs).context("x")?;
     let out = map.take("out", &os).context("out")?;
     let t = int_tensor(bytes, "t").with_context(|| format!("{}: timesteps t", path.display()))?;
-    let device = burn::tensor::Device::flex();
     Ok(FixtureIo {
-        x: tweedie_core::tensor::from_vec(x, [xs[0], xs[1], xs[2], xs[3]], &device),
+        x: tweedie_core::tensor::from_vec(x, [xs[0], xs[1], xs[2], xs[3]], device),
         t,
         out,
     })

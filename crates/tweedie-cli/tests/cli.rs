@@ -292,6 +292,8 @@ fn bad_inputs_give_clear_errors() {
         ],
         "config",
     );
+    fails(&["bench", "--only", "everything"], "unknown bench part");
+    fails(&["bench", "--backend", "tpu"], "unknown backend");
 }
 
 #[test]
@@ -356,4 +358,41 @@ fn eval_shards_merge_into_the_same_table_as_one_job() {
         &["eval", d, "--shard", "2/2", "--out", out.to_str().unwrap()],
         "0 ≤ i < n",
     );
+}
+
+/// Only in builds with the GPU path (`cargo test -p tweedie-cli --features wgpu`; on a
+/// machine without a GPU, Mesa's lavapipe provides the Vulkan adapter): the ADM fixture
+/// reproduces the reference output through wgpu, and the same seed gives the same samples
+/// on wgpu as on the CPU backend (noise is drawn on the host).
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_backend_matches_the_reference_and_the_cpu_backend() {
+    let text = ok(&["parity", "tests/fixtures/adm", "--backend", "wgpu"]);
+    let errors: Vec<f32> = text
+        .lines()
+        .filter(|l| l.contains("max abs error"))
+        .map(|l| l.split_whitespace().nth(4).unwrap().parse().unwrap())
+        .collect();
+    eprintln!("wgpu parity: {errors:?}");
+    assert_eq!(errors.len(), 2, "{text}");
+    assert!(errors.iter().all(|&e| e <= 1e-4), "{text}");
+
+    let (cpu, gpu) = (tmp("gen-cpu"), tmp("gen-wgpu"));
+    for (dir, backend) in [(&cpu, "cpu"), (&gpu, "wgpu")] {
+        let mut args = vec!["generate", "--n", "2", "--steps", "5", "--seed", "3"];
+        args.extend(["--backend", backend]);
+        ok(&with_model(args, dir.to_str().unwrap()));
+    }
+    for name in ["sample_000.png", "sample_001.png"] {
+        let a = image::open(cpu.join(name)).unwrap().to_rgb8();
+        let b = image::open(gpu.join(name)).unwrap().to_rgb8();
+        let worst = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| x.abs_diff(*y))
+            .max()
+            .unwrap();
+        assert!(worst <= 2, "{name}: cpu and wgpu differ by {worst}/255");
+    }
 }
