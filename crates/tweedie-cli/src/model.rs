@@ -19,18 +19,20 @@ pub fn device(backend: &str) -> Result<Device> {
         #[cfg(feature = "wgpu")]
         "wgpu" => {
             let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
-            // wgpu panics when no adapter exists: probe once, quietly, and turn it into an error.
+            // wgpu panics when no adapter exists, and an adapter may lack features our kernels
+            // need (e.g. a GL fallback without subgroups). Run one small convolution, matmul
+            // and attention, quietly, and turn any failure into an error.
             let hook = std::panic::take_hook();
             std::panic::set_hook(Box::new(|_| {}));
-            let probe = std::panic::catch_unwind(|| {
-                let t = burn::tensor::Tensor::<1>::ones([4], &device);
-                tweedie_core::tensor::to_vec(&t.add_scalar(1.0))
-            });
+            let probe = std::panic::catch_unwind(|| wgpu_probe(&device));
             std::panic::set_hook(hook);
             match probe {
-                Ok(v) if v == vec![2.0; 4] => Ok(device),
-                _ => bail!(
-                    "no usable wgpu adapter (GPU driver missing?); on Linux without a GPU install Mesa's lavapipe: apt-get install mesa-vulkan-drivers"
+                Ok(true) => Ok(device),
+                Ok(false) => bail!(
+                    "the wgpu adapter gives wrong results on a probe computation; use --backend cpu"
+                ),
+                Err(_) => bail!(
+                    "no usable wgpu adapter: none found, or it cannot run the UNet's kernels (a GL fallback lacks subgroups). Install a Vulkan driver (on Linux without a GPU: apt-get install mesa-vulkan-drivers), or use --backend cpu"
                 ),
             }
         }
@@ -38,6 +40,31 @@ pub fn device(backend: &str) -> Result<Device> {
         "wgpu" => bail!("this build has no wgpu support: rebuild with `--features wgpu`"),
         other => bail!("unknown backend {other:?}: expected cpu or wgpu"),
     }
+}
+
+/// Runs a 3×3 convolution, a matmul and an attention on `device` and checks the sums
+/// against their exact values (all-ones inputs).
+#[cfg(feature = "wgpu")]
+fn wgpu_probe(device: &Device) -> bool {
+    use burn::tensor::{Tensor, module};
+    let x = Tensor::<4>::ones([1, 4, 8, 8], device);
+    let w = Tensor::<4>::ones([4, 4, 3, 3], device);
+    let conv = module::conv2d(
+        x,
+        w,
+        None,
+        burn::tensor::ops::ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+    );
+    let m = Tensor::<2>::ones([64, 64], device).matmul(Tensor::<2>::ones([64, 64], device));
+    let q = Tensor::<4>::ones([1, 2, 16, 8], device);
+    let att = module::attention(q.clone(), q.clone(), q, None, None, Default::default());
+    let sum = |v: Vec<f32>| v.iter().map(|&x| x as f64).sum::<f64>();
+    let c = sum(tweedie_core::tensor::to_vec(&conv)); // 4·6·6 outputs of 36
+    let mm = sum(tweedie_core::tensor::to_vec(&m)); // 64·64 outputs of 64
+    let a = sum(tweedie_core::tensor::to_vec(&att)); // 2·16·8 outputs of 1
+    (c - 4.0 * 36.0 * 36.0).abs() < 1e-2
+        && (mm - 64.0f64.powi(3)).abs() < 1e-1
+        && (a - 256.0).abs() < 1e-2
 }
 
 /// Loads `--model embedded|PATH` (with `--config JSON`, default `<PATH stem>.json`).

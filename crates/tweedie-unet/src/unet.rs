@@ -7,6 +7,7 @@ use crate::layers::{
 };
 use crate::weights::{WeightError, WeightMap};
 use burn::module::Module;
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::{Device, Tensor};
 use std::path::Path;
@@ -173,13 +174,20 @@ impl Attention {
             qkv.reshape([b, t, 3, nh, ch]).permute([2, 0, 3, 1, 4])
         }; // [3, B, heads, T, ch]
         let pick = |j: usize| qkv.clone().narrow(0, j, 1).reshape([b, nh, t, ch]);
-        // softmax(q kᵀ / √ch) v: one fused op (flash-style on flex, a kernel on wgpu; autodiff
-        // differentiates burn's composed fallback). ADM's 1/⁴√ch on q and k is the same scale.
-        let options = burn::tensor::ops::AttentionModuleOptions {
-            scale: Some(1.0 / (ch as f64).sqrt()),
-            ..Default::default()
-        };
-        let a = attention(pick(0), pick(1), pick(2), None, None, options); // [B, heads, T, ch]
+        // softmax(q kᵀ / √ch) v (ADM's 1/⁴√ch on q and k is the same scale). Inference uses
+        // burn's fused op (flash/naive kernel on flex, a kernel on wgpu); under autodiff burn
+        // would differentiate a NaN-guarded composed fallback, slower than the plain softmax.
+        let scale = 1.0 / (ch as f64).sqrt();
+        let a = if qkv.is_require_grad() {
+            let weights = softmax(pick(0).matmul(pick(1).swap_dims(2, 3)).mul_scalar(scale), 3);
+            weights.matmul(pick(2))
+        } else {
+            let options = burn::tensor::ops::AttentionModuleOptions {
+                scale: Some(scale),
+                ..Default::default()
+            };
+            attention(pick(0), pick(1), pick(2), None, None, options)
+        }; // [B, heads, T, ch]
         let a = a.swap_dims(1, 2).reshape([b * t, c]);
         let out = self
             .proj

@@ -13,7 +13,13 @@ fn fixture(name: &str) -> PathBuf {
 
 /// Max abs error of the UNet loaded from `weights` against the fixture's reference output.
 fn parity_error(weights: &str) -> f32 {
-    let device = Device::flex();
+    parity_error_on(weights, &Device::flex(), false)
+}
+
+/// The same on `device`; with `track`, the input requires a gradient (the autodiff path
+/// DPS and training take, e.g. the composed attention).
+fn parity_error_on(weights: &str, device: &Device, track: bool) -> f32 {
+    let device = device.clone();
     let cfg = UNetConfig::from_json_file(fixture("config.json")).unwrap();
     let net = UNet::load(&cfg, fixture(weights), &device).unwrap();
     let io = WeightMap::load(fixture("io.safetensors")).unwrap();
@@ -28,6 +34,7 @@ fn parity_error(weights: &str) -> f32 {
         [x_shape[0], x_shape[1], x_shape[2], x_shape[3]],
         &device,
     );
+    let xt = if track { xt.require_grad() } else { xt };
     let got = tweedie_core::tensor::to_vec(&net.forward(xt, &t));
     assert_eq!(got.len(), want.len());
     got.iter()
@@ -51,6 +58,13 @@ fn read_int_tensor(path: &Path, name: &str) -> Vec<f32> {
 fn fixture_parity_from_safetensors() {
     let err = parity_error("model.safetensors");
     eprintln!("ADM fixture parity (safetensors): max abs error {err:e}");
+    assert!(err <= 1e-4, "{err}");
+}
+
+#[test]
+fn fixture_parity_through_autodiff() {
+    let err = parity_error_on("model.safetensors", &Device::flex().autodiff(), true);
+    eprintln!("ADM fixture parity (autodiff, tracked input): max abs error {err:e}");
     assert!(err <= 1e-4, "{err}");
 }
 
