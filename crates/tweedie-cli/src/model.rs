@@ -18,23 +18,12 @@ pub fn device(backend: &str) -> Result<Device> {
         "cpu" | "flex" => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
         "wgpu" => {
-            let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
-            // wgpu panics when no adapter exists, and an adapter may lack features our kernels
-            // need (e.g. a GL fallback without subgroups). Run one small convolution, matmul
-            // and attention, quietly, and turn any failure into an error.
-            let hook = std::panic::take_hook();
-            std::panic::set_hook(Box::new(|_| {}));
-            let probe = std::panic::catch_unwind(|| wgpu_probe(&device));
-            std::panic::set_hook(hook);
-            match probe {
-                Ok(true) => Ok(device),
-                Ok(false) => bail!(
-                    "the wgpu adapter gives wrong results on a probe computation; use --backend cpu"
-                ),
-                Err(_) => bail!(
-                    "no usable wgpu adapter: none found, or it cannot run the UNet's kernels (a GL fallback lacks subgroups). Install a Vulkan driver (on Linux without a GPU: apt-get install mesa-vulkan-drivers), or use --backend cpu"
-                ),
-            }
+            // Acquired and probed once per process (the runtime cannot be initialised twice).
+            static WGPU: std::sync::OnceLock<std::result::Result<Device, String>> =
+                std::sync::OnceLock::new();
+            WGPU.get_or_init(|| wgpu_device().map_err(|e| e.to_string()))
+                .clone()
+                .map_err(|e| anyhow::anyhow!(e))
         }
         #[cfg(not(feature = "wgpu"))]
         "wgpu" => bail!("this build has no wgpu support: rebuild with `--features wgpu`"),
@@ -42,29 +31,58 @@ pub fn device(backend: &str) -> Result<Device> {
     }
 }
 
-/// Runs a 3×3 convolution, a matmul and an attention on `device` and checks the sums
-/// against their exact values (all-ones inputs).
+/// Acquires the wgpu adapter and checks it can run the UNet.
+#[cfg(feature = "wgpu")]
+fn wgpu_device() -> Result<Device> {
+    // Acquire the adapter fallibly (plain `Device::wgpu` panics when there is none).
+    let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| {
+            anyhow::anyhow!(
+                "no usable wgpu adapter ({e}). Install a GPU driver (on Linux without a GPU: apt-get install mesa-vulkan-drivers for Mesa's lavapipe), or use --backend cpu"
+            )
+        })?;
+    let info = setup.adapter.get_info();
+    if setup.backend == burn::tensor::wgpu::wgpu::Backend::Gl {
+        bail!(
+            "the only wgpu adapter is {:?} through OpenGL, which cannot run burn's matmul kernels (no subgroup support). Install a Vulkan driver (on Linux without a GPU: apt-get install mesa-vulkan-drivers), or use --backend cpu",
+            info.name
+        );
+    }
+    eprintln!("wgpu: {} ({:?})", info.name, setup.backend);
+    // An adapter may still lack what some kernel needs: run a small UNet, quietly, and
+    // turn any failure into an error.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(|| wgpu_probe(&device));
+    std::panic::set_hook(hook);
+    match probe {
+        Ok(true) => Ok(device),
+        Ok(false) => bail!(
+            "the wgpu adapter's UNet output differs from the CPU backend's on a probe; use --backend cpu"
+        ),
+        Err(_) => bail!(
+            "the wgpu adapter {:?} failed to run a small UNet; use --backend cpu",
+            info.name
+        ),
+    }
+}
+
+/// Runs a small random-weight UNet (32×32, attention at 16 and 8) on `device` and on the
+/// CPU backend and checks the outputs agree: this exercises the convolution, matmul and
+/// attention kernels the samplers need, not just the adapter's existence.
 #[cfg(feature = "wgpu")]
 fn wgpu_probe(device: &Device) -> bool {
-    use burn::tensor::{Tensor, module};
-    let x = Tensor::<4>::ones([1, 4, 8, 8], device);
-    let w = Tensor::<4>::ones([4, 4, 3, 3], device);
-    let conv = module::conv2d(
-        x,
-        w,
-        None,
-        burn::tensor::ops::ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
-    );
-    let m = Tensor::<2>::ones([64, 64], device).matmul(Tensor::<2>::ones([64, 64], device));
-    let q = Tensor::<4>::ones([1, 2, 16, 8], device);
-    let att = module::attention(q.clone(), q.clone(), q, None, None, Default::default());
-    let sum = |v: Vec<f32>| v.iter().map(|&x| x as f64).sum::<f64>();
-    let c = sum(tweedie_core::tensor::to_vec(&conv)); // 4·6·6 outputs of 36
-    let mm = sum(tweedie_core::tensor::to_vec(&m)); // 64·64 outputs of 64
-    let a = sum(tweedie_core::tensor::to_vec(&att)); // 2·16·8 outputs of 1
-    (c - 4.0 * 36.0 * 36.0).abs() < 1e-2
-        && (mm - 64.0f64.powi(3)).abs() < 1e-1
-        && (a - 256.0).abs() < 1e-2
+    let cfg = UNetConfig::small(32, 32, &[1.0, 2.0, 2.0], &[16, 8]);
+    let run = |d: &Device| -> Option<Vec<f32>> {
+        let net = UNet::init(&cfg, 0, d).ok()?;
+        let x = tweedie_core::NoiseSource::new(0).normal([1, 3, 32, 32], d);
+        Some(tweedie_core::tensor::to_vec(&net.forward(x, &[10.0])))
+    };
+    match (run(device), run(&Device::flex())) {
+        (Some(a), Some(b)) => {
+            a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-3)
+        }
+        _ => false,
+    }
 }
 
 /// Loads `--model embedded|PATH` (with `--config JSON`, default `<PATH stem>.json`).
