@@ -149,6 +149,10 @@ struct TrainArgs {
     /// Continue from OUT/checkpoint exactly.
     #[arg(long)]
     resume: bool,
+    /// Without a terminal (output to a file), print a progress line every N steps (0: never).
+    #[arg(long, default_value_t = 50)]
+    log_every: usize,
+    /// Seed of initialisation, batches, timesteps and noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// `cpu` or `wgpu`.
@@ -354,12 +358,31 @@ fn train(a: TrainArgs) -> Result<()> {
         seed: a.seed,
     };
     let pb = bar(a.steps, "train");
+    // Without a terminal (a job in the background, logs to a file) the bar is hidden: print
+    // a plain line every `--log-every` steps instead.
+    let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (mut window, started) = (Vec::new(), std::time::Instant::now());
     let summary = tweedie_train::train(&opts, a.resume, &device, &mut |r| {
         pb.set_position(r.step as u64);
         pb.set_message(format!(
             "train loss {:.4} {:.1} img/s",
             r.loss, r.images_per_sec
         ));
+        window.push(r.loss);
+        if plain && a.log_every > 0 && (r.step % a.log_every == 0 || r.step == r.total) {
+            let left = (r.total - r.step) as f64 * a.batch as f64 / r.images_per_sec.max(1e-9);
+            eprintln!(
+                "step {}/{}  loss {:.4} (mean of last {})  {:.1} img/s  elapsed {:.0} s  ETA {:.0} s",
+                r.step,
+                r.total,
+                window.iter().sum::<f64>() / window.len() as f64,
+                window.len(),
+                r.images_per_sec,
+                started.elapsed().as_secs_f64(),
+                left
+            );
+            window.clear();
+        }
     })?;
     pb.finish();
     std::fs::write(

@@ -169,8 +169,15 @@ fn train_evaluate_and_report_run_end_to_end() {
         "2",
         "--checkpoint-every",
         "1",
+        "--log-every",
+        "1",
     ]);
     assert!(text.contains("trained 2 steps"), "{text}");
+    // Output goes to a pipe here, so the plain progress lines replace the bar.
+    assert!(
+        text.contains("step 1/2  loss") && text.contains("step 2/2  loss"),
+        "{text}"
+    );
     let model = run.join("model.safetensors");
     let m = model.to_str().unwrap();
     let eval_out = out.join("eval");
