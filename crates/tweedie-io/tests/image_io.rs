@@ -23,7 +23,10 @@ fn ramp(w: usize, h: usize) -> Image {
 #[test]
 fn png_round_trip_is_exact_at_8_bit() {
     let img = ramp(13, 7);
-    let p = tmp("rt.png");
+    // Its own folder: other tests in this file write (atomically) beside it in parallel.
+    let dir = tmp("round-trip");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("rt.png");
     save_png(&img, &p).unwrap();
     let back = load_image(&p).unwrap();
     assert_eq!((back.width, back.height), (13, 7));
