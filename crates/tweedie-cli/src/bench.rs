@@ -111,10 +111,10 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         train_configs.clear();
     }
     for (name, cfg, b) in train_configs {
-        let (m, fb) = train_step_time(&cfg, b, a.reps, &device)?;
+        let (m, fb, params) = train_step_time(&cfg, b, a.reps, &device)?;
         println!(
             "{name} ({:.2} M params) batch {b}: {:.0} ms (forward+backward {:.0} ms) → {:.1} images/s",
-            UNet::init(&cfg, 0, &device)?.num_parameters() as f64 / 1e6,
+            params as f64 / 1e6,
             m * 1e3,
             fb * 1e3,
             b as f64 / m
@@ -214,16 +214,17 @@ pub fn bench(a: BenchArgs) -> Result<()> {
 }
 
 /// Median wall time of one training step (forward + backward + Adam) and of its
-/// forward + backward part, over `reps` steps after one warm-up step.
+/// forward + backward part, over `reps` steps after one warm-up step, and the parameter count.
 fn train_step_time(
     cfg: &UNetConfig,
     b: usize,
     reps: usize,
     device: &burn::tensor::Device,
-) -> Result<(f64, f64)> {
+) -> Result<(f64, f64, usize)> {
     use burn::optim::{AdamConfig, GradientsParams};
     let ad = device.clone().autodiff();
     let mut net = UNet::init(cfg, 0, &ad)?;
+    let params = net.num_parameters();
     let mut optim = AdamConfig::new().init();
     let s = cfg.image_size;
     let (mut times, mut fwd_bwd) = (Vec::new(), Vec::new());
@@ -244,5 +245,5 @@ fn train_step_time(
             fwd_bwd.push(t1);
         }
     }
-    Ok((median(times), median(fwd_bwd)))
+    Ok((median(times), median(fwd_bwd), params))
 }

@@ -249,6 +249,26 @@ pub struct SolverArgs {
 }
 
 impl SolverArgs {
+    /// Checks the values (steps, t0, DPS step rule): call it before loading anything.
+    pub fn validate(&self) -> Result<()> {
+        let schedule = Schedule::linear_default();
+        if self.steps == 0 || self.steps > schedule.num_steps() {
+            bail!("--steps must lie in 1..={}", schedule.num_steps());
+        }
+        schedule
+            .check_timestep(self.t0)
+            .map_err(|e| anyhow::anyhow!("--t0: {e}"))?;
+        self.dps_step().map(drop)
+    }
+
+    fn dps_step(&self) -> Result<tweedie_samplers::DpsStep> {
+        Ok(match self.dps_step.as_str() {
+            "residual" => tweedie_samplers::DpsStep::Residual { zeta: self.zeta },
+            "normalized" => tweedie_samplers::DpsStep::Normalized { zeta: self.zeta },
+            other => bail!("unknown --dps-step {other:?}: expected residual or normalized"),
+        })
+    }
+
     /// Checks the values and builds the settings of one restoration.
     pub fn settings(
         &self,
@@ -257,18 +277,8 @@ impl SolverArgs {
         seed: u64,
         variance: StepVariance,
     ) -> Result<tweedie::tasks::RestoreSettings> {
-        let schedule = Schedule::linear_default();
-        if self.steps == 0 || self.steps > schedule.num_steps() {
-            bail!("--steps must lie in 1..={}", schedule.num_steps());
-        }
-        schedule
-            .check_timestep(self.t0)
-            .map_err(|e| anyhow::anyhow!("--t0: {e}"))?;
-        let dps_step = match self.dps_step.as_str() {
-            "residual" => tweedie_samplers::DpsStep::Residual { zeta: self.zeta },
-            "normalized" => tweedie_samplers::DpsStep::Normalized { zeta: self.zeta },
-            other => bail!("unknown --dps-step {other:?}: expected residual or normalized"),
-        };
+        self.validate()?;
+        let dps_step = self.dps_step()?;
         Ok(tweedie::tasks::RestoreSettings {
             method,
             op,

@@ -96,10 +96,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         .iter()
         .map(|m| m.parse().map_err(|e: String| anyhow::anyhow!(e)))
         .collect::<Result<_>>()?;
+    a.solver.validate()?;
     let schedule = Schedule::linear_default();
-    schedule
-        .check_timestep(a.solver.t0)
-        .map_err(|e| anyhow::anyhow!("--t0: {e}"))?;
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let size = net.net.config().image_size;

@@ -52,6 +52,8 @@ fn images(x: &Tensor<4>) -> Vec<Image> {
 pub fn report(a: ReportArgs) -> Result<()> {
     let started = Instant::now();
     let c = &a.common;
+    // Bad solver options fail here, not after Tasks 2 and 3 have run.
+    a.solver.validate()?;
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let size = net.net.config().image_size;

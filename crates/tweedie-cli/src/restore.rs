@@ -166,8 +166,7 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
     let c = &a.common;
     let method: Method = a.method.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     // Validate the solver options before loading anything.
-    a.solver
-        .settings(method, OperatorSpec::Identity, c.seed, c.variance)?;
+    a.solver.validate()?;
     let schedule = Schedule::linear_default();
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
