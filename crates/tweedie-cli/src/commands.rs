@@ -57,7 +57,7 @@ enum Command {
     ///
     /// Example: tweedie report --faces assets/faces --crop 140 --out report
     Report(crate::report::ReportArgs),
-    /// Time UNet forward passes (batch 1/8, small configs; --ffhq adds FFHQ-256) and a training step.
+    /// Time UNet forward passes (batch 1/8/32, small configs; --ffhq adds FFHQ-256), training steps, sampler steps and LPIPS (`--only` picks parts).
     ///
     /// Example: tweedie bench --ffhq
     Bench(crate::bench::BenchArgs),
