@@ -123,9 +123,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     }
     // Time per step of each sampler on the ADM fixture's config (32×32, 1.4 M parameters).
     if wants("sampler") {
-        use tweedie::tasks::{Method, RestoreSettings};
+        use tweedie::tasks::{Method, Preset, RestoreSettings};
         use tweedie_operators::OperatorSpec;
-        use tweedie_samplers::{ChainOptions, DpsStep, Gamma, Observer};
+        use tweedie_samplers::{ChainOptions, Observer};
         let cfg: UNetConfig = serde_json::from_str(
             r#"{"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2,2", "attention_resolutions": "16,8",
                 "num_head_channels": 16, "use_scale_shift_norm": true, "resblock_updown": true, "learn_sigma": true}"#,
@@ -157,20 +157,14 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         println!("sampler step, fixture UNet 32×32, batch 1: ancestral (generate) {ms:.1} ms/step");
         rows.push(json!({"sampler": "generate", "ms_per_step": ms}));
         for method in [Method::Sdedit, Method::Ald, Method::Dps] {
+            let op = OperatorSpec::InpaintBox {
+                size: 16,
+                random_margin: None,
+            };
             let settings = RestoreSettings {
-                method,
-                op: OperatorSpec::InpaintBox {
-                    size: 16,
-                    random_margin: None,
-                },
-                sigma: 0.05,
                 steps,
                 t0: 1000,
-                dps_step: DpsStep::Residual { zeta: 1.0 },
-                ald_gamma: Gamma::Tweedie,
-                ald_scale: 1.0,
-                seed: 0,
-                variance: Default::default(),
+                ..RestoreSettings::new(method, Preset::Dps, op)
             };
             let t0 = Instant::now();
             let r = tweedie::tasks::restore(

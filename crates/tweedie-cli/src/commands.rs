@@ -66,6 +66,14 @@ enum Command {
     ///
     /// Example: tweedie parity tests/fixtures/adm
     Parity(ParityArgs),
+    /// Replay DPS runs recorded from the official DPS code (`dps_<case>.json` +
+    /// `.safetensors` in FIXTURES) with the model in MODEL_DIR (config.json plus
+    /// model.safetensors and/or model.pt): prints, per case and weights file, the operator's
+    /// error, the worst one-step error (each step started from the reference trajectory with
+    /// its recorded noise) and the whole chain's error.
+    ///
+    /// Example: tweedie parity-dps tests/fixtures/adm tests/fixtures/dps
+    ParityDps(ParityDpsArgs),
 }
 
 /// Options shared by every sampling command.
@@ -86,19 +94,39 @@ pub struct Common {
     /// Output folder.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
-    /// Noise of the reverse steps: `beta` (σ² = β_t, the problem sheet) or `posterior`
-    /// (σ² = β̃_t, less noise; better with few strided steps).
-    #[arg(long, default_value = "beta", value_parser = parse_variance)]
-    pub variance: StepVariance,
+    /// Noise of the reverse steps: `beta` (σ² = β_t, the problem sheet), `posterior`
+    /// (σ² = β̃_t, less noise; better with few strided steps) or `learned` (the network's
+    /// learned range, guided-diffusion `learned_range`; σ² = β on a model without one).
+    /// Default: `beta`, or the preset's for restore, eval and report.
+    #[arg(long, value_enum)]
+    pub variance: Option<VarianceArg>,
 }
 
-fn parse_variance(s: &str) -> Result<StepVariance, String> {
-    match s {
-        "beta" => Ok(StepVariance::Beta),
-        "posterior" => Ok(StepVariance::Posterior),
-        other => Err(format!(
-            "unknown variance {other:?}: expected beta or posterior"
-        )),
+/// `--variance`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarianceArg {
+    /// σ² = β_t.
+    Beta,
+    /// σ² = β̃_t.
+    Posterior,
+    /// The network's learned range.
+    Learned,
+}
+
+impl From<VarianceArg> for StepVariance {
+    fn from(v: VarianceArg) -> Self {
+        match v {
+            VarianceArg::Beta => StepVariance::Beta,
+            VarianceArg::Posterior => StepVariance::Posterior,
+            VarianceArg::Learned => StepVariance::Learned,
+        }
+    }
+}
+
+impl Common {
+    /// The `--variance` given, or σ² = β.
+    pub fn variance_or_beta(&self) -> StepVariance {
+        self.variance.map_or(StepVariance::Beta, Into::into)
     }
 }
 
@@ -228,6 +256,12 @@ pub struct RestoreArgs {
 /// Settings of the restoration samplers, shared by `restore`, `eval` and `report`.
 #[derive(Args, Debug, Clone)]
 pub struct SolverArgs {
+    /// Sampler settings to start from: `dps` (the official DPS code: learned variance, the
+    /// residual rule with ζ = 0.5 for inpainting and 0.3 otherwise, x̂0 clipped) or `sheet`
+    /// (the problem sheet: σ² = β, ζ_t = ζ/‖∇‖A(x̂0) − y‖²‖ with ζ = 1). `--variance`,
+    /// `--zeta` and `--dps-step` override single settings.
+    #[arg(long, value_enum, default_value_t = PresetArg::Dps)]
+    pub preset: PresetArg,
     /// Measurement noise σ in the [−1, 1] scale.
     #[arg(long, default_value_t = 0.05)]
     pub sigma: f64,
@@ -237,19 +271,67 @@ pub struct SolverArgs {
     /// SDEdit starting timestep.
     #[arg(long, default_value_t = 500)]
     pub t0: usize,
-    /// DPS ζ.
-    #[arg(long, default_value_t = 1.0)]
-    pub zeta: f64,
-    /// DPS step rule: residual (DPS code, ‖A x̂0 − y‖) or normalized (the sheet's ζ/‖∇‖).
-    #[arg(long, default_value = "residual")]
-    pub dps_step: String,
+    /// DPS ζ (default: the preset's).
+    #[arg(long)]
+    pub zeta: Option<f64>,
+    /// DPS step rule (default: the preset's): `residual` (DPS code, ζ∇‖A x̂0 − y‖) or
+    /// `normalized` (the sheet's ζ/‖∇‖A x̂0 − y‖²‖).
+    #[arg(long, value_enum)]
+    pub dps_step: Option<DpsRuleArg>,
     /// Score-ALD step multiplier λ.
     #[arg(long, default_value_t = 1.0)]
     pub ald_scale: f64,
+    /// Score-ALD update: `stabilised` (ours, weighted by β_t/√α_t) or `sheet` (the sheet's
+    /// literal 1/(2(σ² + γ_t²)) step, which diverges for σ = 0.05).
+    #[arg(long, value_enum, default_value_t = AldRuleArg::Stabilised)]
+    pub ald_rule: AldRuleArg,
+}
+
+/// The command-line name of a clap value (`--preset dps` → `"dps"`).
+pub fn value_name<T: clap::ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// `--preset`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresetArg {
+    /// The official DPS code and configs.
+    Dps,
+    /// The problem sheet's formulas.
+    Sheet,
+}
+
+impl From<PresetArg> for tweedie::tasks::Preset {
+    fn from(p: PresetArg) -> Self {
+        match p {
+            PresetArg::Dps => tweedie::tasks::Preset::Dps,
+            PresetArg::Sheet => tweedie::tasks::Preset::Sheet,
+        }
+    }
+}
+
+/// `--dps-step`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpsRuleArg {
+    /// x −= ζ ∇‖A(x̂0) − y‖ (the DPS code).
+    Residual,
+    /// x −= ζ ∇‖A(x̂0) − y‖² / ‖∇‖A(x̂0) − y‖²‖ (the sheet).
+    Normalized,
+}
+
+/// `--ald-rule`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AldRuleArg {
+    /// Ours, stable.
+    Stabilised,
+    /// The sheet's literal update.
+    Sheet,
 }
 
 impl SolverArgs {
-    /// Checks the values (steps, t0, DPS step rule): call it before loading anything.
+    /// Checks the values (steps, t0, ζ): call it before loading anything.
     pub fn validate(&self) -> Result<()> {
         let schedule = Schedule::linear_default();
         if self.steps == 0 || self.steps > schedule.num_steps() {
@@ -258,38 +340,53 @@ impl SolverArgs {
         schedule
             .check_timestep(self.t0)
             .map_err(|e| anyhow::anyhow!("--t0: {e}"))?;
-        self.dps_step().map(drop)
+        if let Some(z) = self.zeta {
+            if !(z >= 0.0 && z.is_finite()) {
+                bail!("--zeta must be finite and ≥ 0, got {z}");
+            }
+        }
+        Ok(())
     }
 
-    fn dps_step(&self) -> Result<tweedie_samplers::DpsStep> {
-        Ok(match self.dps_step.as_str() {
-            "residual" => tweedie_samplers::DpsStep::Residual { zeta: self.zeta },
-            "normalized" => tweedie_samplers::DpsStep::Normalized { zeta: self.zeta },
-            other => bail!("unknown --dps-step {other:?}: expected residual or normalized"),
-        })
+    /// The DPS step for `op`: the preset's, with `--dps-step` and `--zeta` applied.
+    fn dps_step(&self, op: &tweedie_operators::OperatorSpec) -> tweedie_samplers::DpsStep {
+        use tweedie_samplers::DpsStep;
+        let preset: tweedie::tasks::Preset = self.preset.into();
+        let step = preset.dps_step(op, self.zeta);
+        let zeta = match step {
+            DpsStep::Residual { zeta } | DpsStep::Normalized { zeta } => zeta,
+        };
+        match self.dps_step {
+            None => step,
+            Some(DpsRuleArg::Residual) => DpsStep::Residual { zeta },
+            Some(DpsRuleArg::Normalized) => DpsStep::Normalized { zeta },
+        }
     }
 
-    /// Checks the values and builds the settings of one restoration.
+    /// Checks the values and builds the settings of one restoration: the preset's, with
+    /// every option given on the command line applied (`variance`: `--variance`, if given).
     pub fn settings(
         &self,
         method: tweedie::tasks::Method,
         op: tweedie_operators::OperatorSpec,
         seed: u64,
-        variance: StepVariance,
+        variance: Option<VarianceArg>,
     ) -> Result<tweedie::tasks::RestoreSettings> {
         self.validate()?;
-        let dps_step = self.dps_step()?;
+        let preset: tweedie::tasks::Preset = self.preset.into();
         Ok(tweedie::tasks::RestoreSettings {
-            method,
-            op,
+            dps_step: self.dps_step(&op),
             sigma: self.sigma,
             steps: self.steps,
             t0: self.t0,
-            dps_step,
-            ald_gamma: tweedie_samplers::Gamma::Tweedie,
             ald_scale: self.ald_scale,
+            ald_rule: match self.ald_rule {
+                AldRuleArg::Stabilised => tweedie_samplers::AldRule::Stabilised,
+                AldRuleArg::Sheet => tweedie_samplers::AldRule::Sheet,
+            },
             seed,
-            variance,
+            variance: variance.map_or(preset.variance(), Into::into),
+            ..tweedie::tasks::RestoreSettings::new(method, preset, op)
         })
     }
 }
@@ -321,12 +418,28 @@ struct ParityArgs {
     backend: String,
 }
 
+#[derive(Args, Debug)]
+struct ParityDpsArgs {
+    /// Model folder: config.json with model.safetensors and/or model.pt.
+    model_dir: PathBuf,
+    /// Folder of DPS fixtures (dps_<case>.json + dps_<case>.safetensors).
+    fixtures: PathBuf,
+    /// `cpu` or `wgpu`.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Exit non-zero when any one-step error exceeds this (the whole chain is only reported:
+    /// chaotic cases such as box inpainting amplify float rounding).
+    #[arg(long, default_value_t = 1e-4)]
+    tolerance: f64,
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => train(a),
         Command::Generate(a) => generate(a),
         Command::Parity(a) => parity(a),
+        Command::ParityDps(a) => parity_dps(a),
         Command::Eval(a) => crate::eval::eval(a),
         Command::Merge(a) => crate::eval::merge(a),
         Command::Report(a) => crate::report::report(a),
@@ -424,7 +537,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let opts = ChainOptions {
         steps: a.steps,
         eta: a.eta,
-        variance: c.variance,
+        variance: c.variance_or_beta(),
         ..Default::default()
     };
     let (images, _) = sample_images(&net, a.n, &opts, c.seed, &device, "generate")?;
@@ -487,6 +600,63 @@ fn parity(a: ParityArgs) -> Result<()> {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         println!("{weights}: max abs error {err:e} over {} values", got.len());
+    }
+    Ok(())
+}
+
+fn parity_dps(a: ParityDpsArgs) -> Result<()> {
+    use tweedie::parity::{DpsFixture, check_dps_case, dps_fixture_files};
+    let device = crate::model::device(&a.backend)?;
+    let cfg = tweedie_unet::UNetConfig::from_json_file(a.model_dir.join("config.json"))?;
+    let files = dps_fixture_files(&a.fixtures)?;
+    if files.is_empty() {
+        bail!("{}: no dps_*.json fixtures", a.fixtures.display());
+    }
+    let fixtures = files
+        .iter()
+        .map(|f| DpsFixture::load(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut worst = 0.0f64;
+    let mut any_weights = false;
+    for weights in ["model.safetensors", "model.pt"] {
+        let p = a.model_dir.join(weights);
+        if !p.exists() {
+            continue;
+        }
+        any_weights = true;
+        let net = tweedie_unet::UNetEps {
+            net: tweedie_unet::UNet::load(&cfg, &p, &device)?,
+        };
+        println!("{weights}:");
+        println!(
+            "  {:<18} {:>10} {:>16} {:>10} {:>12}",
+            "case", "A(x0)", "one step (k)", "√ᾱ·x̂0", "whole chain"
+        );
+        for fx in &fixtures {
+            let r = check_dps_case(&net, fx, &device)?;
+            worst = worst.max(r.one_step_error).max(r.x0_hat_error);
+            println!(
+                "  {:<18} {:>10.2e} {:>11.2e} ({:>2}) {:>10.2e} {:>12.2e}",
+                r.case,
+                r.operator_error,
+                r.one_step_error,
+                r.worst_step,
+                r.x0_hat_error,
+                r.chain_error
+            );
+        }
+    }
+    if !any_weights {
+        bail!(
+            "{}: neither model.safetensors nor model.pt",
+            a.model_dir.display()
+        );
+    }
+    if worst > a.tolerance {
+        bail!(
+            "worst one-step error {worst:e} exceeds --tolerance {:e}",
+            a.tolerance
+        );
     }
     Ok(())
 }

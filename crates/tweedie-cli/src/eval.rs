@@ -5,7 +5,7 @@
 //! (mod n) and writes `eval_shard_i_of_n.json`; `merge` combines a complete set of shards into
 //! `metrics.json`, `metrics.csv` and `metrics.md`.
 
-use crate::commands::bar;
+use crate::commands::{bar, value_name};
 use crate::model;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -124,12 +124,15 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             for &(index, f) in &mine {
                 let img = crate::restore::load_cropped(f, a.crop, size)?;
                 let x = tweedie_io::to_tensor(std::slice::from_ref(&img), &device)?;
-                let settings = a.solver.settings(
-                    method,
-                    spec.clone(),
-                    c.seed.wrapping_add(index as u64),
-                    c.variance,
-                )?;
+                let settings = a
+                    .solver
+                    .settings(
+                        method,
+                        spec.clone(),
+                        c.seed.wrapping_add(index as u64),
+                        c.variance,
+                    )?
+                    .for_model(&net);
                 let r = tasks::restore(
                     &net,
                     &schedule,
@@ -172,7 +175,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         }
     }
     pb.finish_and_clear();
-    let settings = serde_json::json!({"model": c.model, "steps": a.solver.steps, "sigma": a.solver.sigma, "t0": a.solver.t0, "zeta": a.solver.zeta, "seed": c.seed, "crop": a.crop, "methods": a.methods, "ops": a.ops, "folder": a.folder});
+    let settings = serde_json::json!({"model": c.model, "steps": a.solver.steps, "sigma": a.solver.sigma, "t0": a.solver.t0, "preset": value_name(&a.solver.preset), "zeta": a.solver.zeta, "dps_step": a.solver.dps_step.as_ref().map(value_name), "variance": c.variance.as_ref().map(value_name), "ald_rule": value_name(&a.solver.ald_rule), "ald_scale": a.solver.ald_scale, "seed": c.seed, "crop": a.crop, "methods": a.methods, "ops": a.ops, "folder": a.folder});
     let file = ShardFile {
         shard,
         shards,

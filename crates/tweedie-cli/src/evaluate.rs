@@ -82,7 +82,7 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
     if a.sample_steps > 0 {
         let opts = ChainOptions {
             steps: a.sample_steps,
-            variance: c.variance,
+            variance: c.variance_or_beta(),
             ..Default::default()
         };
         let (images, secs) =

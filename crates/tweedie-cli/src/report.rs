@@ -142,7 +142,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     {
         let opts = ChainOptions {
             steps: a.solver.steps,
-            variance: c.variance,
+            variance: c.variance_or_beta(),
             ..Default::default()
         };
         let (imgs, secs) = crate::commands::sample_images(
@@ -173,7 +173,10 @@ pub fn report(a: ReportArgs) -> Result<()> {
         writeln!(md, "## Task {task} — {method}\n")?;
         for op_name in &a.ops {
             let op = OperatorSpec::dps_default(op_name, size)?;
-            let settings = a.solver.settings(method, op, c.seed, c.variance)?;
+            let settings = a
+                .solver
+                .settings(method, op, c.seed, c.variance)?
+                .for_model(&net);
             let pb = bar(a.solver.steps, &format!("task {task} {method} {op_name}"));
             let mut obs = Observer::with_progress(|i: StepInfo| {
                 pb.set_length(i.total as u64);

@@ -180,12 +180,15 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
     for (i, f) in files.iter().enumerate() {
         let img = tweedie_io::load_image_sized(f, size)?;
         let x = tweedie_io::to_tensor(std::slice::from_ref(&img), &device)?;
-        let settings = a.solver.settings(
-            method,
-            spec.clone(),
-            c.seed.wrapping_add(i as u64),
-            c.variance,
-        )?;
+        let settings = a
+            .solver
+            .settings(
+                method,
+                spec.clone(),
+                c.seed.wrapping_add(i as u64),
+                c.variance,
+            )?
+            .for_model(&net);
         let pb = bar(a.solver.steps, &format!("{method} {}", stem(f)));
         let mut obs = Observer::with_progress(|s: StepInfo| {
             pb.set_length(s.total as u64);
@@ -213,12 +216,12 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
             "{name}: {method} {} → PSNR {:.2} dB  SSIM {:.3}  LPIPS {:.4}",
             r.description, s.psnr, s.ssim, s.lpips
         );
-        records.push(json!({"image": name, "method": method.to_string(), "operator": r.description, "scores": s}));
+        records.push(json!({"image": name, "method": method.to_string(), "operator": r.description, "settings": settings, "summary": settings.summary(), "scores": s}));
     }
     grid.save(c.out.join(format!("{}_grid.png", a.method)))?;
     write_json(
         &c.out.join(format!("{}_metrics.json", a.method)),
-        &json!({"settings": {"op": spec, "sigma": a.solver.sigma, "steps": a.solver.steps, "t0": a.solver.t0, "zeta": a.solver.zeta}, "results": records}),
+        &json!({"results": records}),
     )?;
     println!("wrote {}", c.out.display());
     Ok(())

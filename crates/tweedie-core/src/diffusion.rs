@@ -46,6 +46,16 @@ pub fn eps_from_x0<const D: usize>(x_t: Tensor<D>, x0: Tensor<D>, alpha_bar: f64
     (x_t - x0.mul_scalar(alpha_bar.sqrt())).mul_scalar(1.0 / (1.0 - alpha_bar).sqrt())
 }
 
+/// The mean of the x̂0-form ancestral step, i.e. of q(x_s | x_t, x̂0) (Task 1.2, right):
+/// `μ = √α(1 − ᾱ_s)/(1 − ᾱ_t) x_t + √ᾱ_s β/(1 − ᾱ_t) x̂0`.
+pub fn posterior_mean<const D: usize>(
+    x_t: Tensor<D>,
+    x0_hat: Tensor<D>,
+    tr: &Transition,
+) -> Tensor<D> {
+    x_t.mul_scalar(tr.coef_xt()) + x0_hat.mul_scalar(tr.coef_x0())
+}
+
 /// The x̂0-form ancestral step (Task 1.2, right; the form every sampler uses):
 /// `x_s = √α(1 − ᾱ_s)/(1 − ᾱ_t) x_t + √ᾱ_s β/(1 − ᾱ_t) x̂0 + σ z`.
 ///
@@ -57,7 +67,7 @@ pub fn step_x0_form<const D: usize>(
     tr: &Transition,
     sigma: f64,
 ) -> Tensor<D> {
-    x_t.mul_scalar(tr.coef_xt()) + x0_hat.mul_scalar(tr.coef_x0()) + z.mul_scalar(sigma)
+    posterior_mean(x_t, x0_hat, tr) + z.mul_scalar(sigma)
 }
 
 /// The score-form ancestral step (Task 1.2, left): `x_s = (x_t + β s)/√α + σ z`.
@@ -91,22 +101,50 @@ pub fn step_eps_form<const D: usize>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepVariance {
-    /// σ² = β_t = 1 − α_t, as on the problem sheet (DDPM's "fixed large").
+    /// σ² = β_t = 1 − α_t, as on the problem sheet (DDPM's and guided-diffusion's
+    /// "fixed large").
     #[default]
     Beta,
     /// σ² = β̃_t, the true posterior variance (DDPM's "fixed small").
     Posterior,
+    /// guided-diffusion's `learned_range` (Improved DDPM): the network's variance output v
+    /// interpolates log σ² = frac·log β + (1 − frac)·log β̃, frac = (v + 1)/2 (see
+    /// [`learned_sigma`]). A model without a variance output falls back to `Beta`, which is
+    /// what guided-diffusion calls `fixed_large`.
+    Learned,
 }
 
 /// The noise scale σ of a transition (0 on the last step, where the sheet sets z = 0).
+/// [`StepVariance::Learned`] needs the network's output and is computed by
+/// [`learned_sigma`]; here, without it, it means σ² = β (`fixed_large`).
 pub fn step_sigma(tr: &Transition, variance: StepVariance) -> f64 {
     if tr.is_last() {
         return 0.0;
     }
     match variance {
-        StepVariance::Beta => tr.beta().sqrt(),
+        StepVariance::Beta | StepVariance::Learned => tr.beta().sqrt(),
         StepVariance::Posterior => tr.posterior_variance().sqrt(),
     }
+}
+
+/// guided-diffusion's `learned_range` noise scale from the network's variance output `v`:
+/// frac = (v + 1)/2, log σ² = frac·log β + (1 − frac)·log β̃, with β = 1 − ᾱ_t/ᾱ_s and
+/// β̃ = (1 − ᾱ_s)/(1 − ᾱ_t)·β of the transition itself, so strided (respaced) chains use their
+/// own β as guided-diffusion's `SpacedDiffusion` does. σ = exp(½ log σ²); 0 on the last step
+/// (no noise is added there; guided-diffusion's clipped log β̃ at that step never reaches the
+/// sample).
+pub fn learned_sigma<const D: usize>(tr: &Transition, v: Tensor<D>) -> Tensor<D> {
+    if tr.is_last() {
+        return v.zeros_like();
+    }
+    let max_log = tr.beta().ln();
+    let min_log = tr.posterior_variance().ln();
+    // log σ² = min + frac·(max − min), frac = (v + 1)/2
+    let frac = v.add_scalar(1.0).mul_scalar(0.5);
+    frac.mul_scalar(max_log - min_log)
+        .add_scalar(min_log)
+        .mul_scalar(0.5)
+        .exp()
 }
 
 /// The DDIM step (Song et al. 2021) with stochasticity η ∈ [0, 1]:

@@ -28,6 +28,22 @@ pub trait EpsModel {
     /// Predicted ε(x_t, t), same shape as `x_t`.
     fn predict_eps(&self, x_t: Tensor<4>, level: NoiseLevel) -> Tensor<4>;
 
+    /// (ε, v) from one evaluation, where v is the network's variance output when it has one
+    /// (guided-diffusion `learn_sigma`: v ∈ [−1, 1] interpolates log β̃ and log β, see
+    /// [`diffusion::learned_sigma`]) and `None` otherwise (the default).
+    fn predict_eps_and_variance(
+        &self,
+        x_t: Tensor<4>,
+        level: NoiseLevel,
+    ) -> (Tensor<4>, Option<Tensor<4>>) {
+        (self.predict_eps(x_t, level), None)
+    }
+
+    /// True when [`EpsModel::predict_eps_and_variance`] returns a variance output.
+    fn has_learned_variance(&self) -> bool {
+        false
+    }
+
     /// The score ∇ log p_t(x_t) = −ε/√(1 − ᾱ_t).
     fn score(&self, x_t: Tensor<4>, level: NoiseLevel) -> Tensor<4> {
         diffusion::eps_to_score(self.predict_eps(x_t, level), level.alpha_bar)
@@ -44,10 +60,30 @@ impl<M: EpsModel + ?Sized> EpsModel for &M {
     fn predict_eps(&self, x_t: Tensor<4>, level: NoiseLevel) -> Tensor<4> {
         (**self).predict_eps(x_t, level)
     }
+    fn predict_eps_and_variance(
+        &self,
+        x_t: Tensor<4>,
+        level: NoiseLevel,
+    ) -> (Tensor<4>, Option<Tensor<4>>) {
+        (**self).predict_eps_and_variance(x_t, level)
+    }
+    fn has_learned_variance(&self) -> bool {
+        (**self).has_learned_variance()
+    }
 }
 
 impl<M: EpsModel + ?Sized> EpsModel for Box<M> {
     fn predict_eps(&self, x_t: Tensor<4>, level: NoiseLevel) -> Tensor<4> {
         (**self).predict_eps(x_t, level)
+    }
+    fn predict_eps_and_variance(
+        &self,
+        x_t: Tensor<4>,
+        level: NoiseLevel,
+    ) -> (Tensor<4>, Option<Tensor<4>>) {
+        (**self).predict_eps_and_variance(x_t, level)
+    }
+    fn has_learned_variance(&self) -> bool {
+        (**self).has_learned_variance()
     }
 }

@@ -1,15 +1,24 @@
 //! Seeded Gaussian noise, drawn on the host so that the same seed gives the same numbers on
-//! every backend.
+//! every backend, or played back from recorded tensors so that a chain can be replayed step by
+//! step against a reference run (e.g. the official DPS code's recorded draws).
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
-/// A deterministic source of standard normal noise.
+/// A deterministic source of standard normal noise: seeded, or replaying recorded draws.
 #[derive(Debug)]
 pub struct NoiseSource {
     rng: StdRng,
+    replay: Option<Replay>,
+}
+
+/// Recorded Gaussian draws, served in order.
+#[derive(Debug)]
+struct Replay {
+    draws: std::collections::VecDeque<Vec<f32>>,
+    served: usize,
 }
 
 impl NoiseSource {
@@ -17,11 +26,56 @@ impl NoiseSource {
     pub fn new(seed: u64) -> Self {
         Self {
             rng: StdRng::seed_from_u64(seed),
+            replay: None,
         }
     }
 
-    /// A vector of `n` i.i.d. N(0, 1) samples.
+    /// A source that plays back `draws` in order: the k-th Gaussian tensor asked for
+    /// ([`NoiseSource::normal`], [`NoiseSource::normal_like`], [`NoiseSource::normal_vec`]) is
+    /// `draws[k]`, which must have exactly as many elements as that request (row-major, the
+    /// tensor's shape). Scalar draws ([`NoiseSource::uniform`], [`NoiseSource::below`],
+    /// [`NoiseSource::fork`]) still come from a generator seeded with `seed`.
+    ///
+    /// For a sampler chain the order is: x_T, then one tensor per step that adds noise (every
+    /// step but the last). Check [`NoiseSource::replay_remaining`] afterwards.
+    pub fn replay(draws: Vec<Vec<f32>>, seed: u64) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            replay: Some(Replay {
+                draws: draws.into(),
+                served: 0,
+            }),
+        }
+    }
+
+    /// How many recorded draws are left unplayed (`None` for a seeded source).
+    pub fn replay_remaining(&self) -> Option<usize> {
+        self.replay.as_ref().map(|r| r.draws.len())
+    }
+
+    /// A vector of `n` i.i.d. N(0, 1) samples (the next recorded draw when replaying).
+    ///
+    /// # Panics
+    /// When replaying and the recorded draws are exhausted or the next one does not have `n`
+    /// elements: the replay no longer matches the chain, and continuing would give a silently
+    /// different result. Callers check shapes and counts up front.
     pub fn normal_vec(&mut self, n: usize) -> Vec<f32> {
+        if let Some(r) = self.replay.as_mut() {
+            let k = r.served;
+            let draw = r.draws.pop_front().unwrap_or_else(|| {
+                panic!(
+                    "noise replay: draw #{k} asked for {n} values but the recording is exhausted"
+                )
+            });
+            assert_eq!(
+                draw.len(),
+                n,
+                "noise replay: draw #{k} has {} values but {n} were asked for",
+                draw.len()
+            );
+            r.served += 1;
+            return draw;
+        }
         (0..n)
             .map(|_| StandardNormal.sample(&mut self.rng))
             .collect()
@@ -71,5 +125,24 @@ mod tests {
         // 4 standard errors: se(mean) = 1/√n, se(var) ≈ √(2/n).
         assert!(mean.abs() < 4.0 / n.sqrt(), "mean {mean}");
         assert!((var - 1.0).abs() < 4.0 * (2.0 / n).sqrt(), "var {var}");
+    }
+
+    #[test]
+    fn replay_serves_recorded_draws_in_order() {
+        let device = Device::flex();
+        let mut n = NoiseSource::replay(vec![vec![1.0, 2.0], vec![3.0, 4.0, 5.0, 6.0]], 0);
+        assert_eq!(n.replay_remaining(), Some(2));
+        let a = n.normal([1, 2], &device);
+        let b = n.normal([2, 2], &device);
+        assert_eq!(crate::tensor::to_vec(&a), [1.0, 2.0]);
+        assert_eq!(crate::tensor::to_vec(&b), [3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(n.replay_remaining(), Some(0));
+        assert_eq!(NoiseSource::new(0).replay_remaining(), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "draw #0 has 2 values but 3 were asked for")]
+    fn replay_refuses_a_draw_of_the_wrong_size() {
+        NoiseSource::replay(vec![vec![1.0, 2.0]], 0).normal_vec(3);
     }
 }

@@ -206,16 +206,23 @@ impl Schedule {
                 format!("must lie in 1..={t_start} (the starting timestep)"),
             ));
         }
-        // τ_i = round(1 + (t_start − 1)·(i − 1)/(steps − 1)), deduplicated.
-        let mut ts: Vec<usize> = (0..steps)
-            .map(|i| {
-                if steps == 1 {
-                    t_start
-                } else {
-                    1 + ((t_start - 1) as f64 * i as f64 / (steps - 1) as f64).round() as usize
-                }
-            })
-            .collect();
+        // guided-diffusion's `space_timesteps` (0-based): τ_i − 1 = round(c_i) with
+        // c_0 = 0, c_{i+1} = c_i + (t_start − 1)/(steps − 1) accumulated in f64 and Python's
+        // `round` (halves to even), so that strided chains pick the same timesteps as the
+        // reference code (at 25 of 1000 steps: 166 and 832, not 167 and 833).
+        let mut ts: Vec<usize> = if steps == 1 {
+            vec![t_start]
+        } else {
+            let stride = (t_start - 1) as f64 / (steps - 1) as f64;
+            let mut cur = 0.0f64;
+            (0..steps)
+                .map(|_| {
+                    let t = 1 + cur.round_ties_even() as usize;
+                    cur += stride;
+                    t
+                })
+                .collect()
+        };
         ts.dedup();
         ts.reverse();
         Ok(ts)
@@ -369,6 +376,21 @@ mod tests {
             assert_eq!(w[0].s, w[1].t);
         }
         assert!(s.chain(10, 11).is_err());
+        // guided-diffusion `space_timesteps(1000, "25")`, 0-based (the DPS fixtures' list):
+        // Python's round-half-to-even gives 166 and 832.
+        let gd: Vec<usize> = s
+            .strided_timesteps(1000, 25)
+            .unwrap()
+            .iter()
+            .map(|t| t - 1)
+            .collect();
+        assert_eq!(
+            gd,
+            [
+                999, 957, 916, 874, 832, 791, 749, 708, 666, 624, 583, 541, 500, 458, 416, 375,
+                333, 291, 250, 208, 166, 125, 83, 42, 0
+            ]
+        );
         assert!(s.chain(0, 1).is_err());
         assert!(s.chain(1001, 10).is_err());
     }

@@ -1,36 +1,80 @@
-//! Convolution with a blur kernel (Gaussian or motion), reflect padding so the output keeps
-//! the image size ("deconvolution" problems).
+//! Blur: per-channel cross-correlation with a `k × k` kernel after reflect padding by k/2,
+//! exactly DPS's `Blurkernel` (`nn.ReflectionPad2d(k//2)` then a grouped `nn.Conv2d`, which
+//! correlates): `A(x)[c, i, j] = Σ_{u,v} K[u, v] · pad(x)[c, i + u, j + v]`, output size =
+//! input size ("deconvolution" problems). The adjoint is the transposed convolution followed by
+//! the adjoint of the reflect padding (mirrored borders folded back).
+//!
+//! Kernels: DPS's Gaussian ([`gaussian_kernel`], `scipy.ndimage.gaussian_filter` of a delta),
+//! DPS's random motion blur ([`motion_kernel`], a port of the `motionblur` package), or a kernel
+//! file (`.npy`, safetensors, PNG, JSON: [`Blur::load`]).
 
+use crate::kernel_io::{self, KernelData};
 use crate::{Operator, OperatorError};
 use burn::tensor::module::{conv_transpose2d, conv2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tweedie_core::NoiseSource;
 
-/// A normalised `size × size` Gaussian kernel with standard deviation `sigma` (pixels).
+/// scipy's `_gaussian_kernel1d(σ, 0, r)`: `wᵢ = exp(−i²/(2σ²)) / Σ`, i = −r..=r, with
+/// `r = ⌊truncate·σ + ½⌋` (scipy's default truncate = 4).
+pub fn gaussian_weights_1d(sigma: f64, truncate: f64) -> Vec<f64> {
+    let radius = (truncate * sigma + 0.5) as i64;
+    let s2 = sigma * sigma;
+    let w: Vec<f64> = (-radius..=radius)
+        .map(|x| (-0.5 / s2 * (x * x) as f64).exp())
+        .collect();
+    let sum: f64 = w.iter().sum();
+    w.into_iter().map(|v| v / sum).collect()
+}
+
+/// The `size`-long response of `scipy.ndimage.gaussian_filter1d` (mode `reflect`, truncate 4)
+/// to a unit delta at `size/2`: `f[i] = Σ_k w[k] · δ(refl(i + k − r) = size/2)`, where
+/// `refl` is scipy's half-sample symmetric extension `(d c b a | a b c d | d c b a)`, repeated
+/// with period `2·size` (so tails longer than the kernel fold back more than once).
+pub fn gaussian_delta_response_1d(size: usize, sigma: f64) -> Vec<f64> {
+    let w = gaussian_weights_1d(sigma, 4.0);
+    let r = (w.len() / 2) as i64;
+    let n = size as i64;
+    let c = n / 2;
+    let reflect = |j: i64| {
+        let m = j.rem_euclid(2 * n);
+        if m < n { m } else { 2 * n - 1 - m }
+    };
+    (0..n)
+        .map(|i| {
+            w.iter()
+                .enumerate()
+                .filter(|&(k, _)| reflect(i + k as i64 - r) == c)
+                .map(|(_, wk)| *wk)
+                .sum()
+        })
+        .collect()
+}
+
+/// DPS's Gaussian blur kernel: `scipy.ndimage.gaussian_filter` (σ, mode `reflect`, truncate 4)
+/// of a `size × size` array that is 1 at the centre, i.e. `K[i, j] = f[i]·f[j]` with `f` from
+/// [`gaussian_delta_response_1d`], cast to `f32`. Not normalised again: when the Gaussian is
+/// wider than the kernel its tails fold back at the borders (the kernel still sums to 1, as
+/// reflection keeps mass).
 pub fn gaussian_kernel(size: usize, sigma: f64) -> Result<Vec<f32>, OperatorError> {
     check_size(size)?;
     if !(sigma > 0.0 && sigma.is_finite()) {
         return Err(OperatorError::invalid("sigma", sigma, "blur σ must be > 0"));
     }
-    let c = (size / 2) as f64;
-    let mut k: Vec<f64> = (0..size * size)
-        .map(|i| {
-            let (y, x) = ((i / size) as f64 - c, (i % size) as f64 - c);
-            (-(x * x + y * y) / (2.0 * sigma * sigma)).exp()
-        })
-        .collect();
-    let s: f64 = k.iter().sum();
-    k.iter_mut().for_each(|v| *v /= s);
-    Ok(k.into_iter().map(|v| v as f32).collect())
+    let f = gaussian_delta_response_1d(size, sigma);
+    Ok((0..size * size)
+        .map(|i| (f[i / size] * f[i % size]) as f32)
+        .collect())
 }
 
-/// A random motion-blur kernel: a camera-shake trajectory (Boracchi & Foi 2012, as used by
-/// DeblurGAN and the `motionblur` package of the DPS code) rasterised with bilinear splatting
-/// onto a `size × size` grid and normalised. `intensity` ∈ [0, 1] controls how erratic the
-/// path is (DPS: 0.5). Seeded through `noise`.
+/// A random motion-blur kernel made as the `motionblur` package's `Kernel(size=(k, k),
+/// intensity=I).kernelMatrix` (DPS: 61×61, I = 0.5): a camera-shake path (longer and more
+/// curved as I grows; I = 0 is a straight line) drawn with Pillow on a `2k × 2k` canvas,
+/// Gaussian-blurred, Lanczos-downsized to `k × k`, divided by its sum — see `motion.rs` for
+/// every step. Seeded through `noise`: the draws are ours, not NumPy's, so a particular DPS
+/// kernel is reproduced only from its file ([`Blur::load`]).
 pub fn motion_kernel(
     size: usize,
     intensity: f64,
@@ -44,66 +88,11 @@ pub fn motion_kernel(
             "must lie in [0, 1]",
         ));
     }
-    let iters = 2000usize;
-    let max_len = 0.75 * size as f64;
-    let expl = 0.005 + 0.095 * intensity; // exploration: larger ⇒ more erratic
-    let centripetal = 0.7 * noise.uniform();
-    let big_shake = 0.2 * noise.uniform();
-    let shake = 10.0 * noise.uniform();
-    let angle = std::f64::consts::TAU * noise.uniform();
-    let step = max_len / (iters - 1) as f64;
-    let (mut vx, mut vy) = (angle.cos() * step, angle.sin() * step);
-    let (mut px, mut py) = (vec![0.0f64; iters], vec![0.0f64; iters]);
-    let normal = |noise: &mut NoiseSource| noise.normal_vec(1)[0] as f64;
-    for t in 0..iters - 1 {
-        let (mut dx, mut dy) = (0.0, 0.0);
-        if noise.uniform() < big_shake * expl {
-            // a sudden jerk: reverse-ish direction
-            let a = std::f64::consts::PI + (noise.uniform() - 0.5);
-            dx += 2.0 * (vx * a.cos() - vy * a.sin());
-            dy += 2.0 * (vx * a.sin() + vy * a.cos());
-        }
-        dx += expl * (shake * normal(noise) - centripetal * px[t]) * step;
-        dy += expl * (shake * normal(noise) - centripetal * py[t]) * step;
-        vx += dx;
-        vy += dy;
-        let norm = (vx * vx + vy * vy).sqrt().max(1e-12);
-        vx *= step / norm;
-        vy *= step / norm;
-        px[t + 1] = px[t] + vx;
-        py[t + 1] = py[t] + vy;
-    }
-    // Centre the path on the kernel grid.
-    let (mx, my) = (
-        (px.iter().cloned().fold(f64::MAX, f64::min) + px.iter().cloned().fold(f64::MIN, f64::max))
-            / 2.0,
-        (py.iter().cloned().fold(f64::MAX, f64::min) + py.iter().cloned().fold(f64::MIN, f64::max))
-            / 2.0,
-    );
-    let c = (size / 2) as f64;
-    let mut k = vec![0f64; size * size];
-    for (x, y) in px.iter().zip(&py) {
-        let (x, y) = (x - mx + c, y - my + c);
-        let (x0, y0) = (x.floor(), y.floor());
-        let (fx, fy) = (x - x0, y - y0);
-        for (ddx, ddy, w) in [
-            (0, 0, (1.0 - fx) * (1.0 - fy)),
-            (1, 0, fx * (1.0 - fy)),
-            (0, 1, (1.0 - fx) * fy),
-            (1, 1, fx * fy),
-        ] {
-            let (xi, yi) = (x0 as i64 + ddx, y0 as i64 + ddy);
-            if xi >= 0 && yi >= 0 && (xi as usize) < size && (yi as usize) < size {
-                k[yi as usize * size + xi as usize] += w;
-            }
-        }
-    }
-    let s: f64 = k.iter().sum();
-    Ok(k.into_iter().map(|v| (v / s) as f32).collect())
+    Ok(crate::motion::motionblur_kernel(size, intensity, noise))
 }
 
 fn check_size(size: usize) -> Result<(), OperatorError> {
-    if size == 0 || size % 2 == 0 {
+    if size == 0 || size.is_multiple_of(2) {
         return Err(OperatorError::invalid(
             "kernel size",
             size,
@@ -130,7 +119,8 @@ pub struct Blur {
 }
 
 impl Blur {
-    /// A blur with an explicit normalised kernel (`size²` values, row-major, odd `size`).
+    /// A blur with an explicit kernel (`size²` values, row-major, odd `size`), applied as given
+    /// (a blur kernel normally sums to 1).
     pub fn new(
         kernel: Vec<f32>,
         size: usize,
@@ -151,7 +141,7 @@ impl Blur {
         })
     }
 
-    /// Gaussian blur (DPS: 61×61, σ = 3.0).
+    /// DPS's Gaussian blur with the [`gaussian_kernel`] (DPS: 61×61, σ = 3.0 at 256²).
     pub fn gaussian(size: usize, sigma: f64) -> Result<Self, OperatorError> {
         Self::new(
             gaussian_kernel(size, sigma)?,
@@ -160,7 +150,7 @@ impl Blur {
         )
     }
 
-    /// Random motion blur (DPS: 61×61, intensity 0.5).
+    /// Random motion blur with a [`motion_kernel`] (DPS: 61×61, intensity 0.5).
     pub fn motion(
         size: usize,
         intensity: f64,
@@ -178,7 +168,12 @@ impl Blur {
         &self.kernel
     }
 
-    /// Saves the kernel as JSON.
+    /// The kernel side k.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Saves the kernel as JSON (`{label, size, values}`).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), OperatorError> {
         let path = path.as_ref();
         let f = KernelFile {
@@ -187,19 +182,101 @@ impl Blur {
             values: self.kernel.clone(),
         };
         let json = serde_json::to_vec_pretty(&f).map_err(|e| OperatorError::Io(e.to_string()))?;
-        tweedie_io::write_atomic(path, &json)
-            .map_err(|e| OperatorError::Io(format!("{}: {e}", path.display())))
+        kernel_io::write(path, &json)
     }
 
-    /// Loads a kernel saved by [`Blur::save`].
+    /// Saves the kernel as a `k × k` float32 `.npy` (what `np.save` writes; [`Blur::load`]
+    /// reads it back exactly).
+    pub fn save_npy(&self, path: impl AsRef<Path>) -> Result<(), OperatorError> {
+        kernel_io::write(
+            path.as_ref(),
+            &kernel_io::encode_npy(&self.kernel, self.size, self.size),
+        )
+    }
+
+    /// Saves the kernel as safetensors: one F32 tensor `kernel` of shape `[k, k]`.
+    pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<(), OperatorError> {
+        kernel_io::write(
+            path.as_ref(),
+            &kernel_io::encode_safetensors(&self.kernel, self.size)?,
+        )
+    }
+
+    /// Saves the kernel as an 8-bit grey PNG for viewing, scaled so its maximum is white
+    /// (loading it gives the kernel up to 8-bit quantisation; use `.npy` to rerun exactly).
+    pub fn save_png(&self, path: impl AsRef<Path>) -> Result<(), OperatorError> {
+        kernel_io::write(
+            path.as_ref(),
+            &kernel_io::encode_png(&self.kernel, self.size)?,
+        )
+    }
+
+    /// Loads a kernel file, recognised by its first bytes (then its extension):
+    /// - `.npy`: a 2-D float32/float64 array (e.g. `np.save("k.npy", Kernel(...).kernelMatrix)`),
+    ///   used as stored;
+    /// - safetensors: its only tensor, or the one named `kernel`, 2-D F32/F64, used as stored;
+    /// - PNG (or another image): grey levels (colour → luma) divided by their sum;
+    /// - JSON written by [`Blur::save`].
+    ///
+    /// The kernel must be square with an odd side, finite, with a positive sum.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, OperatorError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path)
             .map_err(|e| OperatorError::Io(format!("{}: {e}", path.display())))?;
-        let f: KernelFile = serde_json::from_slice(&bytes).map_err(|e| {
-            OperatorError::Io(format!("{}: not a kernel file: {e}", path.display()))
-        })?;
-        Self::new(f.values, f.size, f.label)
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let from_2d = |values: Vec<f32>, shape: Vec<usize>, kind: &str| {
+            if shape.len() != 2 {
+                return Err(OperatorError::Io(format!(
+                    "{}: the kernel must be a 2-D array, got shape {shape:?}",
+                    path.display()
+                )));
+            }
+            let KernelData { values, size } =
+                kernel_io::validate(path, values, shape[0], shape[1])?;
+            Self::new(
+                values,
+                size,
+                format!("blur kernel {name} ({kind} {size}×{size})"),
+            )
+        };
+        let png_magic: &[u8] = b"\x89PNG";
+        if bytes.starts_with(b"\x93NUMPY") || (ext == "npy" && !bytes.starts_with(png_magic)) {
+            let (v, shape) = kernel_io::read_npy(path, &bytes)?;
+            from_2d(v, shape, "npy")
+        } else if bytes.starts_with(png_magic)
+            || matches!(
+                ext.as_str(),
+                "png" | "jpg" | "jpeg" | "bmp" | "tif" | "tiff"
+            )
+        {
+            let (v, shape) = kernel_io::read_png(path)?;
+            from_2d(v, shape, "image")
+        } else if ext == "json" || bytes.first() == Some(&b'{') && ext != "safetensors" {
+            let f: KernelFile = serde_json::from_slice(&bytes).map_err(|e| {
+                OperatorError::Io(format!("{}: not a kernel file: {e}", path.display()))
+            })?;
+            if f.values.len() != f.size * f.size {
+                return Err(OperatorError::Io(format!(
+                    "{}: not a kernel file: {} values for size {}",
+                    path.display(),
+                    f.values.len(),
+                    f.size
+                )));
+            }
+            let KernelData { values, size } = kernel_io::validate(path, f.values, f.size, f.size)?;
+            Self::new(values, size, f.label)
+        } else {
+            let (v, shape) = kernel_io::read_safetensors(path, &bytes)?;
+            from_2d(v, shape, "safetensors")
+        }
     }
 
     fn weight(&self, channels: usize, device: &Device) -> Tensor<4> {
@@ -276,6 +353,14 @@ impl Operator for Blur {
     fn describe(&self) -> String {
         self.label.clone()
     }
+
+    fn save_params(&self, dir: &Path, stem: &str) -> Result<Vec<PathBuf>, OperatorError> {
+        let npy = dir.join(format!("{stem}_kernel.npy"));
+        let png = dir.join(format!("{stem}_kernel.png"));
+        self.save_npy(&npy)?;
+        self.save_png(&png)?;
+        Ok(vec![npy, png])
+    }
 }
 
 #[cfg(test)]
@@ -340,5 +425,219 @@ mod tests {
                 .contains("not a kernel file")
         );
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// The RMS distance of the kernel's mass from its principal axis (√ of the smaller
+    /// eigenvalue of its second-moment matrix): ≈ the stroke half-width for a straight line.
+    fn cross_width(k: &[f32], n: usize) -> f64 {
+        let at = |i: usize| ((i % n) as f64, (i / n) as f64, k[i] as f64);
+        let (mut mx, mut my, mut s) = (0.0, 0.0, 0.0);
+        for i in 0..n * n {
+            let (x, y, v) = at(i);
+            (mx, my, s) = (mx + v * x, my + v * y, s + v);
+        }
+        (mx, my) = (mx / s, my / s);
+        let (mut a, mut b, mut c) = (0.0, 0.0, 0.0);
+        for i in 0..n * n {
+            let (x, y, v) = at(i);
+            let (dx, dy) = (x - mx, y - my);
+            (a, b, c) = (a + v * dx * dx, b + v * dx * dy, c + v * dy * dy);
+        }
+        let (tr, det) = ((a + c) / s, (a * c - b * b) / (s * s));
+        (tr / 2.0 - (tr * tr / 4.0 - det).max(0.0).sqrt())
+            .max(0.0)
+            .sqrt()
+    }
+
+    #[test]
+    fn motion_kernels_are_the_packages_kernels() {
+        // 121 draws with a 2-pixel pen (⌊D/150⌋ = 2), the others with a thin one.
+        for (size, intensity) in [(61, 0.5), (31, 0.0), (15, 1.0), (121, 0.5)] {
+            let k = motion_kernel(size, intensity, &mut NoiseSource::new(11)).unwrap();
+            assert_eq!(k.len(), size * size);
+            assert!(k.iter().all(|v| *v >= 0.0));
+            let sum: f64 = k.iter().map(|v| *v as f64).sum();
+            assert!((sum - 1.0).abs() < 1e-5, "{size}: sums to {sum}");
+            // An 8-bit image divided by its sum, like DPS's kernels: every value is an integer
+            // multiple of the smallest non-zero one.
+            let min = k
+                .iter()
+                .cloned()
+                .filter(|v| *v > 0.0)
+                .fold(f32::MAX, f32::min);
+            for v in &k {
+                let r = v / min;
+                assert!((r - r.round()).abs() < 1e-3, "{size}: {r}");
+            }
+            assert_eq!(
+                k,
+                motion_kernel(size, intensity, &mut NoiseSource::new(11)).unwrap()
+            );
+            assert_ne!(
+                k,
+                motion_kernel(size, intensity, &mut NoiseSource::new(12)).unwrap()
+            );
+        }
+        // Intensity 0 is a straight stroke (mass within a pixel of its axis) for every seed;
+        // intensity 1 paths zig-zag away from it.
+        let widths = |intensity: f64| -> Vec<f64> {
+            (0..16)
+                .map(|seed| {
+                    let k = motion_kernel(61, intensity, &mut NoiseSource::new(seed)).unwrap();
+                    cross_width(&k, 61)
+                })
+                .collect()
+        };
+        let straight = widths(0.0);
+        let erratic = widths(1.0);
+        let max0 = straight.iter().cloned().fold(0.0, f64::max);
+        let mean1 = erratic.iter().sum::<f64>() / erratic.len() as f64;
+        assert!(max0 < 0.8, "intensity 0 widths {straight:?}");
+        assert!(
+            mean1 > 1.0 && mean1 > 1.5 * max0,
+            "intensity 1 widths {erratic:?}"
+        );
+    }
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tweedie-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn kernel_files_round_trip_in_every_format() {
+        let dir = temp_dir("kernel-formats");
+        let m = Blur::motion(15, 0.5, &mut NoiseSource::new(3)).unwrap();
+        for name in ["k.npy", "k.safetensors", "k.json"] {
+            let path = dir.join(name);
+            match name {
+                "k.npy" => m.save_npy(&path).unwrap(),
+                "k.safetensors" => m.save_safetensors(&path).unwrap(),
+                _ => m.save(&path).unwrap(),
+            }
+            assert_eq!(Blur::load(&path).unwrap().kernel(), m.kernel(), "{name}");
+            // Recognised by content even without the extension.
+            let bare = dir.join(format!("bare-{}", name.replace('.', "-")));
+            std::fs::copy(&path, &bare).unwrap();
+            assert_eq!(
+                Blur::load(&bare).unwrap().kernel(),
+                m.kernel(),
+                "{name} (bare)"
+            );
+        }
+        // A grey PNG is divided by its sum.
+        let levels = [0u8, 50, 0, 100, 255, 100, 0, 50, 0];
+        let png = dir.join("grey.png");
+        image::GrayImage::from_raw(3, 3, levels.to_vec())
+            .unwrap()
+            .save(&png)
+            .unwrap();
+        let b = Blur::load(&png).unwrap();
+        for (got, l) in b.kernel().iter().zip(levels) {
+            assert!((got - l as f32 / 555.0).abs() < 1e-6);
+        }
+        // The viewing PNG loads back to the kernel up to 8-bit quantisation.
+        let view = dir.join("view.png");
+        m.save_png(&view).unwrap();
+        let back = Blur::load(&view).unwrap();
+        let max = m.kernel().iter().cloned().fold(0.0, f32::max);
+        let err = back
+            .kernel()
+            .iter()
+            .zip(m.kernel())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(err < 0.02 * max, "{err} vs max {max}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn bad_kernel_files_say_what_is_wrong() {
+        let dir = temp_dir("kernel-errors");
+        let npy = |name: &str, v: &[f32], r: usize, c: usize| {
+            let p = dir.join(name);
+            std::fs::write(&p, kernel_io::encode_npy(v, r, c)).unwrap();
+            Blur::load(&p).unwrap_err().to_string()
+        };
+        assert!(npy("a.npy", &[0.2; 6], 2, 3).contains("square"));
+        assert!(npy("b.npy", &[0.1; 16], 4, 4).contains("odd"));
+        assert!(npy("c.npy", &[-0.1; 9], 3, 3).contains("positive sum"));
+        // A 1-D array: rewrite the header's shape.
+        let one_d = dir.join("d.npy");
+        let mut bytes = kernel_io::encode_npy(&[0.2; 5], 1, 5);
+        let at = bytes.windows(6).position(|w| w == b"(1, 5)").unwrap();
+        bytes[at..at + 6].copy_from_slice(b"(5,)  ");
+        std::fs::write(&one_d, &bytes).unwrap();
+        let e = Blur::load(&one_d).unwrap_err().to_string();
+        assert!(e.contains("2-D"), "{e}");
+        // safetensors: several tensors, none named `kernel`; a 3-D tensor.
+        let st = |name: &str, tensors: Vec<(&str, Vec<usize>)>| {
+            use safetensors::{Dtype, tensor::TensorView};
+            let data: Vec<Vec<u8>> = tensors
+                .iter()
+                .map(|(_, s)| vec![0u8; 4 * s.iter().product::<usize>()])
+                .collect();
+            let views: Vec<(&str, TensorView)> = tensors
+                .iter()
+                .zip(&data)
+                .map(|((n, s), d)| (*n, TensorView::new(Dtype::F32, s.clone(), d).unwrap()))
+                .collect();
+            let p = dir.join(name);
+            std::fs::write(&p, safetensors::serialize(views, None).unwrap()).unwrap();
+            Blur::load(&p).unwrap_err().to_string()
+        };
+        let e = st("e.safetensors", vec![("a", vec![3, 3]), ("b", vec![3, 3])]);
+        assert!(e.contains("none is named `kernel`"), "{e}");
+        let e = st("f.safetensors", vec![("kernel", vec![1, 3, 3])]);
+        assert!(e.contains("2-D"), "{e}");
+        let e = st(
+            "g.safetensors",
+            vec![("kernel", vec![3, 3]), ("x", vec![1])],
+        );
+        assert!(e.contains("positive sum"), "{e}"); // all zeros, but the right tensor was chosen
+        let missing = Blur::load(dir.join("nope.npy")).unwrap_err().to_string();
+        assert!(missing.contains("nope.npy"), "{missing}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn save_params_writes_a_loadable_kernel() {
+        let dir = temp_dir("kernel-params");
+        let m = Blur::motion(9, 0.5, &mut NoiseSource::new(6)).unwrap();
+        let files = m.save_params(&dir, "run0").unwrap();
+        assert_eq!(
+            files,
+            vec![dir.join("run0_kernel.npy"), dir.join("run0_kernel.png")]
+        );
+        assert_eq!(Blur::load(&files[0]).unwrap().kernel(), m.kernel());
+        assert_eq!(Blur::load(&files[1]).unwrap().size(), 9);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn gaussian_kernel_folds_its_tails_like_scipy() {
+        // σ = 3 on a 5×5 grid: the 1-D weights have radius 12 and fold back repeatedly; the
+        // result still sums to 1 and is symmetric, and is flatter than the sampled Gaussian.
+        let k = gaussian_kernel(5, 3.0).unwrap();
+        let sum: f32 = k.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-6);
+        for i in 0..5 {
+            for j in 0..5 {
+                assert_eq!(k[i * 5 + j], k[j * 5 + i]);
+                assert_eq!(k[i * 5 + j], k[(4 - i) * 5 + (4 - j)]);
+            }
+        }
+        let f = gaussian_delta_response_1d(5, 3.0);
+        let w = gaussian_weights_1d(3.0, 4.0);
+        assert_eq!(w.len(), 25);
+        // Centre value: the weights at offsets whose reflection lands on the centre.
+        assert!(f[2] > w[12] && f[0] > w[10]);
+        // Small σ: no folding, the kernel is the normalised sampled Gaussian (radius ⌊4σ+½⌋).
+        let k = gaussian_kernel(9, 0.5).unwrap();
+        let f = gaussian_weights_1d(0.5, 4.0); // radius 2
+        assert_eq!(f.len(), 5);
+        assert!((k[4 * 9 + 4] - (f[2] * f[2]) as f32).abs() < 1e-7);
+        assert_eq!(k[0], 0.0);
     }
 }

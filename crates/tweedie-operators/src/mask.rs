@@ -2,7 +2,7 @@
 
 use crate::{Operator, OperatorError};
 use burn::tensor::{Device, Tensor};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tweedie_core::NoiseSource;
 use tweedie_io::{Image, load_image, save_png};
 
@@ -59,8 +59,10 @@ impl Mask {
         ))
     }
 
-    /// A `box_size²` hole at a random position at least `margin` pixels from the border
-    /// (DPS: 128×128 on 256×256 with margin 16).
+    /// A `box_size²` hole placed as DPS's `random_sq_bbox(mask_shape=(s, s), margin=(m, m))`:
+    /// top `t ~ U{m, …, H − m − s − 1}` and left `l ~ U{m, …, W − m − s − 1}` (NumPy's
+    /// `randint(m, H − m − s)`, upper end excluded, so the hole is ≥ m pixels from the top/left
+    /// border and ≥ m + 1 from the bottom/right). DPS: 128×128 on 256×256 with m = 16.
     pub fn random_box(
         height: usize,
         width: usize,
@@ -69,16 +71,37 @@ impl Mask {
         noise: &mut NoiseSource,
         device: &Device,
     ) -> Result<Self, OperatorError> {
-        if box_size == 0 || box_size + 2 * margin > height.min(width) {
+        if box_size == 0 {
+            return Err(OperatorError::invalid("box_size", box_size, "must be ≥ 1"));
+        }
+        let (top, left) = random_sq_bbox(height, width, box_size, box_size, margin, noise)?;
+        Self::boxed(height, width, box_size, box_size, top, left, device)
+    }
+
+    /// DPS's `mask_generator(mask_type="box")`: a `h × w` hole with `h, w ~ U{min_size, …,
+    /// max_size}` drawn independently (DPS's `mask_len_range = (lo, hi)` is `min_size = lo`,
+    /// `max_size = hi − 1`: NumPy's `randint` excludes `hi`), then placed by
+    /// [`Mask::random_box`]'s rule with margin `m` (DPS: sizes 128..=128, m = 16 at 256²).
+    pub fn random_sized_box(
+        height: usize,
+        width: usize,
+        min_size: usize,
+        max_size: usize,
+        margin: usize,
+        noise: &mut NoiseSource,
+        device: &Device,
+    ) -> Result<Self, OperatorError> {
+        if min_size == 0 || min_size > max_size {
             return Err(OperatorError::invalid(
-                "box_size",
-                box_size,
-                format!("box plus 2×margin ({margin}) must fit inside {height}×{width}"),
+                "box size range",
+                format!("{min_size}..={max_size}"),
+                "needs 1 ≤ min_size ≤ max_size",
             ));
         }
-        let top = margin + noise.below(height - box_size - 2 * margin + 1);
-        let left = margin + noise.below(width - box_size - 2 * margin + 1);
-        Self::boxed(height, width, box_size, box_size, top, left, device)
+        let box_h = min_size + noise.below(max_size - min_size + 1);
+        let box_w = min_size + noise.below(max_size - min_size + 1);
+        let (top, left) = random_sq_bbox(height, width, box_h, box_w, margin, noise)?;
+        Self::boxed(height, width, box_h, box_w, top, left, device)
     }
 
     /// A centred `box_size²` hole.
@@ -106,7 +129,8 @@ impl Mask {
         )
     }
 
-    /// Drops each pixel independently with probability `drop` (DPS samples 0.3–0.7).
+    /// Drops each pixel independently with probability `drop` (Bernoulli: the number missing
+    /// varies; DPS's exact-count rule is [`Mask::random_pixels_range`]).
     pub fn random_pixels(
         height: usize,
         width: usize,
@@ -127,6 +151,60 @@ impl Mask {
             format!("random {:.0}% missing", drop * 100.0),
             device,
         ))
+    }
+
+    /// Drops exactly `⌊H·W·drop⌋` pixels chosen uniformly without replacement (DPS's
+    /// `np.random.choice(N, int(N·p), replace=False)`), the same on every channel.
+    pub fn random_pixels_exact(
+        height: usize,
+        width: usize,
+        drop: f64,
+        noise: &mut NoiseSource,
+        device: &Device,
+    ) -> Result<Self, OperatorError> {
+        if !(0.0..1.0).contains(&drop) {
+            return Err(OperatorError::invalid("drop", drop, "must lie in [0, 1)"));
+        }
+        let n = height * width;
+        let count = (n as f64 * drop) as usize;
+        // Partial Fisher–Yates: the first `count` entries of a random permutation.
+        let mut idx: Vec<usize> = (0..n).collect();
+        for i in 0..count {
+            let j = i + noise.below(n - i);
+            idx.swap(i, j);
+        }
+        let mut v = vec![1f32; n];
+        for &i in &idx[..count] {
+            v[i] = 0.0;
+        }
+        Ok(Self::from_values(
+            v,
+            height,
+            width,
+            format!("random {count} of {n} pixels missing"),
+            device,
+        ))
+    }
+
+    /// DPS's `mask_generator(mask_type="random")`: a drop ratio `p ~ U(min_drop, max_drop)`
+    /// (DPS: 0.3, 0.7), then exactly `⌊H·W·p⌋` pixels dropped ([`Mask::random_pixels_exact`]).
+    pub fn random_pixels_range(
+        height: usize,
+        width: usize,
+        min_drop: f64,
+        max_drop: f64,
+        noise: &mut NoiseSource,
+        device: &Device,
+    ) -> Result<Self, OperatorError> {
+        if !(0.0 <= min_drop && min_drop <= max_drop && max_drop < 1.0) {
+            return Err(OperatorError::invalid(
+                "drop range",
+                format!("[{min_drop}, {max_drop})"),
+                "needs 0 ≤ min_drop ≤ max_drop < 1",
+            ));
+        }
+        let p = min_drop + (max_drop - min_drop) * noise.uniform();
+        Self::random_pixels_exact(height, width, p, noise, device)
     }
 
     /// Loads a mask image (white = observed, black = missing; thresholded at mid-grey).
@@ -201,6 +279,32 @@ impl Mask {
     }
 }
 
+/// DPS's `random_sq_bbox` position for an `box_h × box_w` hole: `(top, left)` with
+/// `top ~ U{m, …, H − m − box_h − 1}`, `left ~ U{m, …, W − m − box_w − 1}` (drawn in that order).
+fn random_sq_bbox(
+    height: usize,
+    width: usize,
+    box_h: usize,
+    box_w: usize,
+    margin: usize,
+    noise: &mut NoiseSource,
+) -> Result<(usize, usize), OperatorError> {
+    let max_t = height as i64 - margin as i64 - box_h as i64;
+    let max_l = width as i64 - margin as i64 - box_w as i64;
+    if max_t <= margin as i64 || max_l <= margin as i64 {
+        return Err(OperatorError::invalid(
+            "box",
+            format!("{box_h}×{box_w} with margin {margin}"),
+            format!(
+                "needs box + 2×margin < image side ({height}×{width}): DPS draws the corner in [margin, side − margin − box)"
+            ),
+        ));
+    }
+    let top = margin + noise.below((max_t - margin as i64) as usize);
+    let left = margin + noise.below((max_l - margin as i64) as usize);
+    Ok((top, left))
+}
+
 impl Operator for Mask {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let m = self.mask.clone().to_device(&x.device());
@@ -214,6 +318,12 @@ impl Operator for Mask {
     }
     fn describe(&self) -> String {
         format!("inpainting ({})", self.label)
+    }
+
+    fn save_params(&self, dir: &Path, stem: &str) -> Result<Vec<PathBuf>, OperatorError> {
+        let path = dir.join(format!("{stem}_mask.png"));
+        self.save(&path)?;
+        Ok(vec![path])
     }
 }
 
@@ -278,6 +388,119 @@ mod tests {
         );
         let err = Mask::load(&path, 16, 16, &d).unwrap_err().to_string();
         assert!(err.contains("12×10"), "{err}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// The hole of a box mask: (top, left, height, width).
+    fn hole(m: &Mask) -> (usize, usize, usize, usize) {
+        let [_, _, h, w] = m.tensor().dims();
+        let v = tweedie_core::tensor::to_vec(m.tensor());
+        let zeros: Vec<(usize, usize)> = (0..h * w)
+            .filter(|&i| v[i] == 0.0)
+            .map(|i| (i / w, i % w))
+            .collect();
+        let top = zeros.iter().map(|z| z.0).min().unwrap();
+        let left = zeros.iter().map(|z| z.1).min().unwrap();
+        let bh = zeros.iter().map(|z| z.0).max().unwrap() + 1 - top;
+        let bw = zeros.iter().map(|z| z.1).max().unwrap() + 1 - left;
+        assert_eq!(zeros.len(), bh * bw, "the hole is a rectangle");
+        (top, left, bh, bw)
+    }
+
+    #[test]
+    fn random_box_is_placed_like_random_sq_bbox() {
+        // DPS: t = randint(m, H − m − s), i.e. t ∈ [m, H − m − s − 1].
+        let d = Device::flex();
+        let (side, size, margin) = (20, 8, 3);
+        let mut n = NoiseSource::new(4);
+        let (mut tops, mut lefts) = (Vec::new(), Vec::new());
+        for _ in 0..400 {
+            let m = Mask::random_box(side, side, size, margin, &mut n, &d).unwrap();
+            let (t, l, bh, bw) = hole(&m);
+            assert_eq!((bh, bw), (size, size));
+            tops.push(t);
+            lefts.push(l);
+        }
+        for v in [&tops, &lefts] {
+            assert_eq!(*v.iter().min().unwrap(), margin);
+            assert_eq!(*v.iter().max().unwrap(), side - margin - size - 1);
+        }
+        // Box + 2·margin must be smaller than the side (DPS's randint needs low < high).
+        assert!(Mask::random_box(14, 14, 8, 3, &mut n, &d).is_err());
+        assert!(Mask::random_box(15, 15, 8, 3, &mut n, &d).is_ok());
+    }
+
+    #[test]
+    fn random_sized_box_draws_sides_then_position() {
+        let d = Device::flex();
+        let mut n = NoiseSource::new(8);
+        let (h, w, margin) = (32, 24, 2);
+        let mut sides = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let m = Mask::random_sized_box(h, w, 4, 7, margin, &mut n, &d).unwrap();
+            let (t, l, bh, bw) = hole(&m);
+            assert!((4..=7).contains(&bh) && (4..=7).contains(&bw));
+            assert!(t >= margin && t + bh < h - margin);
+            assert!(l >= margin && l + bw < w - margin);
+            sides.insert(bh);
+            sides.insert(bw);
+            assert!(adjoint_error(&m, [1, 3, h, w], 1) < 1e-6);
+        }
+        assert_eq!(sides.into_iter().collect::<Vec<_>>(), vec![4, 5, 6, 7]);
+        assert!(Mask::random_sized_box(32, 32, 5, 4, 2, &mut n, &d).is_err());
+        assert!(Mask::random_sized_box(32, 32, 0, 4, 2, &mut n, &d).is_err());
+    }
+
+    #[test]
+    fn random_pixel_masks_drop_an_exact_count() {
+        let d = Device::flex();
+        let (h, w) = (17, 13);
+        let n_px = h * w;
+        for drop in [0.0, 0.3, 0.5, 0.7, 0.99] {
+            let m = Mask::random_pixels_exact(h, w, drop, &mut NoiseSource::new(2), &d).unwrap();
+            let missing = tweedie_core::tensor::to_vec(m.tensor())
+                .iter()
+                .filter(|v| **v == 0.0)
+                .count();
+            assert_eq!(missing, (n_px as f64 * drop) as usize, "drop {drop}");
+        }
+        // p ~ U(0.3, 0.7) is the first draw, then exactly ⌊N·p⌋ pixels.
+        for seed in 0..20 {
+            let p = 0.3 + 0.4 * NoiseSource::new(seed).uniform();
+            let m =
+                Mask::random_pixels_range(h, w, 0.3, 0.7, &mut NoiseSource::new(seed), &d).unwrap();
+            let missing = tweedie_core::tensor::to_vec(m.tensor())
+                .iter()
+                .filter(|v| **v == 0.0)
+                .count();
+            assert_eq!(missing, (n_px as f64 * p) as usize, "seed {seed}");
+            assert!(adjoint_error(&m, [2, 3, h, w], 3) < 1e-6);
+        }
+        let a = Mask::random_pixels_range(8, 8, 0.3, 0.7, &mut NoiseSource::new(1), &d).unwrap();
+        let b = Mask::random_pixels_range(8, 8, 0.3, 0.7, &mut NoiseSource::new(1), &d).unwrap();
+        assert_eq!(
+            tweedie_core::tensor::to_vec(a.tensor()),
+            tweedie_core::tensor::to_vec(b.tensor())
+        );
+        let mut n = NoiseSource::new(0);
+        assert!(Mask::random_pixels_exact(8, 8, 1.0, &mut n, &d).is_err());
+        assert!(Mask::random_pixels_range(8, 8, 0.7, 0.3, &mut n, &d).is_err());
+        assert!(Mask::random_pixels_range(8, 8, 0.3, 1.0, &mut n, &d).is_err());
+    }
+
+    #[test]
+    fn save_params_writes_a_loadable_mask() {
+        let d = Device::flex();
+        let dir = std::env::temp_dir().join(format!("tweedie-mask-params-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let m = Mask::random_pixels_range(12, 9, 0.3, 0.7, &mut NoiseSource::new(5), &d).unwrap();
+        let files = m.save_params(&dir, "img3").unwrap();
+        assert_eq!(files, vec![dir.join("img3_mask.png")]);
+        let back = Mask::load(&files[0], 12, 9, &d).unwrap();
+        assert_eq!(
+            tweedie_core::tensor::to_vec(m.tensor()),
+            tweedie_core::tensor::to_vec(back.tensor())
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 }

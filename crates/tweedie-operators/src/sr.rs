@@ -1,8 +1,10 @@
-//! Super-resolution: downsampling by an integer factor with a box (average-pooling) filter.
+//! Box-filter super-resolution: downsampling by an integer factor f with average pooling,
+//! `A(x)[i, j] = (1/f²) Σ_{u,v < f} x[f·i + u, f·j + v]` (spec `super-resolution-box`,
+//! name `sr4-box`).
 //!
-//! We use average pooling rather than the DPS code's antialiased bicubic resizer because it
-//! has an exact, cheap adjoint (nearest-neighbour upsampling / f²) and pseudo-inverse
-//! (nearest-neighbour upsampling, since A Aᵀ = I/f²).
+//! This is not DPS's operator (that is the antialiased bicubic [`crate::Resizer`], spec
+//! `super-resolution`); it is kept because it has an exact, cheap adjoint (nearest-neighbour
+//! upsampling / f²) and pseudo-inverse (nearest-neighbour upsampling, since A Aᵀ = I/f²).
 
 use crate::{Operator, OperatorError};
 use burn::tensor::Tensor;

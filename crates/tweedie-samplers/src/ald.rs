@@ -2,7 +2,7 @@
 
 use crate::chain::{Run, check_eta};
 use crate::dps::measurement_gradient;
-use crate::{ChainOptions, Observer, SampleError, SampleOutput, predict_x0, reverse_step};
+use crate::{ChainOptions, Observer, SampleError, SampleOutput, ancestral_step};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use tweedie_core::{EpsModel, NoiseSource, Schedule, Transition};
@@ -34,6 +34,19 @@ impl Gamma {
     }
 }
 
+/// Which Score-ALD likelihood step is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AldRule {
+    /// Ours: `λ · β_t/√α_t · 1/(2(σ² + γ_t²)) · ∇‖A(x_t) − y‖²`, the likelihood score weighted
+    /// as the score-form step weights the prior score (stable; see docs/samplers.md).
+    #[default]
+    Stabilised,
+    /// The sheet's literal update `λ · 1/(2(σ² + γ_t²)) · ∇‖A(x_t) − y‖²`, which diverges for
+    /// σ = 0.05 at small t (kept so that the divergence is reproducible).
+    Sheet,
+}
+
 /// Score-ALD settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AldOptions {
@@ -49,6 +62,9 @@ pub struct AldOptions {
     /// prior score (see docs/samplers.md; the sheet's literal update, without it, diverges for
     /// σ = 0.05 at small t).
     pub scale: f64,
+    /// Which update (ours, stabilised, or the sheet's literal one).
+    #[serde(default)]
+    pub rule: AldRule,
 }
 
 impl Default for AldOptions {
@@ -58,6 +74,7 @@ impl Default for AldOptions {
             sigma: 0.05,
             gamma: Gamma::Tweedie,
             scale: 1.0,
+            rule: AldRule::Stabilised,
         }
     }
 }
@@ -65,7 +82,11 @@ impl Default for AldOptions {
 /// The step size multiplying ∇‖A(x_t) − y‖² at a transition.
 pub fn ald_step_size(opts: &AldOptions, tr: &Transition) -> f64 {
     let gamma = opts.gamma.at(tr.alpha_bar_t);
-    opts.scale * tr.beta() / tr.alpha().sqrt() / (2.0 * (opts.sigma * opts.sigma + gamma * gamma))
+    let weight = match opts.rule {
+        AldRule::Stabilised => tr.beta() / tr.alpha().sqrt(),
+        AldRule::Sheet => 1.0,
+    };
+    opts.scale * weight / (2.0 * (opts.sigma * opts.sigma + gamma * gamma))
 }
 
 /// Score-ALD: x_T ~ N(0, I); for each step: x̂0 = Tweedie(x_t), x_{t−1} = ancestral step,
@@ -100,8 +121,7 @@ pub fn score_ald(
     let mut run = Run::new(chain.len(), &opts.chain, observer);
     let mut x_t = noise.normal(image_shape, device);
     for tr in &chain {
-        let x0_hat = predict_x0(model, schedule, x_t.clone(), tr, opts.chain.clip_x0);
-        let x_prev = reverse_step(x_t.clone(), x0_hat.clone(), tr, &opts.chain, noise);
+        let (x_prev, x0_hat) = ancestral_step(model, schedule, x_t.clone(), tr, &opts.chain, noise);
         let grad = measurement_gradient(op, x_t, y.clone());
         x_t = x_prev - grad.mul_scalar(ald_step_size(opts, tr));
         run.after_step(tr, &x_t, &x0_hat)?;

@@ -209,15 +209,50 @@ pub fn predict_x0(
     tr: &Transition,
     clip: bool,
 ) -> Tensor<4> {
-    let x0 = model.denoise(x_t, schedule.level(tr.t));
-    if clip { x0.clamp(-1.0, 1.0) } else { x0 }
+    predict(model, schedule, x_t, tr, clip, false).x0_hat
 }
 
-/// The unguided reverse step x_t → x_s given x̂0: the sheet's x̂0-form ancestral step, or
-/// DDIM when `opts.eta` is set. z = 0 on the last step.
+/// What one network evaluation gives a reverse step.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// Tweedie's x̂0 (clamped to [−1, 1] when the chain clips).
+    pub x0_hat: Tensor<4>,
+    /// The network's variance output v (see [`diffusion::learned_sigma`]), when asked for and
+    /// the model has one.
+    pub variance: Option<Tensor<4>>,
+}
+
+/// One model evaluation at `tr.t`: x̂0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t (clamped if `clip`) and,
+/// with `want_variance`, the model's variance output.
+pub fn predict(
+    model: &dyn EpsModel,
+    schedule: &Schedule,
+    x_t: Tensor<4>,
+    tr: &Transition,
+    clip: bool,
+    want_variance: bool,
+) -> Prediction {
+    let level = schedule.level(tr.t);
+    let (eps, variance) = if want_variance {
+        model.predict_eps_and_variance(x_t.clone(), level)
+    } else {
+        (model.predict_eps(x_t.clone(), level), None)
+    };
+    let x0 = diffusion::x0_from_eps(x_t, eps, level.alpha_bar);
+    Prediction {
+        x0_hat: if clip { x0.clamp(-1.0, 1.0) } else { x0 },
+        variance,
+    }
+}
+
+/// The unguided reverse step x_t → x_s given x̂0: the sheet's x̂0-form ancestral step with
+/// σ from `opts.variance` (the learned σ of [`diffusion::learned_sigma`] when `variance` holds
+/// the network's output and `opts.variance` is `Learned`), or DDIM when `opts.eta` is set.
+/// z = 0 on the last step (no noise is drawn there).
 pub fn reverse_step(
     x_t: Tensor<4>,
     x0_hat: Tensor<4>,
+    variance: Option<Tensor<4>>,
     tr: &Transition,
     opts: &ChainOptions,
     noise: &mut NoiseSource,
@@ -227,12 +262,31 @@ pub fn reverse_step(
     } else {
         noise.normal_like(&x_t)
     };
-    match opts.eta {
-        None => {
-            diffusion::step_x0_form(x_t, x0_hat, z, tr, diffusion::step_sigma(tr, opts.variance))
+    match (opts.eta, opts.variance, variance) {
+        (Some(eta), ..) => diffusion::step_ddim(x_t, x0_hat, z, tr, eta),
+        (None, StepVariance::Learned, Some(v)) => {
+            diffusion::posterior_mean(x_t, x0_hat, tr) + z * diffusion::learned_sigma(tr, v)
         }
-        Some(eta) => diffusion::step_ddim(x_t, x0_hat, z, tr, eta),
+        (None, variance, _) => {
+            diffusion::step_x0_form(x_t, x0_hat, z, tr, diffusion::step_sigma(tr, variance))
+        }
     }
+}
+
+/// One unguided ancestral step x_t → x_s (guided-diffusion's `p_sample`): evaluates the
+/// model, then [`reverse_step`]. Returns (x_s, x̂0).
+pub fn ancestral_step(
+    model: &dyn EpsModel,
+    schedule: &Schedule,
+    x_t: Tensor<4>,
+    tr: &Transition,
+    opts: &ChainOptions,
+    noise: &mut NoiseSource,
+) -> (Tensor<4>, Tensor<4>) {
+    let learned = opts.eta.is_none() && opts.variance == StepVariance::Learned;
+    let p = predict(model, schedule, x_t.clone(), tr, opts.clip_x0, learned);
+    let x_s = reverse_step(x_t, p.x0_hat.clone(), p.variance, tr, opts, noise);
+    (x_s, p.x0_hat)
 }
 
 pub(crate) fn check_eta(opts: &ChainOptions) -> Result<(), SampleError> {
@@ -259,8 +313,8 @@ pub fn reverse_chain(
     let chain = schedule.chain(t_start, opts.steps.min(t_start))?;
     let mut run = Run::new(chain.len(), opts, observer);
     for tr in &chain {
-        let x0_hat = predict_x0(model, schedule, x.clone(), tr, opts.clip_x0);
-        x = reverse_step(x, x0_hat.clone(), tr, opts, noise);
+        let (x_s, x0_hat) = ancestral_step(model, schedule, x, tr, opts, noise);
+        x = x_s;
         run.after_step(tr, &x, &x0_hat)?;
     }
     Ok(run.finish(x))

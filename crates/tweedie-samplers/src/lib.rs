@@ -13,12 +13,12 @@ mod dps;
 mod generate;
 mod sdedit;
 
-pub use ald::{AldOptions, Gamma, score_ald};
+pub use ald::{AldOptions, AldRule, Gamma, ald_step_size, score_ald};
 pub use chain::{
-    ChainOptions, Observer, SampleError, SampleOutput, Snapshot, StepInfo, predict_x0,
-    reverse_chain, reverse_step,
+    ChainOptions, Observer, Prediction, SampleError, SampleOutput, Snapshot, StepInfo,
+    ancestral_step, predict, predict_x0, reverse_chain, reverse_step,
 };
 pub use denoise::{Denoised, denoise};
-pub use dps::{DpsOptions, DpsStep, dps, measurement_gradient};
+pub use dps::{DpsOptions, DpsStep, dps, dps_step, measurement_gradient};
 pub use generate::generate;
 pub use sdedit::sdedit;

@@ -322,6 +322,7 @@ fn dps_and_score_ald_approach_the_posterior_and_beat_sdedit() {
         sigma: p.sigma,
         gamma: Gamma::Tweedie,
         scale: 1.0,
+        rule: Default::default(),
     };
     let x_ald = score_ald(
         &p.prior,

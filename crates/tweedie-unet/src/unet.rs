@@ -572,16 +572,23 @@ impl UNet {
     }
 
     /// Sinusoidal timestep embedding `[cos(t·f_i), sin(t·f_i)]`, f_i = 10000^(−i/half).
+    ///
+    /// Computed in f32 step by step as guided-diffusion's `timestep_embedding` does
+    /// (f_i = exp(f32(−ln 10000)·i / half), t·f_i rounded to f32): at t = 999 the argument's
+    /// f32 rounding moves cos/sin by up to ≈ 3e-5, and matching it keeps the network's ε
+    /// within f32 noise of the reference at every timestep.
     fn timestep_embedding(&self, timesteps: &[f32], device: &Device) -> Tensor<2> {
         let dim = self.model_channels;
         let half = dim / 2;
+        let neg_log = -(10000f64.ln()) as f32;
+        let freqs: Vec<f32> = (0..half)
+            .map(|i| ((neg_log * i as f32) / half as f32).exp())
+            .collect();
         let mut data = Vec::with_capacity(timesteps.len() * dim);
         for &t in timesteps {
-            let args: Vec<f64> = (0..half)
-                .map(|i| t as f64 * (-(10000f64.ln()) * i as f64 / half as f64).exp())
-                .collect();
-            data.extend(args.iter().map(|a| a.cos() as f32));
-            data.extend(args.iter().map(|a| a.sin() as f32));
+            let args: Vec<f32> = freqs.iter().map(|f| t * f).collect();
+            data.extend(args.iter().map(|&a| (a as f64).cos() as f32));
+            data.extend(args.iter().map(|&a| (a as f64).sin() as f32));
             if dim % 2 == 1 {
                 data.push(0.0);
             }
@@ -651,5 +658,15 @@ impl UNetEps {
 impl EpsModel for UNetEps {
     fn predict_eps(&self, x_t: Tensor<4>, level: NoiseLevel) -> Tensor<4> {
         self.forward_with_variance(x_t, level).0
+    }
+    fn predict_eps_and_variance(
+        &self,
+        x_t: Tensor<4>,
+        level: NoiseLevel,
+    ) -> (Tensor<4>, Option<Tensor<4>>) {
+        self.forward_with_variance(x_t, level)
+    }
+    fn has_learned_variance(&self) -> bool {
+        self.net.config().learn_sigma
     }
 }

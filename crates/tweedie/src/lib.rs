@@ -11,4 +11,5 @@ pub use tweedie_operators as operators;
 pub use tweedie_samplers as samplers;
 pub use tweedie_unet as unet;
 
+pub mod parity;
 pub mod tasks;

@@ -2,11 +2,12 @@
 
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use tweedie_core::diffusion::StepVariance;
 use tweedie_core::{EpsModel, NoiseSource, Schedule};
 use tweedie_metrics::{Lpips, psnr, ssim};
 use tweedie_operators::{Operator, OperatorSpec, build, measure};
 use tweedie_samplers::{
-    AldOptions, ChainOptions, DpsOptions, DpsStep, Gamma, Observer, SampleError,
+    AldOptions, AldRule, ChainOptions, DpsOptions, DpsStep, Gamma, Observer, SampleError,
 };
 
 /// Errors of the pipelines.
@@ -108,11 +109,71 @@ impl std::fmt::Display for Method {
     }
 }
 
-/// Settings of a restoration run.
+/// A named set of sampler settings, so that a run reproduces a known reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// The problem sheet's formulas: σ² = β, DPS with ζ_t = ζ/‖∇_{x_t}‖A(x̂0) − y‖²‖ (ζ = 1
+    /// unless given), Score-ALD with the stabilised update unless the sheet's literal one is
+    /// asked for.
+    Sheet,
+    /// The official DPS code and configs: learned-range variance (σ² = β where the model has
+    /// no variance output, guided-diffusion's `fixed_large`), the residual rule
+    /// x −= ζ∇‖y − A(x̂0)‖ with `scale` ζ = 0.5 for inpainting and 0.3 for blur and SR, x̂0
+    /// clipped to [−1, 1].
+    Dps,
+}
+
+impl Preset {
+    /// The reverse-step variance of the preset.
+    pub fn variance(self) -> StepVariance {
+        match self {
+            Preset::Sheet => StepVariance::Beta,
+            Preset::Dps => StepVariance::Learned,
+        }
+    }
+
+    /// The DPS step of the preset for `op`, with ζ overridden by `zeta` when given.
+    pub fn dps_step(self, op: &OperatorSpec, zeta: Option<f64>) -> DpsStep {
+        match self {
+            Preset::Sheet => DpsStep::Normalized {
+                zeta: zeta.unwrap_or(1.0),
+            },
+            Preset::Dps => DpsStep::Residual {
+                zeta: zeta.unwrap_or_else(|| dps_config_scale(op)),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Preset::Sheet => "sheet",
+            Preset::Dps => "dps",
+        })
+    }
+}
+
+/// The DPS configs' `scale` for an operator: 0.5 for inpainting (box, random, mask), 0.3 for
+/// Gaussian blur, motion blur and super-resolution (and anything else).
+pub fn dps_config_scale(op: &OperatorSpec) -> f64 {
+    match op {
+        OperatorSpec::InpaintBox { .. }
+        | OperatorSpec::InpaintRandom { .. }
+        | OperatorSpec::InpaintMask { .. } => 0.5,
+        _ => 0.3,
+    }
+}
+
+/// Settings of a restoration run: everything that decides its result, written to the run's
+/// JSON and shown in the report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreSettings {
     /// Algorithm.
     pub method: Method,
+    /// The preset the sampler settings came from (`None`: set one by one).
+    pub preset: Option<Preset>,
     /// Measurement.
     pub op: OperatorSpec,
     /// Measurement noise σ ([−1, 1] scale).
@@ -127,10 +188,84 @@ pub struct RestoreSettings {
     pub ald_gamma: Gamma,
     /// Score-ALD step multiplier λ.
     pub ald_scale: f64,
+    /// Score-ALD update: stabilised (ours) or the sheet's literal one.
+    pub ald_rule: AldRule,
     /// Seed (operator randomness, measurement noise, sampler).
     pub seed: u64,
-    /// Injected variance of the reverse steps.
-    pub variance: tweedie_core::diffusion::StepVariance,
+    /// Injected variance of the reverse steps, as run (see [`RestoreSettings::for_model`]).
+    pub variance: StepVariance,
+    /// x̂0 clamped to [−1, 1] before each step.
+    pub clip_x0: bool,
+    /// What was adjusted for the model (e.g. learned variance without a variance output).
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+impl RestoreSettings {
+    /// The settings of `preset` for `method` on `op`, with the sheet's defaults for the rest:
+    /// σ_y = 0.05, 1000 steps, SDEdit t0 = 500, Score-ALD γ_t = Tweedie's, λ = 1, the
+    /// stabilised update, seed 0.
+    pub fn new(method: Method, preset: Preset, op: OperatorSpec) -> Self {
+        Self {
+            method,
+            preset: Some(preset),
+            dps_step: preset.dps_step(&op, None),
+            op,
+            sigma: 0.05,
+            steps: 1000,
+            t0: 500,
+            ald_gamma: Gamma::Tweedie,
+            ald_scale: 1.0,
+            ald_rule: AldRule::Stabilised,
+            seed: 0,
+            variance: preset.variance(),
+            clip_x0: true,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Adjusts the settings to what `model` can run and says so in [`RestoreSettings::notes`]:
+    /// learned variance on a model without a variance output runs as σ² = β
+    /// (guided-diffusion's `fixed_large`).
+    pub fn for_model(mut self, model: &dyn EpsModel) -> Self {
+        if self.variance == StepVariance::Learned && !model.has_learned_variance() {
+            self.variance = StepVariance::Beta;
+            self.notes.push(
+                "the model has no learned variance: learned_range runs as fixed_large (σ² = β)"
+                    .into(),
+            );
+        }
+        self
+    }
+
+    /// A one-line summary for captions and reports, e.g.
+    /// `DPS (preset dps): residual ζ=0.5, σ²=learned, 1000 steps, σ_y=0.05`.
+    pub fn summary(&self) -> String {
+        let preset = self
+            .preset
+            .map(|p| format!(" (preset {p})"))
+            .unwrap_or_default();
+        let variance = match self.variance {
+            StepVariance::Beta => "β",
+            StepVariance::Posterior => "β̃",
+            StepVariance::Learned => "learned",
+        };
+        let rule = match self.method {
+            Method::Dps => match self.dps_step {
+                DpsStep::Residual { zeta } => format!("residual ζ={zeta}, "),
+                DpsStep::Normalized { zeta } => format!("normalized ζ={zeta}, "),
+            },
+            Method::Ald => match self.ald_rule {
+                AldRule::Stabilised => format!("stabilised λ={}, ", self.ald_scale),
+                AldRule::Sheet => format!("sheet-literal λ={}, ", self.ald_scale),
+            },
+            Method::Sdedit => format!("t0={}, ", self.t0),
+        };
+        format!(
+            "{}{preset}: {rule}σ²={variance}, {} steps, σ_y={}",
+            self.method, self.steps, self.sigma
+        )
+    }
 }
 
 /// The images and numbers of one restoration.
@@ -169,6 +304,7 @@ pub fn restore(
     let chain = ChainOptions {
         steps: settings.steps,
         variance: settings.variance,
+        clip_x0: settings.clip_x0,
         ..Default::default()
     };
     let shape = x.dims();
@@ -198,6 +334,7 @@ pub fn restore(
                 sigma: settings.sigma.max(1e-3),
                 gamma: settings.ald_gamma,
                 scale: settings.ald_scale,
+                rule: settings.ald_rule,
             };
             let out = tweedie_samplers::score_ald(
                 model,
