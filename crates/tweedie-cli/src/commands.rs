@@ -222,33 +222,14 @@ pub struct RestoreArgs {
     /// Images or folders of images (resized to the model resolution).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// sdedit, ald or dps.
-    #[arg(long, default_value = "dps")]
-    pub method: String,
-    /// inpaint-box, inpaint-random, inpaint-mask, gaussian-blur, motion-blur, sr4, identity.
-    #[arg(long, default_value = "inpaint-box")]
-    pub op: String,
-    /// Box side for inpaint-box (default: half the image).
-    #[arg(long)]
-    pub box_size: Option<usize>,
-    /// Missing fraction for inpaint-random.
-    #[arg(long)]
-    pub drop: Option<f64>,
-    /// Mask PNG for inpaint-mask (white = observed).
-    #[arg(long)]
-    pub mask: Option<PathBuf>,
-    /// Blur kernel size (odd; default: DPS's 61 scaled to the resolution).
-    #[arg(long)]
-    pub kernel_size: Option<usize>,
-    /// Gaussian blur σ in pixels (default: DPS's 3.0 scaled to the resolution).
-    #[arg(long)]
-    pub blur_sigma: Option<f64>,
-    /// Motion blur intensity.
-    #[arg(long)]
-    pub intensity: Option<f64>,
-    /// Super-resolution factor for sr4.
-    #[arg(long, default_value_t = 4)]
-    pub factor: usize,
+    /// Restoration method.
+    #[arg(long, value_enum, default_value_t = MethodArg::Dps)]
+    pub method: MethodArg,
+    /// Measurement operator (DPS's settings scaled to the model's resolution).
+    #[arg(long, value_enum, default_value_t = crate::operator_args::OpArg::InpaintBox)]
+    pub op: crate::operator_args::OpArg,
+    #[command(flatten)]
+    pub operator: crate::operator_args::OperatorArgs,
     #[command(flatten)]
     pub solver: SolverArgs,
 }
@@ -292,6 +273,28 @@ pub fn value_name<T: clap::ValueEnum>(v: &T) -> String {
     v.to_possible_value()
         .map(|p| p.get_name().to_string())
         .unwrap_or_default()
+}
+
+/// `--method`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodArg {
+    /// SDEdit (Task 4).
+    Sdedit,
+    /// Score-ALD (Task 5).
+    #[value(alias = "score-ald")]
+    Ald,
+    /// DPS (Task 6).
+    Dps,
+}
+
+impl From<MethodArg> for tweedie::tasks::Method {
+    fn from(m: MethodArg) -> Self {
+        match m {
+            MethodArg::Sdedit => tweedie::tasks::Method::Sdedit,
+            MethodArg::Ald => tweedie::tasks::Method::Ald,
+            MethodArg::Dps => tweedie::tasks::Method::Dps,
+        }
+    }
 }
 
 /// `--preset`.

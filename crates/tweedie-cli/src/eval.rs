@@ -27,15 +27,23 @@ pub struct EvalArgs {
     /// Folder of ground-truth images.
     pub folder: PathBuf,
     /// Methods to run.
-    #[arg(long, value_delimiter = ',', default_value = "sdedit,ald,dps")]
-    pub methods: Vec<String>,
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sdedit,ald,dps"
+    )]
+    pub methods: Vec<crate::commands::MethodArg>,
     /// Operators (DPS settings scaled to the model resolution).
     #[arg(
         long,
+        value_enum,
         value_delimiter = ',',
         default_value = "inpaint-box,gaussian-blur"
     )]
-    pub ops: Vec<String>,
+    pub ops: Vec<crate::operator_args::OpArg>,
+    #[command(flatten)]
+    pub operator: crate::operator_args::OperatorArgs,
     /// This job's shard, `i/n` (0-based i), e.g. from a Slurm array index.
     #[arg(long, default_value = "0/1")]
     pub shard: String,
@@ -91,11 +99,7 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
 pub fn eval(a: EvalArgs) -> Result<()> {
     let c = &a.common;
     let (shard, shards) = parse_shard(&a.shard)?;
-    let methods: Vec<Method> = a
-        .methods
-        .iter()
-        .map(|m| m.parse().map_err(|e: String| anyhow::anyhow!(e)))
-        .collect::<Result<_>>()?;
+    let methods: Vec<Method> = a.methods.iter().map(|&m| m.into()).collect();
     a.solver.validate()?;
     let schedule = Schedule::linear_default();
     let device = model::device(&c.backend)?;
@@ -104,7 +108,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let specs: Vec<(String, OperatorSpec)> = a
         .ops
         .iter()
-        .map(|o| Ok((o.clone(), OperatorSpec::dps_default(o, size)?)))
+        .map(|&o| Ok((o.name(), a.operator.spec(o, size)?)))
         .collect::<Result<_>>()?;
     let lpips = Lpips::alex_default(&device)?;
     let files = crate::restore::collect_inputs(std::slice::from_ref(&a.folder))?;
@@ -175,7 +179,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         }
     }
     pb.finish_and_clear();
-    let settings = serde_json::json!({"model": c.model, "steps": a.solver.steps, "sigma": a.solver.sigma, "t0": a.solver.t0, "preset": value_name(&a.solver.preset), "zeta": a.solver.zeta, "dps_step": a.solver.dps_step.as_ref().map(value_name), "variance": c.variance.as_ref().map(value_name), "ald_rule": value_name(&a.solver.ald_rule), "ald_scale": a.solver.ald_scale, "seed": c.seed, "crop": a.crop, "methods": a.methods, "ops": a.ops, "folder": a.folder});
+    let settings = serde_json::json!({"model": c.model, "steps": a.solver.steps, "sigma": a.solver.sigma, "t0": a.solver.t0, "preset": value_name(&a.solver.preset), "zeta": a.solver.zeta, "dps_step": a.solver.dps_step.as_ref().map(value_name), "variance": c.variance.as_ref().map(value_name), "ald_rule": value_name(&a.solver.ald_rule), "ald_scale": a.solver.ald_scale, "seed": c.seed, "crop": a.crop, "methods": a.methods.iter().map(value_name).collect::<Vec<_>>(), "ops": specs, "folder": a.folder});
     let file = ShardFile {
         shard,
         shards,

@@ -5,6 +5,7 @@ mod commands;
 mod eval;
 mod evaluate;
 mod model;
+mod operator_args;
 mod report;
 mod restore;
 

@@ -10,7 +10,6 @@ use tweedie::tasks::{self, Method, Scores};
 use tweedie_core::{NoiseSource, Schedule};
 use tweedie_io::{Grid, GridCell, Image};
 use tweedie_metrics::Lpips;
-use tweedie_operators::OperatorSpec;
 use tweedie_samplers::{Observer, StepInfo};
 
 /// Expands files and folders into a sorted list of image files.
@@ -117,61 +116,16 @@ pub fn denoise(a: DenoiseArgs) -> Result<()> {
     Ok(())
 }
 
-/// Builds the operator spec from the CLI options, DPS defaults scaled to `side`.
-pub fn op_spec(a: &RestoreArgs, side: usize) -> Result<OperatorSpec> {
-    let base = OperatorSpec::dps_default(
-        if a.op == "inpaint-mask" {
-            "identity"
-        } else {
-            &a.op
-        },
-        side,
-    )?;
-    Ok(match (a.op.as_str(), base) {
-        ("inpaint-mask", _) => OperatorSpec::InpaintMask {
-            path: a
-                .mask
-                .clone()
-                .context("--op inpaint-mask needs --mask PNG")?,
-        },
-        (
-            _,
-            OperatorSpec::InpaintBox {
-                size,
-                random_margin,
-            },
-        ) => OperatorSpec::InpaintBox {
-            size: a.box_size.unwrap_or(size),
-            random_margin,
-        },
-        (_, OperatorSpec::InpaintRandom { drop }) => OperatorSpec::InpaintRandom {
-            drop: a.drop.unwrap_or(drop),
-        },
-        (_, OperatorSpec::GaussianBlur { size, sigma }) => OperatorSpec::GaussianBlur {
-            size: a.kernel_size.unwrap_or(size),
-            sigma: a.blur_sigma.unwrap_or(sigma),
-        },
-        (_, OperatorSpec::MotionBlur { size, intensity }) => OperatorSpec::MotionBlur {
-            size: a.kernel_size.unwrap_or(size),
-            intensity: a.intensity.unwrap_or(intensity),
-        },
-        (_, OperatorSpec::SuperResolution { .. }) => {
-            OperatorSpec::SuperResolution { factor: a.factor }
-        }
-        (_, other) => other,
-    })
-}
-
 pub fn restore(a: RestoreArgs) -> Result<()> {
     let c = &a.common;
-    let method: Method = a.method.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let method: Method = a.method.into();
     // Validate the solver options before loading anything.
     a.solver.validate()?;
     let schedule = Schedule::linear_default();
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let size = net.net.config().image_size;
-    let spec = op_spec(&a, size)?;
+    let spec = a.operator.spec(a.op, size)?;
     let lpips = Lpips::alex_default(&device)?;
     let files = collect_inputs(&a.inputs)?;
     let mut grid =
@@ -198,14 +152,22 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
         pb.finish_and_clear();
         let s: Scores = tasks::score(&lpips, &r.reconstruction, &x)?[0];
         let name = stem(f);
+        let method_name = crate::commands::value_name(&a.method);
         tweedie_io::save_png(
             &one(&r.measurement_image),
             c.out.join(format!("{name}_measurement.png")),
         )?;
         tweedie_io::save_png(
             &one(&r.reconstruction),
-            c.out.join(format!("{name}_{}.png", a.method)),
+            c.out.join(format!("{name}_{method_name}.png")),
         )?;
+        // The kernel or mask this run used, so that it can be rerun or compared.
+        let params: Vec<String> = r
+            .operator
+            .save_params(&c.out, &name)?
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         grid.push_row(vec![
             GridCell::new(img, ""),
             GridCell::new(one(&r.measurement_image), &r.description),
@@ -216,11 +178,12 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
             "{name}: {method} {} → PSNR {:.2} dB  SSIM {:.3}  LPIPS {:.4}",
             r.description, s.psnr, s.ssim, s.lpips
         );
-        records.push(json!({"image": name, "method": method.to_string(), "operator": r.description, "settings": settings, "summary": settings.summary(), "scores": s}));
+        records.push(json!({"image": name, "method": method.to_string(), "operator": r.description, "settings": settings, "summary": settings.summary(), "operator_files": params, "scores": s}));
     }
-    grid.save(c.out.join(format!("{}_grid.png", a.method)))?;
+    let method_name = crate::commands::value_name(&a.method);
+    grid.save(c.out.join(format!("{method_name}_grid.png")))?;
     write_json(
-        &c.out.join(format!("{}_metrics.json", a.method)),
+        &c.out.join(format!("{method_name}_metrics.json")),
         &json!({"results": records}),
     )?;
     println!("wrote {}", c.out.display());

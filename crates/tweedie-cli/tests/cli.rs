@@ -108,6 +108,91 @@ fn restore_runs_every_method() {
     }
 }
 
+/// The run's JSON records every setting of the preset, and the kernel a run used is saved
+/// beside its results and can be given back with `--kernel`.
+#[test]
+fn restore_records_its_settings_and_saves_the_kernel() {
+    let out = tmp("restore-settings");
+    let o = out.to_str().unwrap();
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["restore", FACE, "--method", "dps", "--steps", "3"];
+        args.extend(extra);
+        ok(&with_model(args, o));
+        let text = std::fs::read_to_string(out.join("dps_metrics.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["results"][0].clone()
+    };
+    // The DPS preset on a learned-sigma model: learned variance, residual rule, ζ = 0.3 (blur).
+    let r = run(&["--op", "motion-blur"]);
+    let s = &r["settings"];
+    assert_eq!(s["preset"], "dps", "{r}");
+    assert_eq!(s["variance"], "learned", "{r}");
+    assert_eq!(s["dps_step"]["kind"], "residual", "{r}");
+    assert_eq!(s["dps_step"]["zeta"], 0.3, "{r}");
+    assert_eq!(s["clip_x0"], true, "{r}");
+    let kernel = out.join("000444_kernel.npy");
+    assert!(
+        kernel.exists() && out.join("000444_kernel.png").exists(),
+        "{r}"
+    );
+    // Inpainting gets the DPS configs' 0.5; the mask is saved.
+    let r = run(&["--op", "inpaint-random-range"]);
+    assert_eq!(r["settings"]["dps_step"]["zeta"], 0.5, "{r}");
+    assert!(out.join("000444_mask.png").exists());
+    // The sheet preset: σ² = β and ζ_t = ζ/‖∇‖ with ζ = 1; single overrides apply on top.
+    let r = run(&["--op", "gaussian-blur", "--preset", "sheet"]);
+    assert_eq!(r["settings"]["variance"], "beta", "{r}");
+    assert_eq!(r["settings"]["dps_step"]["kind"], "normalized", "{r}");
+    assert_eq!(r["settings"]["dps_step"]["zeta"], 1.0, "{r}");
+    let r = run(&[
+        "--op",
+        "gaussian-blur",
+        "--preset",
+        "sheet",
+        "--zeta",
+        "2",
+        "--variance",
+        "posterior",
+    ]);
+    assert_eq!(r["settings"]["dps_step"]["zeta"], 2.0, "{r}");
+    assert_eq!(r["settings"]["variance"], "posterior", "{r}");
+    // The saved kernel drives a new run.
+    let k = kernel.to_str().unwrap().to_string();
+    let r = run(&["--op", "motion-blur", "--kernel", &k]);
+    assert_eq!(r["settings"]["op"]["op"], "kernel-blur", "{r}");
+}
+
+/// `tweedie parity-dps` replays a DPS fixture folder and prints each case's errors.
+#[test]
+fn parity_dps_prints_the_errors() {
+    let dir = tmp("parity-dps");
+    for ext in ["json", "safetensors"] {
+        std::fs::copy(
+            root().join(format!("tests/fixtures/dps/dps_none.{ext}")),
+            dir.join(format!("dps_none.{ext}")),
+        )
+        .unwrap();
+    }
+    let text = ok(&["parity-dps", "tests/fixtures/adm", dir.to_str().unwrap()]);
+    assert!(
+        text.contains("model.safetensors:") && text.contains("model.pt:") && text.contains("none"),
+        "{text}"
+    );
+    fails(
+        &["parity-dps", "tests/fixtures/adm", "tests/fixtures/adm"],
+        "no dps_*.json fixtures",
+    );
+    fails(
+        &[
+            "parity-dps",
+            "tests/fixtures/adm",
+            dir.to_str().unwrap(),
+            "--tolerance",
+            "1e-12",
+        ],
+        "exceeds --tolerance",
+    );
+}
+
 #[test]
 fn metrics_on_files_and_folders() {
     let text = ok(&["metrics", FACE, FACE]);
@@ -238,11 +323,26 @@ fn bad_inputs_give_clear_errors() {
     );
     fails(
         &with_model(vec!["restore", FACE, "--op", "blur-everything"], o),
-        "unknown",
+        "invalid value 'blur-everything' for '--op",
     );
     fails(
         &with_model(vec!["restore", FACE, "--method", "magic"], o),
-        "unknown method",
+        "invalid value 'magic' for '--method",
+    );
+    fails(
+        &with_model(
+            vec!["restore", FACE, "--op", "inpaint-box", "--blur-sigma", "2"],
+            o,
+        ),
+        "--blur-sigma does not apply to --op inpaint-box",
+    );
+    fails(
+        &with_model(vec!["restore", FACE, "--preset", "paper"], o),
+        "invalid value 'paper' for '--preset",
+    );
+    fails(
+        &with_model(vec!["restore", FACE, "--zeta=-1"], o),
+        "--zeta must be finite and ≥ 0",
     );
     // A mask whose size differs from the model resolution (32×32).
     let mask = out.join("mask.png");

@@ -39,3 +39,13 @@ pub fn all_finite<const D: usize>(x: &Tensor<D>) -> bool {
     !(x.clone().is_nan().any().into_scalar::<bool>()
         || x.clone().is_inf().any().into_scalar::<bool>())
 }
+
+/// The largest |value| (checked on the device; one number is read back). NaN and ±Inf give
+/// +Inf, so a single comparison catches every kind of blow-up.
+pub fn max_abs<const D: usize>(x: &Tensor<D>) -> f64 {
+    if !all_finite(x) {
+        return f64::INFINITY;
+    }
+    let n = x.shape().num_elements();
+    x.clone().abs().reshape([n]).max().into_scalar::<f32>() as f64
+}

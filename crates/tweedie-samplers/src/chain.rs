@@ -35,9 +35,9 @@ impl Default for ChainOptions {
 /// Errors of a sampler.
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
-    /// The state became NaN/Inf.
+    /// The state became NaN/Inf, or left every range a reverse chain can produce.
     #[error(
-        "sampler diverged at step {step} of {total} (t = {t}): the state contains NaN or Inf; lower the guidance scale or check the model"
+        "sampler diverged at step {step} of {total} (t = {t}): {what}; lower the guidance scale or check the model"
     )]
     Diverged {
         /// 1-based step number.
@@ -46,6 +46,8 @@ pub enum SampleError {
         total: usize,
         /// Timestep of that step.
         t: usize,
+        /// What was seen.
+        what: String,
     },
     /// A parameter was out of range.
     #[error("invalid {name} = {value}: {reason}")]
@@ -144,6 +146,11 @@ impl<'a> Observer<'a> {
     }
 }
 
+/// A state with any |x| above this has blown up: images lie in [−1, 1] and
+/// x_t = √ᾱ_t x0 + √(1 − ᾱ_t) z stays within a few units (|z| > 10 has probability < 1e-22 per
+/// value), so 1000 leaves room for any guidance that still converges.
+pub const DIVERGENCE_BOUND: f64 = 1e3;
+
 /// Bookkeeping of a running chain: divergence check, progress, snapshots.
 pub(crate) struct Run<'o, 'a> {
     pub total: usize,
@@ -172,11 +179,19 @@ impl<'o, 'a> Run<'o, 'a> {
         x0_hat: &Tensor<4>,
     ) -> Result<(), SampleError> {
         self.step += 1;
-        if !tweedie_core::tensor::all_finite(x) {
+        let max = tweedie_core::tensor::max_abs(x);
+        if max > DIVERGENCE_BOUND {
             return Err(SampleError::Diverged {
                 step: self.step,
                 total: self.total,
                 t: tr.t,
+                what: if max.is_finite() {
+                    format!(
+                        "max |x| = {max:.3e} exceeds {DIVERGENCE_BOUND:e} (images lie in [−1, 1]; x_t = √ᾱ x0 + √(1 − ᾱ) z stays within a few units)"
+                    )
+                } else {
+                    "the state contains NaN or Inf".into()
+                },
             });
         }
         if self.every > 0 && (self.step % self.every == 0 || self.step == self.total) {

@@ -4,7 +4,8 @@
 //! Samplers know nothing of specific operators (they take `&dyn Operator`) nor of specific
 //! models. All are batched, seeded through a [`NoiseSource`](tweedie_core::NoiseSource),
 //! report progress and x̂0 snapshots through an [`Observer`], and stop with
-//! [`SampleError::Diverged`] naming the step when a NaN/Inf appears.
+//! [`SampleError::Diverged`] naming the step when the state turns NaN/Inf or blows up
+//! (|x| > [`DIVERGENCE_BOUND`]).
 
 mod ald;
 mod chain;
@@ -15,8 +16,8 @@ mod sdedit;
 
 pub use ald::{AldOptions, AldRule, Gamma, ald_step_size, score_ald};
 pub use chain::{
-    ChainOptions, Observer, Prediction, SampleError, SampleOutput, Snapshot, StepInfo,
-    ancestral_step, predict, predict_x0, reverse_chain, reverse_step,
+    ChainOptions, DIVERGENCE_BOUND, Observer, Prediction, SampleError, SampleOutput, Snapshot,
+    StepInfo, ancestral_step, predict, predict_x0, reverse_chain, reverse_step,
 };
 pub use denoise::{Denoised, denoise};
 pub use dps::{DpsOptions, DpsStep, dps, dps_step, measurement_gradient};

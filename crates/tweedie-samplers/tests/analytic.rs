@@ -373,3 +373,158 @@ fn dps_and_score_ald_approach_the_posterior_and_beat_sdedit() {
         assert!(e < e_sde && o < o_sde, "{name} must beat SDEdit");
     }
 }
+
+/// A model with a constant learned-variance output `v` on top of an exact prior.
+struct WithVariance<'a> {
+    prior: &'a GaussianPrior,
+    v: f64,
+}
+impl EpsModel for WithVariance<'_> {
+    fn predict_eps(&self, x_t: Tensor<4>, level: NoiseLevel) -> Tensor<4> {
+        self.prior.predict_eps(x_t, level)
+    }
+    fn predict_eps_and_variance(
+        &self,
+        x_t: Tensor<4>,
+        level: NoiseLevel,
+    ) -> (Tensor<4>, Option<Tensor<4>>) {
+        let eps = self.prior.predict_eps(x_t, level);
+        let v = eps.zeros_like().add_scalar(self.v);
+        (eps, Some(v))
+    }
+    fn has_learned_variance(&self) -> bool {
+        true
+    }
+}
+
+/// guided-diffusion's learned_range: v = −1 is σ² = β̃ and v = +1 is σ² = β, on the strided
+/// chain's own β, so the learned chain equals the fixed ones draw for draw; v = 0 lies between.
+#[test]
+fn learned_variance_interpolates_the_fixed_chains() {
+    let schedule = Schedule::linear_default();
+    let prior = gaussian_prior([1, 1, 8, 8], 0.25, 5);
+    let run = |model: &dyn EpsModel, variance: StepVariance| {
+        let opts = ChainOptions {
+            variance,
+            ..unclipped(50)
+        };
+        let out = generate(
+            model,
+            &schedule,
+            [4, 1, 8, 8],
+            &opts,
+            &mut NoiseSource::new(9),
+            &dev(),
+            &mut Observer::default(),
+        )
+        .unwrap();
+        to_vec(&out.x0)
+    };
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let beta = run(&prior, StepVariance::Beta);
+    let post = run(&prior, StepVariance::Posterior);
+    let lo = run(
+        &WithVariance {
+            prior: &prior,
+            v: -1.0,
+        },
+        StepVariance::Learned,
+    );
+    let hi = run(
+        &WithVariance {
+            prior: &prior,
+            v: 1.0,
+        },
+        StepVariance::Learned,
+    );
+    let mid = run(
+        &WithVariance {
+            prior: &prior,
+            v: 0.0,
+        },
+        StepVariance::Learned,
+    );
+    assert!(
+        max_diff(&lo, &post) < 1e-4,
+        "v = −1 vs β̃: {}",
+        max_diff(&lo, &post)
+    );
+    assert!(
+        max_diff(&hi, &beta) < 1e-4,
+        "v = +1 vs β: {}",
+        max_diff(&hi, &beta)
+    );
+    assert!(
+        max_diff(&beta, &post) > 1e-2,
+        "β and β̃ chains should differ"
+    );
+    assert!(max_diff(&mid, &beta) > 1e-3 && max_diff(&mid, &post) > 1e-3);
+    // Without a variance output, learned runs as fixed_large (σ² = β).
+    let fallback = run(&prior, StepVariance::Learned);
+    assert_eq!(fallback, beta);
+}
+
+/// The sheet's literal Score-ALD step 1/(2(σ² + γ_t²)) diverges for σ = 0.05 (the step exceeds
+/// 2/L of the quadratic term at small t), while the stabilised one converges: the divergence
+/// is reproducible with `AldRule::Sheet`.
+#[test]
+fn sheet_literal_score_ald_diverges_and_the_stabilised_one_does_not() {
+    let schedule = Schedule::linear_default();
+    let batch = 4;
+    let p = inpainting_problem(batch);
+    let run = |rule: AldRule| {
+        let opts = AldOptions {
+            chain: unclipped(100),
+            sigma: p.sigma,
+            gamma: Gamma::Tweedie,
+            scale: 1.0,
+            rule,
+        };
+        score_ald(
+            &p.prior,
+            &schedule,
+            &p.mask,
+            p.y.clone(),
+            [batch, 3, 8, 8],
+            &opts,
+            &mut NoiseSource::new(40),
+            &dev(),
+            &mut Observer::default(),
+        )
+    };
+    let err = run(AldRule::Sheet).unwrap_err();
+    assert!(matches!(err, SampleError::Diverged { .. }), "{err}");
+    eprintln!("sheet-literal Score-ALD: {err}");
+    run(AldRule::Stabilised).unwrap();
+}
+
+/// A huge guidance step saturates the state without ever producing NaN: it is caught as a
+/// blow-up (|x| > DIVERGENCE_BOUND) instead of being returned as a result.
+#[test]
+fn a_blown_up_chain_is_reported_before_any_nan() {
+    let schedule = Schedule::linear_default();
+    let p = inpainting_problem(1);
+    let opts = DpsOptions {
+        chain: unclipped(10),
+        step: DpsStep::Residual { zeta: 1e12 },
+    };
+    let err = dps(
+        &p.prior,
+        &schedule,
+        &p.mask,
+        p.y.clone(),
+        [1, 3, 8, 8],
+        &opts,
+        &mut NoiseSource::new(3),
+        &dev(),
+        &mut Observer::default(),
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("step 1 of 10") && text.contains("exceeds"), "{text}");
+}

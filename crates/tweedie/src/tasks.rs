@@ -155,12 +155,14 @@ impl std::fmt::Display for Preset {
     }
 }
 
-/// The DPS configs' `scale` for an operator: 0.5 for inpainting (box, random, mask), 0.3 for
+/// The DPS configs' `scale` for an operator: 0.5 for inpainting (boxes, random pixels, masks), 0.3 for
 /// Gaussian blur, motion blur and super-resolution (and anything else).
 pub fn dps_config_scale(op: &OperatorSpec) -> f64 {
     match op {
         OperatorSpec::InpaintBox { .. }
         | OperatorSpec::InpaintRandom { .. }
+        | OperatorSpec::InpaintRandomBox { .. }
+        | OperatorSpec::InpaintRandomRange { .. }
         | OperatorSpec::InpaintMask { .. } => 0.5,
         _ => 0.3,
     }
@@ -280,6 +282,9 @@ pub struct Restoration {
     pub reconstruction: Tensor<4>,
     /// Operator description.
     pub description: String,
+    /// The operator the measurement was made with (its kernel or mask can be saved with
+    /// [`Operator::save_params`]).
+    pub operator: Box<dyn Operator>,
 }
 
 /// Simulates y from `x` and restores it with the chosen method.
@@ -374,5 +379,6 @@ pub fn restore(
         initialisation,
         reconstruction: reconstruction.clamp(-1.0, 1.0),
         description: op.describe(),
+        operator: op,
     })
 }
