@@ -80,6 +80,12 @@ pub enum OperatorSpec {
         /// Integer factor.
         factor: usize,
     },
+    /// DPS's bicubic `Resizer` at any scale in (0, 1] (output side ⌈side·scale⌉), e.g. the
+    /// strength that matches ×4 at 256 px on a smaller image. `op: "super-resolution-scale"`.
+    SuperResolutionScale {
+        /// The scale factor (DPS's `Resizer` `scale_factor`), 0 < scale ≤ 1.
+        scale: f64,
+    },
     /// Box-filter downsampling (mean of `factor × factor` blocks). `op: "super-resolution-box"`.
     SuperResolutionBox {
         /// Integer factor.
@@ -236,6 +242,9 @@ pub fn build(
             check_divisible(*factor)?;
             Box::new(Resizer::new(height, width, *factor)?)
         }
+        OperatorSpec::SuperResolutionScale { scale } => {
+            Box::new(Resizer::with_scale(height, width, *scale)?)
+        }
         OperatorSpec::SuperResolutionBox { factor } => {
             let op = Downsample::new(*factor)?;
             check_divisible(*factor)?;
@@ -248,6 +257,7 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::testutil::adjoint_error;
+    use burn::tensor::Tensor;
 
     #[test]
     fn every_dps_operator_builds_and_is_adjoint_consistent() {
@@ -361,12 +371,28 @@ mod tests {
                 OperatorSpec::SuperResolutionBox { factor: 4 },
                 "super-resolution-box",
             ),
+            (
+                OperatorSpec::SuperResolutionScale { scale: 0.65 },
+                "super-resolution-scale",
+            ),
         ];
         for (spec, op) in cases {
             let j = serde_json::to_value(&spec).unwrap();
             assert_eq!(j["op"], op);
             assert_eq!(serde_json::from_value::<OperatorSpec>(j).unwrap(), spec);
         }
+        // A non-integer Resizer scale builds, has the expected output size and is adjoint.
+        let op = build(
+            &OperatorSpec::SuperResolutionScale { scale: 21.0 / 32.0 },
+            32,
+            32,
+            &mut NoiseSource::new(0),
+            &Device::flex(),
+        )
+        .unwrap();
+        let y = op.forward(Tensor::zeros([1, 3, 32, 32], &Device::flex()));
+        assert_eq!(y.dims(), [1, 3, 21, 21]);
+        assert!(crate::testutil::adjoint_error(op.as_ref(), [1, 3, 32, 32], 3) < 1e-5);
         let parsed: OperatorSpec =
             serde_json::from_str(r#"{"op": "kernel-blur", "path": "k.safetensors"}"#).unwrap();
         assert_eq!(

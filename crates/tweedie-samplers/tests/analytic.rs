@@ -526,5 +526,8 @@ fn a_blown_up_chain_is_reported_before_any_nan() {
     )
     .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("step 1 of 10") && text.contains("exceeds"), "{text}");
+    assert!(
+        text.contains("step 1 of 10") && text.contains("exceeds"),
+        "{text}"
+    );
 }

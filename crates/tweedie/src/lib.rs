@@ -11,5 +11,6 @@ pub use tweedie_operators as operators;
 pub use tweedie_samplers as samplers;
 pub use tweedie_unet as unet;
 
+pub mod calibrate;
 pub mod parity;
 pub mod tasks;
