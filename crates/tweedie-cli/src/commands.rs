@@ -74,6 +74,11 @@ enum Command {
     ///
     /// Example: tweedie parity-dps tests/fixtures/adm tests/fixtures/dps
     ParityDps(ParityDpsArgs),
+    /// Choose operator strengths at the model's resolution that make the measurement as hard
+    /// (same PSNR of y, or A⁺y for masks and SR) as DPS's settings at 256 px.
+    ///
+    /// Example: tweedie calibrate --reference ../shared/data/ffhq256 --faces ../shared/data/celeba/val --crop 140 --out docs/calibration_32px.json
+    Calibrate(crate::calibrate::CalibrateArgs),
 }
 
 /// Options shared by every sampling command.
@@ -443,6 +448,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate(a),
         Command::Parity(a) => parity(a),
         Command::ParityDps(a) => parity_dps(a),
+        Command::Calibrate(a) => crate::calibrate::calibrate(a),
         Command::Eval(a) => crate::eval::eval(a),
         Command::Merge(a) => crate::eval::merge(a),
         Command::Report(a) => crate::report::report(a),

@@ -1,6 +1,7 @@
 //! `tweedie`: diffusion-model image restoration from the command line.
 
 mod bench;
+mod calibrate;
 mod commands;
 mod eval;
 mod evaluate;

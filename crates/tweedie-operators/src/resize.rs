@@ -290,10 +290,18 @@ impl Operator for Resizer {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "{}× super-resolution (antialiased bicubic, DPS Resizer)",
-            (1.0 / self.scale).round()
-        )
+        let factor = 1.0 / self.scale;
+        if (factor - factor.round()).abs() < 1e-9 {
+            format!(
+                "{}× super-resolution (antialiased bicubic, DPS Resizer)",
+                factor.round()
+            )
+        } else {
+            let [(h, w), (oh, ow)] = [self.input_size(), self.output_size()];
+            format!(
+                "×{factor:.2} super-resolution {h}×{w} → {oh}×{ow} (antialiased bicubic, DPS Resizer)"
+            )
+        }
     }
 }
 

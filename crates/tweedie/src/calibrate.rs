@@ -394,7 +394,9 @@ pub fn search(
                 hi_set
             };
             for _ in 0..64 {
-                let mid = 0.5 * (lo + hi);
+                // σ on a 1e-3 grid, so that the chosen value is the one printed and reused
+                // (`--blur-sigma 0.801`), with its PSNR measured at exactly that value.
+                let mid = (0.5 * (lo + hi) * 1e3).round() / 1e3;
                 let s = at(mid)?;
                 let (p, g) = (s.psnr, gap(s.psnr, target_psnr));
                 if g < gap(best.psnr, target_psnr) {

@@ -287,6 +287,47 @@ pub struct Restoration {
     pub operator: Box<dyn Operator>,
 }
 
+/// A simulated measurement.
+pub struct Measurement {
+    /// The operator A (random parts drawn from the run's seed).
+    pub operator: Box<dyn Operator>,
+    /// y = A(x) + σn.
+    pub y: Tensor<4>,
+    /// y seen as an image ([`crate::calibrate::measurement_image`]: A⁺y for masks and SR, y for
+    /// blurs). The "measurement only" baseline is this image.
+    pub image: Tensor<4>,
+}
+
+/// Builds the operator of `settings` and simulates y = A(x) + σn exactly as [`restore`] does
+/// with the same settings (same seed, same draws), without running a sampler.
+pub fn simulate(
+    x: &Tensor<4>,
+    settings: &RestoreSettings,
+    device: &Device,
+) -> Result<Measurement, TaskError> {
+    simulate_with(
+        x,
+        &settings.op,
+        settings.sigma,
+        &mut NoiseSource::new(settings.seed),
+        device,
+    )
+}
+
+fn simulate_with(
+    x: &Tensor<4>,
+    spec: &OperatorSpec,
+    sigma: f64,
+    noise: &mut NoiseSource,
+    device: &Device,
+) -> Result<Measurement, TaskError> {
+    let [_, _, h, w] = x.dims();
+    let operator: Box<dyn Operator> = build(spec, h, w, noise, device)?;
+    let y = measure(operator.as_ref(), x.clone(), sigma, noise)?;
+    let image = crate::calibrate::measurement_image(operator.as_ref(), y.clone(), x.dims());
+    Ok(Measurement { operator, y, image })
+}
+
 /// Simulates y from `x` and restores it with the chosen method.
 pub fn restore(
     model: &dyn EpsModel,
@@ -296,16 +337,13 @@ pub fn restore(
     device: &Device,
     observer: &mut Observer,
 ) -> Result<Restoration, TaskError> {
-    let [_, _, h, w] = x.dims();
     let mut noise = NoiseSource::new(settings.seed);
-    let op: Box<dyn Operator> = build(&settings.op, h, w, &mut noise, device)?;
-    let y = measure(op.as_ref(), x.clone(), settings.sigma, &mut noise)?;
+    let Measurement {
+        operator: op,
+        y,
+        image: measurement_image,
+    } = simulate_with(x, &settings.op, settings.sigma, &mut noise, device)?;
     let init = op.initialise(y.clone());
-    let measurement_image = if init.dims() == x.dims() {
-        init.clone()
-    } else {
-        op.adjoint(y.clone())
-    };
     let chain = ChainOptions {
         steps: settings.steps,
         variance: settings.variance,
