@@ -80,7 +80,19 @@ fn main() -> Result<()> {
             let mut report: Vec<String> = vec!["report".into(), "--out".into(), out];
             match model.as_str() {
                 "embedded" => {
-                    report.extend(["--faces", "assets/faces", "--crop", "140"].map(String::from))
+                    // Operator strengths matched to DPS's 256-px difficulty for this 32-px
+                    // model (made by `tweedie calibrate`, see docs/calibration_32px.json).
+                    report.extend(
+                        [
+                            "--faces",
+                            "assets/faces",
+                            "--crop",
+                            "140",
+                            "--calibration",
+                            "docs/calibration_32px.json",
+                        ]
+                        .map(String::from),
+                    )
                 }
                 "ffhq" => {
                     let ckpt = fetch::cache_dir().join("ffhq_10m.pt");
@@ -118,6 +130,17 @@ fn main() -> Result<()> {
             report.extend(["--steps", steps].map(String::from));
             if wgpu {
                 report.extend(["--backend", "wgpu"].map(String::from));
+            }
+            // LPIPS-VGG beside AlexNet where its weights are at hand (../shared, or the cache
+            // `cargo xtask fetch-weights lpips-vgg` fills).
+            let vgg = [
+                root().join("../shared/weights/lpips_vgg16.safetensors"),
+                fetch::cache_dir().join("lpips_vgg16.safetensors"),
+            ]
+            .into_iter()
+            .find(|p| p.exists());
+            if let Some(vgg) = vgg {
+                report.extend(["--lpips-vgg".to_string(), vgg.display().to_string()]);
             }
             report.extend(args);
             let bin = build_cli(&features)?;

@@ -146,7 +146,8 @@ struct TrainArgs {
     /// Model resolution.
     #[arg(long, default_value_t = 32)]
     size: usize,
-    /// Centre-crop side before resizing (default: the largest centred square).
+    /// Centre-crop side before resizing (≥ 1, at most the smaller image side; default: the
+    /// largest centred square).
     #[arg(long)]
     crop: Option<usize>,
     /// Base channel count.
@@ -173,15 +174,20 @@ struct TrainArgs {
     /// EMA decay.
     #[arg(long, default_value_t = 0.999)]
     ema: f64,
-    /// Clip the gradient norm.
+    /// Clip the gradient norm to this (a finite value ≥ 0; 0: no clipping).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
     /// Checkpoint interval in steps.
     #[arg(long, default_value_t = 500)]
     checkpoint_every: usize,
-    /// Continue from OUT/checkpoint exactly.
-    #[arg(long)]
+    /// Continue from OUT/checkpoint exactly (recovering the newest complete checkpoint if a
+    /// save was interrupted).
+    #[arg(long, conflicts_with = "force")]
     resume: bool,
+    /// Start over in an OUT that already holds a run, deleting its checkpoints, loss.csv and
+    /// weights (without --resume or --force such an OUT is refused).
+    #[arg(long)]
+    force: bool,
     /// Without a terminal (output to a file), print a progress line every N steps (0: never).
     #[arg(long, default_value_t = 50)]
     log_every: usize,
@@ -200,7 +206,7 @@ struct GenerateArgs {
     /// Number of images.
     #[arg(long, default_value_t = 16)]
     n: usize,
-    /// Reverse steps (≤ 1000; fewer = strided chain).
+    /// Reverse steps (1..=1000; fewer than 1000 = strided chain).
     #[arg(long, default_value_t = 1000)]
     steps: usize,
     /// Use DDIM steps with this η instead of ancestral steps.
@@ -264,6 +270,10 @@ pub struct SolverArgs {
     /// `normalized` (the sheet's ζ/‖∇‖A x̂0 − y‖²‖).
     #[arg(long, value_enum)]
     pub dps_step: Option<DpsRuleArg>,
+    /// Scale DPS's ζ by 1000/steps, so that a strided chain's total guidance matches the
+    /// 1000-step chain the ζ was set for (the DPS code applies its scale per step unchanged).
+    #[arg(long)]
+    pub scale_zeta_with_stride: bool,
     /// Score-ALD step multiplier λ.
     #[arg(long, default_value_t = 1.0)]
     pub ald_scale: f64,
@@ -338,6 +348,11 @@ pub enum AldRuleArg {
     Sheet,
 }
 
+/// T of the default schedule (1000).
+fn schedule_steps() -> usize {
+    Schedule::linear_default().num_steps()
+}
+
 impl SolverArgs {
     /// Checks the values (steps, t0, ζ): call it before loading anything.
     pub fn validate(&self) -> Result<()> {
@@ -382,8 +397,24 @@ impl SolverArgs {
     ) -> Result<tweedie::tasks::RestoreSettings> {
         self.validate()?;
         let preset: tweedie::tasks::Preset = self.preset.into();
+        let mut dps_step = self.dps_step(&op);
+        let mut notes = Vec::new();
+        if self.scale_zeta_with_stride && self.steps < schedule_steps() {
+            let factor = schedule_steps() as f64 / self.steps as f64;
+            let (tweedie_samplers::DpsStep::Residual { zeta }
+            | tweedie_samplers::DpsStep::Normalized { zeta }) = &mut dps_step;
+            notes.push(format!(
+                "DPS ζ = {} × {}/{} = {} (scaled with the stride)",
+                *zeta,
+                schedule_steps(),
+                self.steps,
+                *zeta * factor
+            ));
+            *zeta *= factor;
+        }
         Ok(tweedie::tasks::RestoreSettings {
-            dps_step: self.dps_step(&op),
+            dps_step,
+            notes,
             sigma: self.sigma,
             steps: self.steps,
             t0: self.t0,
@@ -472,6 +503,13 @@ pub(crate) fn bar(len: usize, what: &str) -> ProgressBar {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
+    crate::evaluate::check_crop(a.crop)?;
+    if !(a.grad_clip.is_finite() && a.grad_clip >= 0.0) {
+        bail!(
+            "--grad-clip must be finite and ≥ 0 (0: no clipping), got {}",
+            a.grad_clip
+        );
+    }
     let device = model::device(&a.backend)?;
     let unet = tweedie_unet::UNetConfig::small(a.size, a.channels, &a.mult, &a.attention);
     unet.validate()?;
@@ -494,7 +532,18 @@ fn train(a: TrainArgs) -> Result<()> {
     // a plain line every `--log-every` steps instead.
     let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (mut window, started) = (Vec::new(), std::time::Instant::now());
-    let summary = tweedie_train::train(&opts, a.resume, &device, &mut |r| {
+    let start = if a.resume {
+        // Say what was recovered before the (long) run starts.
+        if let Some(note) = tweedie_train::recover_checkpoint(&a.out)? {
+            eprintln!("{note}");
+        }
+        tweedie_train::Start::Resume
+    } else if a.force {
+        tweedie_train::Start::Overwrite
+    } else {
+        tweedie_train::Start::New
+    };
+    let summary = tweedie_train::train(&opts, start, &device, &mut |r| {
         pb.set_position(r.step as u64);
         pb.set_message(format!(
             "train loss {:.4} {:.1} img/s",
@@ -538,11 +587,12 @@ fn train(a: TrainArgs) -> Result<()> {
 
 fn generate(a: GenerateArgs) -> Result<()> {
     let c = &a.common;
-    let device = model::device(&c.backend)?;
-    let net = model::load(&c.model, c.config.as_deref(), &device)?;
     if a.n == 0 {
         bail!("--n must be ≥ 1");
     }
+    crate::evaluate::check_steps("--steps", a.steps)?;
+    let device = model::device(&c.backend)?;
+    let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let opts = ChainOptions {
         steps: a.steps,
         eta: a.eta,

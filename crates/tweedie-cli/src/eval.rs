@@ -219,6 +219,7 @@ fn shard_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     out.sort();
+    out.dedup();
     Ok(out)
 }
 
@@ -228,35 +229,81 @@ fn read_shard(p: &Path) -> Result<ShardFile> {
         .with_context(|| format!("{} is not an eval shard file", p.display()))
 }
 
+/// Checks shard files before they are merged: each has `shard < shards`, all come from one
+/// job (the same `shards`, settings and image count), no shard is given twice or missing, and
+/// every record's image index belongs to its file's shard. Returns the number of shards.
+fn check_shards(shards: &[(PathBuf, ShardFile)]) -> Result<usize> {
+    let (first_path, first) = &shards[0];
+    let n = first.shards;
+    let mut seen: Vec<Option<&Path>> = vec![None; n];
+    for (p, s) in shards {
+        if s.shard >= s.shards {
+            bail!(
+                "{}: shard {} of {} is out of range: a shard file needs 0 ≤ shard < shards",
+                p.display(),
+                s.shard,
+                s.shards
+            );
+        }
+        if s.shards != n {
+            bail!(
+                "{} is shard {}/{} but {} is shard {}/{n}: the files come from differently split jobs",
+                p.display(),
+                s.shard,
+                s.shards,
+                first_path.display(),
+                first.shard
+            );
+        }
+        if s.settings != first.settings || s.total_images != first.total_images {
+            bail!(
+                "{} (shard {}/{n}) was made with other settings or images than {} (shard {}/{n})",
+                p.display(),
+                s.shard,
+                first_path.display(),
+                first.shard
+            );
+        }
+        if let Some(prev) = seen[s.shard].replace(p) {
+            bail!(
+                "shard {}/{n} given twice: {} and {}",
+                s.shard,
+                prev.display(),
+                p.display()
+            );
+        }
+        if let Some(r) = s
+            .records
+            .iter()
+            .find(|r| r.index >= s.total_images || r.index % n != s.shard)
+        {
+            bail!(
+                "{}: the record of image {} (index {}) does not belong to shard {}/{n} of {} images",
+                p.display(),
+                r.image,
+                r.index,
+                s.shard,
+                s.total_images
+            );
+        }
+    }
+    if let Some(missing) = seen.iter().position(|s| s.is_none()) {
+        bail!("shard {missing}/{n} is missing: merge needs all {n} shards");
+    }
+    Ok(n)
+}
+
 pub fn merge(a: MergeArgs) -> Result<()> {
     let files = shard_files(&a.inputs)?;
     if files.is_empty() {
         bail!("no eval_shard_*.json files in the inputs");
     }
-    let shards: Vec<ShardFile> = files.iter().map(|p| read_shard(p)).collect::<Result<_>>()?;
-    let n = shards[0].shards;
-    let mut seen = vec![false; n];
-    for s in &shards {
-        if s.shards != n
-            || s.settings != shards[0].settings
-            || s.total_images != shards[0].total_images
-        {
-            bail!(
-                "shard {}/{} was made with other settings than shard {}/{}",
-                s.shard,
-                s.shards,
-                shards[0].shard,
-                n
-            );
-        }
-        if std::mem::replace(&mut seen[s.shard], true) {
-            bail!("shard {}/{n} given twice", s.shard);
-        }
-    }
-    if let Some(missing) = seen.iter().position(|s| !s) {
-        bail!("shard {missing}/{n} is missing: merge needs all {n} shards");
-    }
-    let mut records: Vec<Record> = shards.into_iter().flat_map(|s| s.records).collect();
+    let shards: Vec<(PathBuf, ShardFile)> = files
+        .into_iter()
+        .map(|p| read_shard(&p).map(|s| (p, s)))
+        .collect::<Result<_>>()?;
+    let n = check_shards(&shards)?;
+    let mut records: Vec<Record> = shards.into_iter().flat_map(|(_, s)| s.records).collect();
     records.sort_by(|x, y| (&x.method, &x.op, x.index).cmp(&(&y.method, &y.op, y.index)));
     let mut groups: Vec<((String, String), Vec<Scores>)> = Vec::new();
     for r in &records {

@@ -2,7 +2,7 @@
 //! images against a Gaussian-prior (Wiener) baseline, and an 8×8 grid of samples.
 
 use crate::model;
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::tensor::{Device, Tensor};
 use clap::Args;
 use serde_json::json;
@@ -24,13 +24,14 @@ pub struct EvaluateArgs {
     /// Training images (to fit the Gaussian baseline's per-pixel mean and variance).
     #[arg(long)]
     pub train: PathBuf,
-    /// Centre-crop side before resizing (as in training).
+    /// Centre-crop side before resizing (as in training; ≥ 1, at most the smaller image
+    /// side).
     #[arg(long)]
     pub crop: Option<usize>,
     /// Timesteps to evaluate.
     #[arg(long, value_delimiter = ',', default_value = "30,100,300")]
     pub t: Vec<usize>,
-    /// Reverse steps for the sample grid (0: no grid).
+    /// Reverse steps for the sample grid (1..=1000; 0: no grid).
     #[arg(long, default_value_t = 250)]
     pub sample_steps: usize,
 }
@@ -45,8 +46,37 @@ fn gaussian_baseline(train: &Dataset, device: &Device) -> Result<GaussianPrior> 
     Ok(GaussianPrior::diagonal(mean, var)?)
 }
 
+/// Checks `--crop` (of `train` and `evaluate`): the side of a centred square, ≥ 1.
+pub(crate) fn check_crop(crop: Option<usize>) -> Result<()> {
+    if crop == Some(0) {
+        bail!("--crop must be ≥ 1 (the side of the centred square, in pixels), got 0");
+    }
+    Ok(())
+}
+
+/// Checks a number of reverse steps given as `flag` (`generate --steps`, `evaluate
+/// --sample-steps`): 1..=T, with `restore`'s message.
+pub(crate) fn check_steps(flag: &str, steps: usize) -> Result<()> {
+    let t = Schedule::linear_default().num_steps();
+    if steps == 0 || steps > t {
+        bail!("{flag} must lie in 1..={t}, got {steps}");
+    }
+    Ok(())
+}
+
 pub fn evaluate(a: EvaluateArgs) -> Result<()> {
     let c = &a.common;
+    // Check every option before loading anything.
+    check_crop(a.crop)?;
+    if a.sample_steps > 0 {
+        check_steps("--sample-steps", a.sample_steps)?;
+    }
+    let schedule = Schedule::linear_default();
+    for &t in &a.t {
+        schedule
+            .check_timestep(t)
+            .map_err(|e| anyhow::anyhow!("--t {t}: {e}"))?;
+    }
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let size = net.net.config().image_size;
@@ -55,10 +85,8 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
     let train = Dataset::load(&a.train, &opts)?;
     let baseline = gaussian_baseline(&train, &device)?;
     let lpips = Lpips::alex_default(&device)?;
-    let schedule = Schedule::linear_default();
     let mut rows = Vec::new();
     for &t in &a.t {
-        schedule.check_timestep(t)?;
         let level = schedule.level(t);
         let (mut ours, mut base) = (Vec::new(), Vec::new());
         let mut noise = NoiseSource::new(c.seed.wrapping_add(t as u64));

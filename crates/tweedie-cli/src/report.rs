@@ -239,11 +239,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
         .as_ref()
         .map(|p| Lpips::load(tweedie_metrics::Backbone::Vgg, p, &device))
         .transpose()?;
-    writeln!(
-        md,
-        "## Tasks 4–6 — SDEdit, Score-ALD and DPS
-"
-    )?;
+    writeln!(md, "## Tasks 4–6 — SDEdit, Score-ALD and DPS\n")?;
     match &calibration {
         Some(cal) => {
             writeln!(
@@ -275,6 +271,8 @@ The sheet's and DPS's operator settings are for 256×256 FFHQ. Scaling them by p
             "; VGG: pass `--lpips-vgg`"
         }
     )?;
+    // Without a terminal (run-all logging to a file, CI) the bars are hidden: one line a run.
+    let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut restorations = Vec::new();
     let mut summary_table = String::from(
         "| operator | method | settings | PSNR | SSIM | LPIPS-Alex | LPIPS-VGG |\n|---|---|---|---|---|---|---|\n",
@@ -304,10 +302,10 @@ The sheet's and DPS's operator settings are for 256×256 FFHQ. Scaling them by p
             md,
             "### {desc} ({origin}; `{}`)\n\n| method | settings | PSNR (dB) | SSIM | LPIPS-Alex | LPIPS-VGG | time (s) |\n|---|---|---|---|---|---|---|\n| measurement only | {} | {:.2} | {:.3} | {:.4} | {} | – |",
             op_arg.name(),
-            if m.image.dims() == m.y.dims() {
-                "y"
-            } else {
+            if m.operator.pseudo_inverse(m.y.clone()).is_some() {
                 "A⁺y"
+            } else {
+                "y"
             },
             mm.psnr,
             mm.ssim,
@@ -330,8 +328,11 @@ The sheet's and DPS's operator settings are for 256×256 FFHQ. Scaling them by p
         let mut seen: Vec<serde_json::Value> = Vec::new();
         let mut runs: Vec<tweedie::tasks::RestoreSettings> = Vec::new();
         for &preset in &a.presets {
+            // The DPS code's ζ is per step of its 1000-step chain: a strided chain keeps its
+            // total guidance with ζ × 1000/steps (stated in the run's settings and notes).
             let solver = crate::commands::SolverArgs {
                 preset,
+                scale_zeta_with_stride: a.solver.scale_zeta_with_stride || preset == PresetArg::Dps,
                 ..a.solver.clone()
             };
             for method in [Method::Sdedit, Method::Ald, Method::Dps] {
@@ -400,6 +401,14 @@ The sheet's and DPS's operator settings are for 256×256 FFHQ. Scaling them by p
             };
             let (s, v) = scores_with_vgg(&lpips, vgg.as_ref(), &r.reconstruction, &x0)?;
             let ms = Scores::mean(&s);
+            if plain {
+                eprintln!(
+                    "report: {} {summary}: PSNR {:.2} dB in {secs:.0} s (elapsed {:.0} s)",
+                    op_arg.name(),
+                    ms.psnr,
+                    started.elapsed().as_secs_f64()
+                );
+            }
             writeln!(
                 md,
                 "| {method} | {summary} | {:.2} | {:.3} | {:.4} | {} | {secs:.0} |",

@@ -33,10 +33,8 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// Loads an image, centre-crops it (to `crop`, or the largest square) and resizes it.
 pub fn load_cropped(path: &Path, crop: Option<usize>, size: usize) -> Result<Image> {
     let opts = tweedie_train::DatasetOptions { size, crop };
-    Ok(tweedie_train::prepare(
-        &tweedie_io::load_image(path)?,
-        &opts,
-    ))
+    tweedie_train::prepare_checked(&tweedie_io::load_image(path)?, &opts)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn stem(p: &Path) -> String {

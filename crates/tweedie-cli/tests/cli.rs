@@ -300,7 +300,10 @@ fn train_evaluate_and_report_run_end_to_end() {
     ]);
     let md = std::fs::read_to_string(rep.join("README.md")).unwrap();
     assert!(
-        md.contains("Task 2") && md.contains("Task 6") && md.contains("Metrics table"),
+        md.contains("Task 2")
+            && md.contains("Tasks 4–6")
+            && md.contains("measurement only")
+            && md.contains("All restorations"),
         "{md}"
     );
     assert!(
@@ -502,4 +505,177 @@ fn wgpu_backend_matches_the_reference_and_the_cpu_backend() {
             .unwrap();
         assert!(worst <= 2, "{name}: cpu and wgpu differ by {worst}/255");
     }
+}
+
+/// A folder of three faces (178×218) for the training tests below.
+fn train_data(out: &Path) -> PathBuf {
+    let data = out.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for f in ["000444.jpg", "000719.jpg", "000878.jpg"] {
+        std::fs::copy(root().join("assets/faces").join(f), data.join(f)).unwrap();
+    }
+    data
+}
+
+/// `tweedie train` on `data` into `run` with a tiny network, plus `extra` flags.
+fn train_args<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        run,
+        "--size",
+        "16",
+        "--channels",
+        "32",
+        "--mult",
+        "1,1",
+        "--attention",
+        "8",
+        "--batch",
+        "2",
+        "--checkpoint-every",
+        "1",
+    ];
+    v.extend(extra);
+    v
+}
+
+/// A second `train` into the same folder is refused unless `--resume` or `--force` says
+/// what to do; `--force` starts over with one loss-log header; `--resume` recovers the
+/// checkpoint an interrupted swap left in `checkpoint.tmp` and says so.
+#[test]
+fn train_refuses_a_rerun_and_resumes_after_an_interrupted_save() {
+    let out = tmp("train-rerun");
+    let data = train_data(&out);
+    let run = out.join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&train_args(d, r, &["--steps", "1"]));
+    fails(&train_args(d, r, &["--steps", "2"]), r);
+    fails(&train_args(d, r, &["--steps", "2"]), "--resume");
+    fails(&train_args(d, r, &["--steps", "2"]), "--force");
+    ok(&train_args(d, r, &["--steps", "2", "--force"]));
+    let log = std::fs::read_to_string(run.join("loss.csv")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+    assert_eq!(log.matches("step,loss").count(), 1, "{log}");
+    // Killed between `checkpoint → checkpoint.old` and `checkpoint.tmp → checkpoint`.
+    std::fs::rename(run.join("checkpoint"), run.join("checkpoint.tmp")).unwrap();
+    let text = ok(&train_args(d, r, &["--steps", "3", "--resume"]));
+    assert!(
+        text.contains("recovered the checkpoint of step 2") && text.contains("checkpoint.tmp"),
+        "{text}"
+    );
+    assert!(text.contains("trained 3 steps (1 this run"), "{text}");
+    let log = std::fs::read_to_string(run.join("loss.csv")).unwrap();
+    assert_eq!(log.lines().count(), 4, "{log}");
+}
+
+/// `--crop 0` (an all-black ground truth before), a crop larger than the images, and a
+/// gradient clip that is NaN or negative (clipping silently off before) are errors.
+#[test]
+fn train_and_evaluate_reject_bad_crops_and_grad_clips() {
+    let out = tmp("train-crop");
+    let data = train_data(&out);
+    let run = out.join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    fails(
+        &train_args(d, r, &["--steps", "1", "--crop", "0"]),
+        "--crop must be ≥ 1",
+    );
+    fails(
+        &train_args(d, r, &["--steps", "1", "--crop", "500"]),
+        "crop 500 is larger than the image (178×218)",
+    );
+    fails(
+        &train_args(d, r, &["--steps", "1", "--grad-clip", "nan"]),
+        "--grad-clip must be finite and ≥ 0",
+    );
+    fails(
+        &train_args(d, r, &["--steps", "1", "--grad-clip=-1"]),
+        "--grad-clip must be finite and ≥ 0",
+    );
+    assert!(!run.join("loss.csv").exists());
+    let o = out.join("eval");
+    let evaluate = |crop: &'static str| -> Vec<String> {
+        let mut v: Vec<String> = ["evaluate", "--val", d, "--train", d, "--crop", crop]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(MODEL.iter().map(|s| s.to_string()));
+        v.extend(["--out".into(), o.to_str().unwrap().into()]);
+        v
+    };
+    let args = evaluate("0");
+    fails(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "--crop must be ≥ 1",
+    );
+    let args = evaluate("500");
+    fails(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "crop 500 is larger than the image (178×218)",
+    );
+}
+
+/// Reverse steps beyond T = 1000 (silently capped before) or 0 are refused as in `restore`.
+#[test]
+fn generate_and_evaluate_reject_steps_outside_1_to_t() {
+    let out = tmp("gen-steps");
+    let o = out.to_str().unwrap();
+    for steps in ["1001", "100000", "0"] {
+        fails(
+            &with_model(vec!["generate", "--n", "1", "--steps", steps], o),
+            "--steps must lie in 1..=1000",
+        );
+    }
+    fails(
+        &with_model(
+            vec![
+                "evaluate",
+                "--val",
+                "assets/faces",
+                "--train",
+                "assets/faces",
+                "--sample-steps",
+                "1001",
+            ],
+            o,
+        ),
+        "--sample-steps must lie in 1..=1000",
+    );
+}
+
+/// Shard files that do not fit together are clear errors, never a panic.
+#[test]
+fn merge_rejects_inconsistent_shard_files() {
+    let out = tmp("merge-bad");
+    let shard = |name: &str, shard: usize, shards: usize, records: &str| -> String {
+        let p = out.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                r#"{{"shard": {shard}, "shards": {shards}, "total_images": 4, "settings": {{}}, "records": [{records}]}}"#
+            ),
+        )
+        .unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let merge = |files: &[&str], needle: &str| {
+        let mut v = vec!["merge"];
+        v.extend(files);
+        v.extend(["--out", out.to_str().unwrap()]);
+        fails(&v, needle);
+    };
+    let a = shard("a.json", 3, 2, "");
+    merge(&[&a], "shard 3 of 2 is out of range");
+    let a = shard("a.json", 0, 0, "");
+    merge(&[&a], "shard 0 of 0 is out of range");
+    let (a, b) = (shard("a.json", 0, 2, ""), shard("b.json", 1, 3, ""));
+    merge(&[&a, &b], "differently split");
+    let (a, b) = (shard("a.json", 1, 2, ""), shard("b.json", 1, 2, ""));
+    merge(&[&a, &b], "shard 1/2 given twice");
+    let rec = r#"{"index": 1, "image": "x", "method": "DPS", "op": "inpaint-box", "scores": {"psnr": 1.0, "ssim": 0.5, "lpips": 0.1}}"#;
+    let (a, b) = (shard("a.json", 0, 2, rec), shard("b.json", 1, 2, ""));
+    merge(&[&a, &b], "does not belong to shard 0/2");
 }

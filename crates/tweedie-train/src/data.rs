@@ -24,14 +24,23 @@ pub struct Dataset {
 
 impl Dataset {
     /// Loads every PNG/JPEG under `dir` (recursively). Unreadable files are skipped and
-    /// counted, not fatal; an empty result is an error.
+    /// counted, not fatal; an empty result is an error, and so are a crop of 0 and an image
+    /// smaller than the crop (see [`prepare_checked`]).
     pub fn load(dir: &Path, opts: &DatasetOptions) -> Result<Self, TrainError> {
+        if opts.crop == Some(0) {
+            return Err(TrainError::Data(
+                "crop must be ≥ 1 (the side of the centred square, in pixels)".into(),
+            ));
+        }
         let files = list_images(dir).map_err(|e| TrainError::Data(e.to_string()))?;
         let mut images = Vec::with_capacity(files.len());
         let mut skipped = Vec::new();
         for f in files {
             match load_image(&f) {
-                Ok(img) => images.push(prepare(&img, opts)),
+                Ok(img) => images.push(
+                    prepare_checked(&img, opts)
+                        .map_err(|e| TrainError::Data(format!("{}: {e}", f.display())))?,
+                ),
                 Err(_) => skipped.push(f),
             }
         }
@@ -75,7 +84,8 @@ impl Dataset {
     }
 }
 
-/// Centre crop (to `crop` or the largest square) and resize to `size`.
+/// Centre crop (to `crop` or the largest square) and resize to `size`. A crop that does not
+/// fit the image falls back to the largest square; [`prepare_checked`] refuses it instead.
 pub fn prepare(img: &Image, opts: &DatasetOptions) -> Image {
     let sq = match opts.crop {
         Some(c) if c <= img.width && c <= img.height => {
@@ -84,4 +94,17 @@ pub fn prepare(img: &Image, opts: &DatasetOptions) -> Image {
         _ => center_crop_square(img),
     };
     sq.resize(opts.size, opts.size)
+}
+
+/// As [`prepare`], but a crop of 0 or one larger than the image is an error (naming both
+/// sizes) instead of an all-black image or a silent fallback to the largest square.
+pub fn prepare_checked(img: &Image, opts: &DatasetOptions) -> Result<Image, String> {
+    match opts.crop {
+        Some(0) => Err("crop must be ≥ 1 (the side of the centred square, in pixels)".into()),
+        Some(c) if c > img.width || c > img.height => Err(format!(
+            "crop {c} is larger than the image ({}×{})",
+            img.width, img.height
+        )),
+        _ => Ok(prepare(img, opts)),
+    }
 }

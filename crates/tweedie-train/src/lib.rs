@@ -9,5 +9,7 @@
 mod data;
 mod trainer;
 
-pub use data::{Dataset, DatasetOptions, prepare};
-pub use trainer::{StepReport, TrainError, TrainOptions, TrainSummary, train};
+pub use data::{Dataset, DatasetOptions, prepare, prepare_checked};
+pub use trainer::{
+    Start, StepReport, TrainError, TrainOptions, TrainSummary, recover_checkpoint, train,
+};

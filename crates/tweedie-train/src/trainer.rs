@@ -80,6 +80,16 @@ impl TrainOptions {
         if self.checkpoint_every == 0 {
             return bad("checkpoint interval must be ≥ 1");
         }
+        if self.crop == Some(0) {
+            return bad("crop must be ≥ 1 (the side of the centred square, in pixels)");
+        }
+        if let Some(c) = self.grad_clip
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(TrainError::Invalid(format!(
+                "gradient clip must be a finite norm > 0 (None: no clipping), got {c}"
+            )));
+        }
         self.unet
             .validate()
             .map_err(|e| TrainError::Invalid(e.to_string()))
@@ -120,6 +130,186 @@ pub struct TrainSummary {
     pub steps_this_run: usize,
     /// Training throughput of this invocation's loop (data loading excluded).
     pub images_per_sec: f64,
+    /// What was done to recover a checkpoint left by an interrupted save, if anything (see
+    /// [`recover_checkpoint`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<String>,
+}
+
+/// How [`train`] treats an output folder that may already hold a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A new run; refused when the folder already holds one (a checkpoint, `loss.csv` or
+    /// `model.safetensors`).
+    New,
+    /// Continue from the folder's newest complete checkpoint, recovering one left by an
+    /// interrupted save first (see [`recover_checkpoint`]).
+    Resume,
+    /// A new run that first deletes the files of any run already in the folder (its
+    /// checkpoints, `loss.csv`, `model.safetensors` and `model.json`).
+    Overwrite,
+}
+
+/// The files of a checkpoint folder; the marker [`MARKER`] is written after them.
+const CHECKPOINT_FILES: [&str; 4] = [
+    "model.safetensors",
+    "ema.safetensors",
+    "optim.bpk",
+    "state.json",
+];
+
+/// Written last into a checkpoint folder, after every other file is synced to disk: a folder
+/// without it (or missing a file it lists) is incomplete.
+const MARKER: &str = "complete.json";
+
+/// The contents of [`MARKER`].
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    step: usize,
+    files: Vec<String>,
+}
+
+/// The files a run leaves in its output folder (besides the CLI's `train_summary.json`).
+const RUN_FILES: [&str; 7] = [
+    "checkpoint",
+    "checkpoint.tmp",
+    "checkpoint.old",
+    "checkpoint.incomplete",
+    "loss.csv",
+    "model.safetensors",
+    "model.json",
+];
+
+/// `out/checkpoint`, the folder being written (`checkpoint.tmp`) and the one being replaced
+/// (`checkpoint.old`).
+fn checkpoint_dirs(out: &Path) -> [PathBuf; 3] {
+    ["checkpoint", "checkpoint.tmp", "checkpoint.old"].map(|n| out.join(n))
+}
+
+/// The step of the checkpoint in `dir` when it is complete, else why not. Without a marker,
+/// a folder is accepted (as written by versions before the marker) only with `legacy` set
+/// and every file present: the final `checkpoint` and `checkpoint.old` were only ever whole
+/// folders renamed into place, while `checkpoint.tmp` may have been cut off mid-write.
+fn complete_step(dir: &Path, legacy: bool) -> Result<usize, String> {
+    if !dir.is_dir() {
+        return Err("missing".into());
+    }
+    let marker = dir.join(MARKER);
+    let (step, files) = if marker.exists() {
+        let m: Manifest = std::fs::read(&marker)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            .map_err(|e| format!("{}: {e}", marker.display()))?;
+        (Some(m.step), m.files)
+    } else if legacy {
+        (
+            None,
+            CHECKPOINT_FILES.iter().map(|f| f.to_string()).collect(),
+        )
+    } else {
+        return Err(format!("no {MARKER}: its save did not finish"));
+    };
+    if let Some(f) = files.iter().find(|f| !dir.join(f).is_file()) {
+        return Err(format!("{} is missing", dir.join(f).display()));
+    }
+    if let Some(step) = step {
+        return Ok(step);
+    }
+    let state = dir.join("state.json");
+    std::fs::read(&state)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice::<CheckpointState>(&b).map_err(|e| e.to_string()))
+        .map(|s| s.step)
+        .map_err(|e| format!("{}: {e}", state.display()))
+}
+
+/// Makes `out/checkpoint` the newest complete checkpoint after a save was interrupted (a
+/// kill between the renames of the swap leaves it in `checkpoint.tmp`, or only the previous
+/// one in `checkpoint.old`). Returns a line saying what was recovered, or `None` when
+/// nothing needed recovering (also when there is no checkpoint at all). An incomplete
+/// `checkpoint` is moved to `checkpoint.incomplete` (replacing an earlier one), not deleted. Fails, naming each
+/// folder and what is wrong with it, when checkpoint folders exist but none is complete.
+pub fn recover_checkpoint(out: &Path) -> Result<Option<String>, TrainError> {
+    let [ck, tmp, old] = checkpoint_dirs(out);
+    let why_ck = match complete_step(&ck, true) {
+        Ok(_) => return Ok(None),
+        Err(why) => why,
+    };
+    let mut problems = Vec::new();
+    if ck.exists() {
+        problems.push(format!("{}: {why_ck}", ck.display()));
+    }
+    for (from, legacy) in [(&tmp, false), (&old, true)] {
+        match complete_step(from, legacy) {
+            Ok(step) => {
+                let mut note = format!(
+                    "recovered the checkpoint of step {step} from {} (a save was interrupted)",
+                    from.display()
+                );
+                if ck.exists() {
+                    let aside = out.join("checkpoint.incomplete");
+                    remove_dir_if_present(&aside).map_err(|e| io_err(&aside, e))?;
+                    std::fs::rename(&ck, &aside).map_err(|e| io_err(&ck, e))?;
+                    note.push_str(&format!(
+                        "; the incomplete {} ({why_ck}) was moved to {}",
+                        ck.display(),
+                        aside.display()
+                    ));
+                }
+                std::fs::rename(from, &ck).map_err(|e| io_err(from, e))?;
+                sync_dir(out);
+                if *from == tmp {
+                    // The checkpoint it replaced is older.
+                    remove_dir_if_present(&old).map_err(|e| io_err(&old, e))?;
+                }
+                return Ok(Some(note));
+            }
+            Err(why) if from.exists() => problems.push(format!("{}: {why}", from.display())),
+            Err(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        return Ok(None);
+    }
+    Err(TrainError::Checkpoint(format!(
+        "no complete checkpoint in {}: {}",
+        out.display(),
+        problems.join("; ")
+    )))
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Checkpoint(format!("{}: {e}", path.display()))
+}
+
+fn remove_dir_if_present(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Flushes a folder's entries (renames, new files) to disk; best effort (not every platform
+/// can open a folder).
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+/// Writes `bytes` to `path` and syncs it to disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let mut f = std::fs::File::create(path).map_err(|e| io_err(path, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io_err(path, e))
+}
+
+/// Syncs an already written file to disk.
+fn sync_file(path: &Path) -> Result<(), TrainError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err(path, e))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -133,15 +323,39 @@ fn ckpt_err(e: impl std::fmt::Display) -> TrainError {
     TrainError::Checkpoint(e.to_string())
 }
 
-/// Trains (or resumes, if `out/checkpoint/` exists and `resume` is set) and writes
-/// `out/model.safetensors` (EMA weights) + `out/model.json`.
+/// Trains (a new run, or continuing the one in `opts.out`, as `start` says) and writes
+/// `out/model.safetensors` (EMA weights) + `out/model.json`, `out/loss.csv` and a
+/// checkpoint (`out/checkpoint/`) every `checkpoint_every` steps.
+///
+/// Checkpoints are swapped in recoverably: written to `checkpoint.tmp` and synced, the
+/// marker `complete.json` written last, then `checkpoint` → `checkpoint.old`,
+/// `checkpoint.tmp` → `checkpoint`, and `checkpoint.old` removed; a resume after a kill at
+/// any point finds the newest complete one ([`recover_checkpoint`]).
 pub fn train(
     opts: &TrainOptions,
-    resume: bool,
+    start: Start,
     device: &Device,
     on_step: &mut dyn FnMut(&StepReport),
 ) -> Result<TrainSummary, TrainError> {
     opts.validate()?;
+    let resume = start == Start::Resume;
+    match start {
+        Start::New => {
+            let found: Vec<&str> = RUN_FILES
+                .iter()
+                .copied()
+                .filter(|f| opts.out.join(f).exists())
+                .collect();
+            if !found.is_empty() {
+                return Err(TrainError::Checkpoint(format!(
+                    "{} already holds a training run ({}): pass --resume to continue it, or --force to start over (deleting it)",
+                    opts.out.display(),
+                    found.join(", ")
+                )));
+            }
+        }
+        Start::Overwrite | Start::Resume => {}
+    }
     let started = Instant::now();
     let data = Dataset::load(
         &opts.data,
@@ -150,7 +364,18 @@ pub fn train(
             crop: opts.crop,
         },
     )?;
-    std::fs::create_dir_all(&opts.out).map_err(ckpt_err)?;
+    if start == Start::Overwrite {
+        // Only once the data has loaded: a typo in --data must not cost the old run.
+        for f in RUN_FILES {
+            let p = opts.out.join(f);
+            if p.is_dir() {
+                remove_dir_if_present(&p).map_err(|e| io_err(&p, e))?;
+            } else if p.exists() {
+                std::fs::remove_file(&p).map_err(|e| io_err(&p, e))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(&opts.out).map_err(|e| io_err(&opts.out, e))?;
     let ckpt_dir = opts.out.join("checkpoint");
     let ad = device.clone().autodiff();
     let schedule = Schedule::linear_default();
@@ -160,18 +385,36 @@ pub fn train(
     }
     let mut optim = adam.init();
 
-    let (mut model, mut ema, mut state) = if resume && ckpt_dir.join("state.json").exists() {
-        let model =
-            UNet::load(&opts.unet, ckpt_dir.join("model.safetensors"), &ad).map_err(ckpt_err)?;
-        let mut ema_map = WeightMap::load(ckpt_dir.join("ema.safetensors")).map_err(ckpt_err)?;
-        let ema = export_of(&mut ema_map, &model.export());
-        let bytes = std::fs::read(ckpt_dir.join("optim.bpk")).map_err(ckpt_err)?;
+    let recovered = if resume {
+        recover_checkpoint(&opts.out)?
+    } else {
+        None
+    };
+    let (mut model, mut ema, mut state) = if resume && ckpt_dir.is_dir() {
+        // Every error names the file it is about.
+        let file = |name: &str| ckpt_dir.join(name);
+        let state_path = file("state.json");
+        let state: CheckpointState = std::fs::read(&state_path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            .map_err(|e| io_err(&state_path, e))?;
+        let model = UNet::load(&opts.unet, file("model.safetensors"), &ad).map_err(ckpt_err)?;
+        let ema_path = file("ema.safetensors");
+        let mut ema_map = WeightMap::load(&ema_path).map_err(ckpt_err)?;
+        let ema = export_of(&mut ema_map, &model.export()).map_err(|e| match e {
+            tweedie_unet::WeightError::Mismatch { listing, .. } => io_err(
+                &ema_path,
+                format!(
+                    "does not hold the EMA of every network tensor (resuming would reset it):\n{listing}"
+                ),
+            ),
+            other => ckpt_err(other),
+        })?;
+        let optim_path = file("optim.bpk");
+        let bytes = std::fs::read(&optim_path).map_err(|e| io_err(&optim_path, e))?;
         optim = optim
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-            .map_err(|e| ckpt_err(format!("{e:?}")))?;
-        let state: CheckpointState =
-            serde_json::from_slice(&std::fs::read(ckpt_dir.join("state.json")).map_err(ckpt_err)?)
-                .map_err(ckpt_err)?;
+            .map_err(|e| io_err(&optim_path, format!("not a valid optimizer state: {e:?}")))?;
         (model, ema, state)
     } else {
         if resume {
@@ -265,7 +508,7 @@ pub fn train(
         });
         if step % opts.checkpoint_every == 0 || step == opts.steps {
             log.flush().map_err(ckpt_err)?;
-            save_checkpoint(&ckpt_dir, &model, &ema, &optim, &state)?;
+            save_checkpoint(&opts.out, &model, &ema, &optim, &state)?;
         }
     }
     WeightMap::save_safetensors(&ema, &opts.out.join("model.safetensors")).map_err(ckpt_err)?;
@@ -281,18 +524,19 @@ pub fn train(
         skipped: data.skipped.len(),
         steps_this_run: state.step - first_step,
         images_per_sec: ((state.step - first_step) * b) as f64 / loop_start.elapsed().as_secs_f64(),
+        recovered,
     })
 }
 
-fn export_of(map: &mut WeightMap, like: &Export) -> Export {
-    like.iter()
-        .map(|(k, (s, v))| {
-            (
-                k.clone(),
-                (s.clone(), map.take(k, s).unwrap_or_else(|| v.clone())),
-            )
-        })
-        .collect()
+/// The EMA weights of `map` for every tensor of `like`; fails (listing the missing,
+/// mis-shaped and unexpected keys, and naming the file) unless they match exactly.
+fn export_of(map: &mut WeightMap, like: &Export) -> Result<Export, tweedie_unet::WeightError> {
+    let ema: Export = like
+        .iter()
+        .filter_map(|(k, (s, _))| map.take(k, s).map(|v| (k.clone(), (s.clone(), v))))
+        .collect();
+    map.finish()?;
+    Ok(ema)
 }
 
 fn ema_update(ema: &mut Export, current: &Export, decay: f64) {
@@ -307,32 +551,49 @@ fn ema_update(ema: &mut Export, current: &Export, decay: f64) {
 }
 
 fn save_checkpoint(
-    dir: &Path,
+    out: &Path,
     model: &UNet,
     ema: &Export,
     optim: &burn::optim::ModuleOptimizer,
     state: &CheckpointState,
 ) -> Result<(), TrainError> {
-    // Write into a fresh folder, then swap it in: a crash never leaves a half checkpoint.
-    let tmp = dir.with_extension("tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(ckpt_err)?;
-    WeightMap::save_safetensors(&model.export(), &tmp.join("model.safetensors"))
-        .map_err(ckpt_err)?;
-    WeightMap::save_safetensors(ema, &tmp.join("ema.safetensors")).map_err(ckpt_err)?;
-    let bytes = optim.into_bytes().map_err(|e| ckpt_err(format!("{e:?}")))?;
-    std::fs::write(tmp.join("optim.bpk"), &bytes[..]).map_err(ckpt_err)?;
-    std::fs::write(
-        tmp.join("state.json"),
-        serde_json::to_vec(state).map_err(ckpt_err)?,
-    )
-    .map_err(ckpt_err)?;
-    let old = dir.with_extension("old");
-    let _ = std::fs::remove_dir_all(&old);
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(ckpt_err)?;
+    // Write a fresh folder, sync it, mark it complete, then swap it in (see `train`): a kill
+    // at any point leaves a complete checkpoint that `recover_checkpoint` finds.
+    let [dir, tmp, old] = checkpoint_dirs(out);
+    remove_dir_if_present(&tmp).map_err(|e| io_err(&tmp, e))?;
+    std::fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+    for (name, tensors) in [
+        ("model.safetensors", &model.export()),
+        ("ema.safetensors", ema),
+    ] {
+        let path = tmp.join(name);
+        WeightMap::save_safetensors(tensors, &path).map_err(ckpt_err)?;
+        sync_file(&path)?;
     }
-    std::fs::rename(&tmp, dir).map_err(ckpt_err)?;
+    let bytes = optim
+        .into_bytes()
+        .map_err(|e| ckpt_err(format!("optimizer state: {e:?}")))?;
+    write_synced(&tmp.join("optim.bpk"), &bytes[..])?;
+    write_synced(
+        &tmp.join("state.json"),
+        &serde_json::to_vec(state).map_err(ckpt_err)?,
+    )?;
+    sync_dir(&tmp);
+    let manifest = Manifest {
+        step: state.step,
+        files: CHECKPOINT_FILES.iter().map(|f| f.to_string()).collect(),
+    };
+    write_synced(
+        &tmp.join(MARKER),
+        &serde_json::to_vec(&manifest).map_err(ckpt_err)?,
+    )?;
+    sync_dir(&tmp);
+    remove_dir_if_present(&old).map_err(|e| io_err(&old, e))?;
+    if dir.exists() {
+        std::fs::rename(&dir, &old).map_err(|e| io_err(&dir, e))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(|e| io_err(&tmp, e))?;
+    sync_dir(out);
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }

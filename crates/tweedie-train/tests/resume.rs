@@ -3,7 +3,7 @@
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
 use tweedie_io::{Image, save_png};
-use tweedie_train::{TrainOptions, train};
+use tweedie_train::{Start, TrainOptions, recover_checkpoint, train};
 use tweedie_unet::{UNetConfig, WeightMap};
 
 fn dataset(dir: &Path) {
@@ -50,14 +50,26 @@ fn resume_continues_exactly_like_an_uninterrupted_run() {
     dataset(&root.join("data"));
     let device = Device::flex();
 
-    let full = train(&options(&root, "full", 4), false, &device, &mut |_| {}).unwrap();
+    let full = train(&options(&root, "full", 4), Start::New, &device, &mut |_| {}).unwrap();
     assert_eq!(full.steps, 4);
     assert_eq!(full.images, 6);
     assert_eq!(full.skipped, 1);
 
-    let first = train(&options(&root, "split", 2), false, &device, &mut |_| {}).unwrap();
+    let first = train(
+        &options(&root, "split", 2),
+        Start::New,
+        &device,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(first.steps, 2);
-    let second = train(&options(&root, "split", 4), true, &device, &mut |_| {}).unwrap();
+    let second = train(
+        &options(&root, "split", 4),
+        Start::Resume,
+        &device,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!((second.steps, second.steps_this_run), (4, 2));
 
     let (a, b) = (losses(&root.join("full")), losses(&root.join("split")));
@@ -86,9 +98,14 @@ fn resume_continues_exactly_like_an_uninterrupted_run() {
     let cfg = UNetConfig::from_json_file(root.join("full/model.json")).unwrap();
     tweedie_unet::UNet::load(&cfg, root.join("full/model.safetensors"), &device).unwrap();
     // Resume without a checkpoint is a clear error.
-    let err = train(&options(&root, "fresh", 2), true, &device, &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = train(
+        &options(&root, "fresh", 2),
+        Start::Resume,
+        &device,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("no checkpoint"), "{err}");
     std::fs::remove_dir_all(&root).ok();
 }
@@ -97,9 +114,242 @@ fn resume_continues_exactly_like_an_uninterrupted_run() {
 fn empty_data_folder_is_an_error() {
     let root = std::env::temp_dir().join(format!("tweedie-train-empty-{}", std::process::id()));
     std::fs::create_dir_all(root.join("data")).unwrap();
-    let err = train(&options(&root, "o", 1), false, &Device::flex(), &mut |_| {})
+    let err = train(
+        &options(&root, "o", 1),
+        Start::New,
+        &Device::flex(),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no readable"), "{err}");
+    std::fs::remove_dir_all(&root).ok();
+}
+
+fn fresh_root(name: &str) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("tweedie-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    dataset(&root.join("data"));
+    root
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap().path();
+        std::fs::copy(&e, to.join(e.file_name().unwrap())).unwrap();
+    }
+}
+
+/// Every state a kill can leave during the checkpoint swap (simulated on disk) resumes from
+/// the newest complete checkpoint; nothing complete is a clear error.
+#[test]
+fn an_interrupted_checkpoint_swap_is_recovered() {
+    let root = fresh_root("swap");
+    let device = Device::flex();
+    let (out, aside) = (root.join("run"), root.join("aside"));
+    let (ck, tmp, old) = (
+        out.join("checkpoint"),
+        out.join("checkpoint.tmp"),
+        out.join("checkpoint.old"),
+    );
+    // Two complete checkpoints: step 2 (kept aside) and step 4.
+    train(&options(&root, "run", 2), Start::New, &device, &mut |_| {}).unwrap();
+    copy_dir(&ck, &aside.join("step2"));
+    train(
+        &options(&root, "run", 4),
+        Start::Resume,
+        &device,
+        &mut |_| {},
+    )
+    .unwrap();
+    copy_dir(&ck, &aside.join("step4"));
+    let reset = || {
+        for d in [&ck, &tmp, &old] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    };
+    let resume_to_6 = || {
+        train(
+            &options(&root, "run", 6),
+            Start::Resume,
+            &device,
+            &mut |_| {},
+        )
+    };
+
+    // Killed after `checkpoint → checkpoint.old`, before `checkpoint.tmp → checkpoint`.
+    reset();
+    copy_dir(&aside.join("step4"), &tmp);
+    copy_dir(&aside.join("step2"), &old);
+    let note = recover_checkpoint(&out).unwrap().unwrap();
+    assert!(
+        note.contains("step 4") && note.contains("checkpoint.tmp"),
+        "{note}"
+    );
+    assert_eq!(recover_checkpoint(&out).unwrap(), None);
+    reset();
+    copy_dir(&aside.join("step4"), &tmp);
+    copy_dir(&aside.join("step2"), &old);
+    let s = resume_to_6().unwrap();
+    assert!(
+        s.recovered
+            .as_deref()
+            .unwrap_or("")
+            .contains("checkpoint.tmp")
+    );
+    assert_eq!((s.steps, s.steps_this_run), (6, 2));
+    assert!(ck.join("state.json").exists() && !tmp.exists() && !old.exists());
+
+    // Killed while writing checkpoint.tmp with no `checkpoint` (only checkpoint.old whole).
+    reset();
+    copy_dir(&aside.join("step4"), &tmp);
+    std::fs::remove_file(tmp.join("state.json")).unwrap();
+    let _ = std::fs::remove_file(tmp.join("complete.json"));
+    copy_dir(&aside.join("step2"), &old);
+    let s = resume_to_6().unwrap();
+    assert_eq!((s.steps, s.steps_this_run), (6, 4));
+    assert!(s.recovered.unwrap().contains("checkpoint.old"));
+
+    // A damaged `checkpoint` (a file lost) with a complete checkpoint.tmp.
+    reset();
+    copy_dir(&aside.join("step2"), &ck);
+    std::fs::remove_file(ck.join("optim.bpk")).unwrap();
+    copy_dir(&aside.join("step4"), &tmp);
+    let s = resume_to_6().unwrap();
+    assert_eq!((s.steps, s.steps_this_run), (6, 2));
+    assert!(s.recovered.unwrap().contains("checkpoint.incomplete"));
+    assert!(!out.join("checkpoint.incomplete/optim.bpk").exists());
+
+    // A complete checkpoint with a stale checkpoint.old beside it is used as it is.
+    reset();
+    copy_dir(&aside.join("step4"), &ck);
+    copy_dir(&aside.join("step2"), &old);
+    let s = resume_to_6().unwrap();
+    assert_eq!((s.steps_this_run, s.recovered), (2, None));
+
+    // Nothing complete: an error naming the folder, and nothing is deleted.
+    reset();
+    copy_dir(&aside.join("step4"), &tmp);
+    std::fs::remove_file(tmp.join("state.json")).unwrap();
+    let err = resume_to_6().unwrap_err().to_string();
+    assert!(err.contains("checkpoint.tmp"), "{err}");
+    assert!(tmp.exists(), "{err}");
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// A second run into the same folder without resume is refused (naming the folder); forcing
+/// it starts over with a fresh loss log.
+#[test]
+fn a_rerun_without_resume_is_refused() {
+    let root = fresh_root("rerun");
+    let device = Device::flex();
+    train(&options(&root, "run", 2), Start::New, &device, &mut |_| {}).unwrap();
+    let before = std::fs::read(root.join("run/checkpoint/state.json")).unwrap();
+    let err = train(&options(&root, "run", 3), Start::New, &device, &mut |_| {})
         .unwrap_err()
         .to_string();
-    assert!(err.contains("no readable"), "{err}");
+    assert!(
+        err.contains(&root.join("run").display().to_string())
+            && err.contains("--resume")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(root.join("run/checkpoint/state.json")).unwrap(),
+        before
+    );
+    // Also when only an interrupted save's folders are left.
+    std::fs::rename(root.join("run/checkpoint"), root.join("run/checkpoint.tmp")).unwrap();
+    std::fs::remove_file(root.join("run/loss.csv")).unwrap();
+    std::fs::remove_file(root.join("run/model.safetensors")).unwrap();
+    let err = train(&options(&root, "run", 3), Start::New, &device, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("checkpoint.tmp"), "{err}");
+    assert!(root.join("run/checkpoint.tmp/state.json").exists());
+    // Forcing starts over: one header, three steps.
+    let s = train(
+        &options(&root, "run", 3),
+        Start::Overwrite,
+        &device,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(s.steps_this_run, 3);
+    let log = losses(&root.join("run"));
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert!(!root.join("run/checkpoint.tmp").exists());
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// Resume refuses an EMA file without the network's tensors, and names every damaged file.
+#[test]
+fn resume_refuses_a_damaged_checkpoint_naming_the_file() {
+    let root = fresh_root("damaged");
+    let device = Device::flex();
+    train(&options(&root, "run", 2), Start::New, &device, &mut |_| {}).unwrap();
+    let ck = root.join("run/checkpoint");
+    let good = root.join("good");
+    copy_dir(&ck, &good);
+    let resume = || {
+        train(
+            &options(&root, "run", 3),
+            Start::Resume,
+            &device,
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    // An EMA file with only one of the tensors.
+    let mut ema = WeightMap::load(ck.join("ema.safetensors")).unwrap();
+    let (k, s) = ema
+        .shapes()
+        .next()
+        .map(|(k, s)| (k.clone(), s.clone()))
+        .unwrap();
+    let v = ema.take(&k, &s).unwrap();
+    let one = std::iter::once((k, (s, v))).collect();
+    WeightMap::save_safetensors(&one, &ck.join("ema.safetensors")).unwrap();
+    let err = resume();
+    assert!(
+        err.contains("ema.safetensors") && err.contains("missing"),
+        "{err}"
+    );
+    // A broken state.json and optimizer file.
+    copy_dir(&good, &ck);
+    std::fs::write(ck.join("state.json"), b"{not json").unwrap();
+    let err = resume();
+    assert!(err.contains("state.json"), "{err}");
+    copy_dir(&good, &ck);
+    std::fs::write(ck.join("optim.bpk"), b"garbage").unwrap();
+    let err = resume();
+    assert!(err.contains("optim.bpk"), "{err}");
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// A zero crop, a crop larger than an image, and a non-finite or negative gradient clip are
+/// errors, not an all-black data set or silently disabled clipping.
+#[test]
+fn bad_crop_and_grad_clip_are_errors() {
+    let root = fresh_root("crop");
+    let device = Device::flex();
+    let run = |f: &dyn Fn(&mut TrainOptions)| {
+        let mut o = options(&root, "run", 1);
+        f(&mut o);
+        train(&o, Start::New, &device, &mut |_| {})
+            .unwrap_err()
+            .to_string()
+    };
+    let err = run(&|o| o.crop = Some(0));
+    assert!(err.contains("crop") && err.contains("≥ 1"), "{err}");
+    let err = run(&|o| o.crop = Some(100));
+    assert!(err.contains("100") && err.contains("40×36"), "{err}");
+    for bad in [f64::NAN, -1.0, f64::INFINITY] {
+        let err = run(&|o| o.grad_clip = Some(bad));
+        assert!(err.contains("gradient clip"), "{bad}: {err}");
+    }
     std::fs::remove_dir_all(&root).ok();
 }

@@ -57,6 +57,41 @@ fn to_f32(bytes: &[u8], dtype: &str) -> Result<Vec<f32>, String> {
     })
 }
 
+/// Top-level names under which checkpoints nest their state dict (`{'state_dict': …}`,
+/// `{'model': …, 'optimizer': …}`, `{'ema': …}`) or which wrap every key (`module.`, from
+/// `nn.DataParallel`), in the order they are preferred when a file has several. ADM has no
+/// module of these names, so a key starting with one of them never belongs to the network
+/// itself.
+const CONTAINER_KEYS: [&str; 5] = ["state_dict", "model_state_dict", "model", "ema", "module"];
+
+/// Where the state dict sits among `keys`: while some key starts with the prefix so far plus
+/// `C.` for a `C` of [`CONTAINER_KEYS`] (the first such `C` in that order), `C.` is appended.
+/// Empty for a bare state dict. Only the keys under the prefix are loaded, without it (an
+/// optimizer state beside the weights is never read).
+fn container_prefix(keys: &[&str]) -> String {
+    let mut prefix = String::new();
+    while let Some(c) = CONTAINER_KEYS.iter().find(|c| {
+        keys.iter().any(|k| {
+            k.strip_prefix(prefix.as_str())
+                .and_then(|k| k.strip_prefix(**c))
+                .is_some_and(|k| k.starts_with('.'))
+        })
+    }) {
+        prefix.push_str(c);
+        prefix.push('.');
+    }
+    prefix
+}
+
+/// The source name of weights read from `path` under `prefix`.
+fn source_name(path: &Path, prefix: &str) -> String {
+    if prefix.is_empty() {
+        path.display().to_string()
+    } else {
+        format!("{} (the weights under `{prefix}`)", path.display())
+    }
+}
+
 impl WeightMap {
     /// An in-memory map (e.g. from a model being saved, or for tests).
     pub fn from_tensors(
@@ -88,7 +123,8 @@ impl WeightMap {
         }
     }
 
-    /// Reads a safetensors file.
+    /// Reads a safetensors file. Keys under a wrapper (`state_dict.`, `model_state_dict.`,
+    /// `model.`, `ema.`, `module.`) are taken out of it, as for `.pt`.
     pub fn load_safetensors(path: &Path) -> Result<Self, WeightError> {
         let err = |reason: String| WeightError::File {
             path: path.display().to_string(),
@@ -97,8 +133,12 @@ impl WeightMap {
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+        let prefix = container_prefix(&st.names());
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
+            let Some(key) = name.strip_prefix(prefix.as_str()) else {
+                continue;
+            };
             let dtype = match view.dtype() {
                 safetensors::Dtype::F32 => "f32",
                 safetensors::Dtype::F64 => "f64",
@@ -111,32 +151,36 @@ impl WeightMap {
                 }
             };
             let values = to_f32(view.data(), dtype).map_err(|e| err(format!("{name}: {e}")))?;
-            tensors.insert(name, (view.shape().to_vec(), values));
+            tensors.insert(key.to_string(), (view.shape().to_vec(), values));
         }
-        Ok(Self::from_tensors(path.display().to_string(), tensors))
+        Ok(Self::from_tensors(source_name(path, &prefix), tensors))
     }
 
-    /// Reads a PyTorch checkpoint (a state dict, or one nested under `state_dict`/`model`).
+    /// Reads a PyTorch checkpoint: a state dict, or one nested under `state_dict`,
+    /// `model_state_dict`, `model` or `ema` (preferred in that order; other entries such as
+    /// an optimizer state are ignored), with or without `nn.DataParallel`'s `module.` prefix.
     pub fn load_pytorch(path: &Path) -> Result<Self, WeightError> {
         use pytorch_reader::{DType, PytorchReader};
         let err = |reason: String| WeightError::File {
             path: path.display().to_string(),
             reason,
         };
-        let mut reader = PytorchReader::new(path)
+        // The reader flattens nested dicts to dotted keys (`{'state_dict': {'a.weight': …}}`
+        // gives `state_dict.a.weight`); `container_prefix` finds the state dict among them.
+        let reader = PytorchReader::new(path)
             .map_err(|e| err(format!("not a readable PyTorch checkpoint: {e}")))?;
-        if !reader.keys().iter().any(|k| k.ends_with(".weight")) {
-            for top in ["state_dict", "model", "ema"] {
-                if let Ok(r) = PytorchReader::with_top_level_key(path, top) {
-                    if !r.is_empty() {
-                        reader = r;
-                        break;
-                    }
-                }
-            }
-        }
+        let prefix = container_prefix(
+            &reader
+                .tensors()
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
         let mut tensors = BTreeMap::new();
         for (name, t) in reader.tensors() {
+            let Some(key) = name.strip_prefix(prefix.as_str()) else {
+                continue;
+            };
             let dtype = match t.dtype() {
                 DType::F32 => "f32",
                 DType::F64 => "f64",
@@ -146,9 +190,9 @@ impl WeightMap {
             };
             let bytes = t.read().map_err(|e| err(e.to_string()))?;
             let values = to_f32(&bytes, dtype).map_err(|e| err(format!("{name}: {e}")))?;
-            tensors.insert(name.clone(), (t.shape().to_vec(), values));
+            tensors.insert(key.to_string(), (t.shape().to_vec(), values));
         }
-        Ok(Self::from_tensors(path.display().to_string(), tensors))
+        Ok(Self::from_tensors(source_name(path, &prefix), tensors))
     }
 
     /// Writes tensors as an f32 safetensors file (atomically: temp file + rename).

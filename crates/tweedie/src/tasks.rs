@@ -252,10 +252,20 @@ impl RestoreSettings {
             StepVariance::Posterior => "β̃",
             StepVariance::Learned => "learned",
         };
+        // A ζ scaled with the stride says so (its note holds the factor).
+        let scaled = if self
+            .notes
+            .iter()
+            .any(|n| n.contains("scaled with the stride"))
+        {
+            " (×1000/steps)"
+        } else {
+            ""
+        };
         let rule = match self.method {
             Method::Dps => match self.dps_step {
-                DpsStep::Residual { zeta } => format!("residual ζ={zeta}, "),
-                DpsStep::Normalized { zeta } => format!("normalized ζ={zeta}, "),
+                DpsStep::Residual { zeta } => format!("residual ζ={zeta}{scaled}, "),
+                DpsStep::Normalized { zeta } => format!("normalized ζ={zeta}{scaled}, "),
             },
             Method::Ald => match self.ald_rule {
                 AldRule::Stabilised => format!("stabilised λ={}, ", self.ald_scale),
@@ -263,8 +273,18 @@ impl RestoreSettings {
             },
             Method::Sdedit => format!("t0={}, ", self.t0),
         };
+        let stride = if self.method == Method::Dps
+            && self
+                .notes
+                .iter()
+                .any(|n| n.contains("scaled with the stride"))
+        {
+            " (×1000/steps)"
+        } else {
+            ""
+        };
         format!(
-            "{}{preset}: {rule}σ²={variance}, {} steps, σ_y={}",
+            "{}{preset}: {rule}σ²={variance}, {} steps{stride}, σ_y={}",
             self.method, self.steps, self.sigma
         )
     }
