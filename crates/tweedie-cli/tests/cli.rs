@@ -307,7 +307,11 @@ fn train_evaluate_and_report_run_end_to_end() {
         "{md}"
     );
     assert!(
-        rep.join("metrics.json").exists() && rep.join("figures/task6_dps_inpaint-box.png").exists()
+        md.contains("DPS (preset dps)") && md.contains("DPS (preset sheet)"),
+        "{md}"
+    );
+    assert!(
+        rep.join("metrics.json").exists() && rep.join("figures/restore_inpaint-box.png").exists()
     );
 }
 
