@@ -152,12 +152,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
                     .to_string_lossy()
                     .into_owned();
                 let rec = tweedie_io::from_tensor(&r.reconstruction)?.remove(0);
-                tweedie_io::save_png(
-                    &rec,
-                    c.out
-                        .join(format!("{}_{op_name}", method.to_string().to_lowercase()))
-                        .join(format!("{name}.png")),
-                )?;
+                let dir = c
+                    .out
+                    .join(format!("{}_{op_name}", method.to_string().to_lowercase()));
+                tweedie_io::save_png(&rec, dir.join(format!("{name}.png")))?;
+                // The kernel or mask this image was measured with, beside its result.
+                r.operator.save_params(&dir, &name)?;
                 grid.push_row(vec![
                     GridCell::new(img, ""),
                     GridCell::new(tweedie_io::from_tensor(&r.measurement_image)?.remove(0), ""),
