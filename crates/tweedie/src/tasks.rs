@@ -273,18 +273,8 @@ impl RestoreSettings {
             },
             Method::Sdedit => format!("t0={}, ", self.t0),
         };
-        let stride = if self.method == Method::Dps
-            && self
-                .notes
-                .iter()
-                .any(|n| n.contains("scaled with the stride"))
-        {
-            " (×1000/steps)"
-        } else {
-            ""
-        };
         format!(
-            "{}{preset}: {rule}σ²={variance}, {} steps{stride}, σ_y={}",
+            "{}{preset}: {rule}σ²={variance}, {} steps, σ_y={}",
             self.method, self.steps, self.sigma
         )
     }
