@@ -62,6 +62,9 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
     if a.ops.contains(&OpArg::InpaintMask) {
         bail!("inpaint-mask has no strength to calibrate (its mask is given)");
     }
+    if let Some(out) = &a.out {
+        crate::commands::check_out_file(out)?;
+    }
     let device = burn::tensor::Device::flex();
     let to_tensors = |images: Vec<Image>| -> Result<Vec<burn::tensor::Tensor<4>>> {
         images

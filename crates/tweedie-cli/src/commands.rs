@@ -2,12 +2,13 @@
 
 use crate::model;
 use anyhow::{Context, Result, bail};
+use burn::tensor::{Tensor, TensorData};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tweedie_core::diffusion::StepVariance;
 use tweedie_core::{NoiseSource, Schedule};
-use tweedie_samplers::{ChainOptions, Observer, StepInfo};
+use tweedie_samplers::ChainOptions;
 
 /// Diffusion models for image restoration: denoise, generate, inpaint, deblur, super-resolve.
 #[derive(Parser, Debug)]
@@ -84,7 +85,9 @@ enum Command {
 /// Options shared by every sampling command.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// `embedded` (the default face model in assets/) or a .pt/.safetensors checkpoint.
+    /// `embedded` (the default face model, built into the binary from assets/; with
+    /// `$TWEEDIE_ASSETS` set, the model.safetensors and model.json there) or a
+    /// .pt/.safetensors checkpoint.
     #[arg(long, default_value = "embedded")]
     pub model: String,
     /// The model's JSON config (default: beside the weights, same stem).
@@ -206,6 +209,10 @@ struct GenerateArgs {
     /// Number of images.
     #[arg(long, default_value_t = 16)]
     n: usize,
+    /// Images sampled at once (bounds the memory a large `--n` needs). The samples do not
+    /// depend on it: image i's noise comes from its own stream of the seed.
+    #[arg(long, default_value_t = DEFAULT_BATCH)]
+    batch: usize,
     /// Reverse steps (1..=1000; fewer than 1000 = strided chain).
     #[arg(long, default_value_t = 1000)]
     steps: usize,
@@ -224,6 +231,9 @@ pub struct DenoiseArgs {
     /// Timesteps (1..=1000).
     #[arg(long, value_delimiter = ',', default_value = "30,100,300")]
     pub t: Vec<usize>,
+    /// Fail on an unreadable image instead of skipping it with a warning.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Args, Debug)]
@@ -243,6 +253,9 @@ pub struct RestoreArgs {
     pub operator: crate::operator_args::OperatorArgs,
     #[command(flatten)]
     pub solver: SolverArgs,
+    /// Fail on an unreadable image instead of skipping it with a warning.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// Settings of the restoration samplers, shared by `restore`, `eval` and `report`.
@@ -439,11 +452,13 @@ pub struct MetricsArgs {
     /// Write per-image and mean results here as metrics.json and metrics.csv (folders).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// LPIPS backbone: alex (weights shipped in assets/) or vgg.
+    /// LPIPS backbone: alex (weights built into the binary; `$TWEEDIE_ASSETS` overrides) or
+    /// vgg.
     #[arg(long, default_value = "alex")]
     pub net: String,
-    /// LPIPS weights file (default: assets/lpips_alexnet.safetensors for alex; for vgg the
-    /// file `cargo xtask fetch-weights lpips-vgg` prints).
+    /// LPIPS weights file (default for alex: the built-in copy of
+    /// assets/lpips_alexnet.safetensors; for vgg the file `cargo xtask fetch-weights
+    /// lpips-vgg` prints).
     #[arg(long)]
     pub lpips_weights: Option<PathBuf>,
 }
@@ -491,6 +506,50 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// An error and its causes on one line, each cause once: a cause whose text the message
+/// already holds (errors that format their source into their own message and also return
+/// it as `source()`) is not repeated.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !c.is_empty() && !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
+}
+
+/// Makes sure the output folder `dir` can take the outputs before any work is done: creates
+/// it, and writes and removes a probe file in it.
+pub(crate) fn check_out(dir: &Path) -> Result<()> {
+    let fail = |e: std::io::Error| {
+        anyhow::anyhow!("cannot write to the output folder {}: {e}", dir.display())
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(format!(".tweedie-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)?;
+    // Temp files of an earlier run that was killed mid-write (`.NAME.PID.tmp`, PID gone).
+    let removed = tweedie_io::clean_stale_temps(dir).map_err(fail)?;
+    if removed > 0 {
+        eprintln!(
+            "removed {removed} stale temporary file(s) of an interrupted run from {}",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// [`check_out`] for the folder of the output file `path`.
+pub(crate) fn check_out_file(path: &Path) -> Result<()> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => check_out(dir),
+        None => check_out(Path::new(".")),
+    }
+}
+
 pub(crate) fn bar(len: usize, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len as u64);
     pb.set_style(
@@ -510,9 +569,10 @@ fn train(a: TrainArgs) -> Result<()> {
             a.grad_clip
         );
     }
-    let device = model::device(&a.backend)?;
     let unet = tweedie_unet::UNetConfig::small(a.size, a.channels, &a.mult, &a.attention);
     unet.validate()?;
+    check_out(&a.out)?;
+    let device = model::device(&a.backend)?;
     let opts = tweedie_train::TrainOptions {
         data: a.data,
         out: a.out.clone(),
@@ -585,12 +645,23 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Images per batch of `generate` (default of `--batch`), `evaluate` and `report`.
+pub(crate) const DEFAULT_BATCH: usize = 16;
+
+/// `generate`'s grid.png shows at most this many samples.
+const GRID_MAX: usize = 256;
+
 fn generate(a: GenerateArgs) -> Result<()> {
     let c = &a.common;
     if a.n == 0 {
         bail!("--n must be ≥ 1");
     }
+    if a.batch == 0 {
+        bail!("--batch must be ≥ 1");
+    }
     crate::evaluate::check_steps("--steps", a.steps)?;
+    check_eta(a.eta)?;
+    check_out(&c.out)?;
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let opts = ChainOptions {
@@ -599,18 +670,53 @@ fn generate(a: GenerateArgs) -> Result<()> {
         variance: c.variance_or_beta(),
         ..Default::default()
     };
-    let (images, _) = sample_images(&net, a.n, &opts, c.seed, &device, "generate")?;
-    for (i, img) in images.iter().enumerate() {
-        tweedie_io::save_png(img, c.out.join(format!("sample_{i:03}.png")))?;
-    }
-    let cols = (a.n as f64).sqrt().ceil() as usize;
-    let grid = tweedie_io::Grid::from_images(&images, cols, 0);
+    // Written batch by batch; only the grid's samples are kept.
+    let digits = (a.n - 1).to_string().len().max(3);
+    let mut shown = Vec::new();
+    sample_batches(
+        &net,
+        a.n,
+        a.batch,
+        &opts,
+        c.seed,
+        &device,
+        "generate",
+        &mut |first, images| {
+            for (k, img) in images.iter().enumerate() {
+                let name = format!("sample_{:0digits$}.png", first + k);
+                tweedie_io::save_png(img, c.out.join(name))?;
+            }
+            let room = GRID_MAX.saturating_sub(shown.len());
+            shown.extend(images.into_iter().take(room));
+            Ok(())
+        },
+    )?;
+    let cols = (shown.len() as f64).sqrt().ceil() as usize;
+    let grid = tweedie_io::Grid::from_images(&shown, cols, 0);
     grid.save(c.out.join("grid.png"))?;
-    println!("wrote {} samples and grid.png to {}", a.n, c.out.display());
+    if shown.len() < a.n {
+        println!(
+            "wrote {} samples and grid.png (the first {}) to {}",
+            a.n,
+            shown.len(),
+            c.out.display()
+        );
+    } else {
+        println!("wrote {} samples and grid.png to {}", a.n, c.out.display());
+    }
     Ok(())
 }
 
-/// Generates `n` samples with a progress bar; returns them and the seconds taken.
+/// Checks DDIM's `--eta`: in [0, 1].
+fn check_eta(eta: Option<f64>) -> Result<()> {
+    match eta {
+        Some(eta) if !(0.0..=1.0).contains(&eta) => bail!("--eta must lie in [0, 1], got {eta}"),
+        _ => Ok(()),
+    }
+}
+
+/// Generates `n` samples with a progress bar, [`DEFAULT_BATCH`] at a time; returns them and
+/// the seconds taken.
 pub(crate) fn sample_images(
     net: &tweedie_unet::UNetEps,
     n: usize,
@@ -619,24 +725,90 @@ pub(crate) fn sample_images(
     device: &burn::tensor::Device,
     what: &str,
 ) -> Result<(Vec<tweedie_io::Image>, f64)> {
-    let size = net.net.config().image_size;
-    let pb = bar(opts.steps, what);
-    let mut obs = Observer::with_progress(|i: StepInfo| pb.set_position(i.step as u64));
-    let started = std::time::Instant::now();
-    let out = tweedie_samplers::generate(
+    let mut all = Vec::with_capacity(n);
+    let secs = sample_batches(
         net,
-        &Schedule::linear_default(),
-        [n, 3, size, size],
+        n,
+        DEFAULT_BATCH,
         opts,
-        &mut NoiseSource::new(seed),
+        seed,
         device,
-        &mut obs,
+        what,
+        &mut |_, images| {
+            all.extend(images);
+            Ok(())
+        },
     )?;
+    Ok((all, secs))
+}
+
+/// Generates `n` samples, `batch` at a time (the unguided reverse chain of
+/// `tweedie_samplers::generate`, from x_T ~ N(0, I)), and hands each batch to `each` with the
+/// index of its first image. Image i draws all its noise (x_T and every step's z) from its
+/// own stream, the i-th fork of `NoiseSource::new(seed)`, so a sample depends on the seed and
+/// its index, not on how the images are batched. Returns the seconds taken.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sample_batches(
+    net: &tweedie_unet::UNetEps,
+    n: usize,
+    batch: usize,
+    opts: &ChainOptions,
+    seed: u64,
+    device: &burn::tensor::Device,
+    what: &str,
+    each: &mut dyn FnMut(usize, Vec<tweedie_io::Image>) -> Result<()>,
+) -> Result<f64> {
+    check_eta(opts.eta)?;
+    let schedule = Schedule::linear_default();
+    let t_max = schedule.num_steps();
+    let chain = schedule.chain(t_max, opts.steps.min(t_max))?;
+    let size = net.net.config().image_size;
+    let per_image = 3 * size * size;
+    let batch = batch.max(1);
+    let pb = bar(n.div_ceil(batch) * chain.len(), what);
+    let started = std::time::Instant::now();
+    let mut streams = NoiseSource::new(seed);
+    for first in (0..n).step_by(batch) {
+        let b = batch.min(n - first);
+        let mut sources: Vec<NoiseSource> = (0..b).map(|_| streams.fork()).collect();
+        // One draw for the batch: each image's next values from its own stream.
+        let mut draw = || -> Vec<f32> {
+            sources
+                .iter_mut()
+                .flat_map(|s| s.normal_vec(per_image))
+                .collect()
+        };
+        let mut x = Tensor::<4>::from_data(TensorData::new(draw(), [b, 3, size, size]), device);
+        for (k, tr) in chain.iter().enumerate() {
+            // The step draws z (except on the last step) from a source that serves the
+            // batch's draw.
+            let mut z = if tr.is_last() {
+                NoiseSource::new(0)
+            } else {
+                NoiseSource::replay(vec![draw()], 0)
+            };
+            x = tweedie_samplers::ancestral_step(net, &schedule, x, tr, opts, &mut z).0;
+            let max = tweedie_core::tensor::max_abs(&x);
+            if !(max <= tweedie_samplers::DIVERGENCE_BOUND) {
+                bail!(
+                    "sampler diverged at step {} of {} (t = {}) for images {first}..{}: {}; check the model",
+                    k + 1,
+                    chain.len(),
+                    tr.t,
+                    first + b - 1,
+                    if max.is_finite() {
+                        format!("max |x| = {max:.3e}")
+                    } else {
+                        "the state contains NaN or Inf".into()
+                    }
+                );
+            }
+            pb.inc(1);
+        }
+        each(first, tweedie_io::from_tensor(&x)?)?;
+    }
     pb.finish_and_clear();
-    Ok((
-        tweedie_io::from_tensor(&out.x0)?,
-        started.elapsed().as_secs_f64(),
-    ))
+    Ok(started.elapsed().as_secs_f64())
 }
 
 fn parity(a: ParityArgs) -> Result<()> {

@@ -5,7 +5,7 @@
 //! (mod n) and writes `eval_shard_i_of_n.json`; `merge` combines a complete set of shards into
 //! `metrics.json`, `metrics.csv` and `metrics.md`.
 
-use crate::commands::{bar, value_name};
+use crate::commands::{bar, check_out, value_name};
 use crate::model;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -50,6 +50,9 @@ pub struct EvalArgs {
     /// Centre-crop side before resizing.
     #[arg(long)]
     pub crop: Option<usize>,
+    /// Fail on an unreadable image instead of skipping it with a warning.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Args, Debug)]
@@ -66,6 +69,7 @@ pub struct MergeArgs {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     index: usize,
+    /// The image's path relative to the folder, without the extension (`s1/face`).
     image: String,
     method: String,
     op: String,
@@ -80,6 +84,9 @@ struct ShardFile {
     total_images: usize,
     settings: serde_json::Value,
     records: Vec<Record>,
+    /// This shard's images that could not be read (skipped).
+    #[serde(default)]
+    skipped: Vec<String>,
 }
 
 fn parse_shard(s: &str) -> Result<(usize, usize)> {
@@ -101,6 +108,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let (shard, shards) = parse_shard(&a.shard)?;
     let methods: Vec<Method> = a.methods.iter().map(|&m| m.into()).collect();
     a.solver.validate()?;
+    let inputs = crate::restore::named_inputs(std::slice::from_ref(&a.folder))?;
+    check_out(&c.out)?;
     let schedule = Schedule::linear_default();
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
@@ -111,12 +120,16 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         .map(|&o| Ok((o.name(), a.operator.spec(o, size)?)))
         .collect::<Result<_>>()?;
     let lpips = Lpips::alex_default(&device)?;
-    let files = crate::restore::collect_inputs(std::slice::from_ref(&a.folder))?;
-    let mine: Vec<(usize, &PathBuf)> = files
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % shards == shard)
-        .collect();
+    // Indices (and so seeds and shards) count every image, readable or not.
+    let (mine, skipped) = crate::restore::readable(
+        inputs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % shards == shard)
+            .collect(),
+        a.strict,
+        |p| crate::restore::load_cropped(p, a.crop, size),
+    )?;
     let mut records = Vec::new();
     let pb = bar(
         mine.len() * methods.len() * specs.len(),
@@ -125,8 +138,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     for &method in &methods {
         for (op_name, spec) in &specs {
             let mut grid = Grid::new(96).with_titles(&["ground truth", "measured", "restored"]);
-            for &(index, f) in &mine {
-                let img = crate::restore::load_cropped(f, a.crop, size)?;
+            for &(index, input) in &mine {
+                let img = crate::restore::load_cropped(&input.path, a.crop, size)?;
                 let x = tweedie_io::to_tensor(std::slice::from_ref(&img), &device)?;
                 let settings = a
                     .solver
@@ -146,17 +159,17 @@ pub fn eval(a: EvalArgs) -> Result<()> {
                     &mut Observer::with_progress(|_: StepInfo| {}),
                 )?;
                 let s = tasks::score(&lpips, &r.reconstruction, &x)?[0];
-                let name = f
-                    .file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
+                let name = input.name.clone();
                 let rec = tweedie_io::from_tensor(&r.reconstruction)?.remove(0);
                 let dir = c
                     .out
                     .join(format!("{}_{op_name}", method.to_string().to_lowercase()));
                 tweedie_io::save_png(&rec, dir.join(format!("{name}.png")))?;
                 // The kernel or mask this image was measured with, beside its result.
+                if let Some(parent) = dir.join(&name).parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("creating {}", parent.display()))?;
+                }
                 r.operator.save_params(&dir, &name)?;
                 grid.push_row(vec![
                     GridCell::new(img, ""),
@@ -183,13 +196,25 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let file = ShardFile {
         shard,
         shards,
-        total_images: files.len(),
+        total_images: inputs.len(),
         settings,
         records,
+        skipped: skipped
+            .iter()
+            .map(|s| s.path.display().to_string())
+            .collect(),
     };
     let path = c.out.join(format!("eval_shard_{shard}_of_{shards}.json"));
     tweedie_io::write_atomic(&path, serde_json::to_string_pretty(&file)?.as_bytes())?;
     println!("wrote {}", path.display());
+    if shards > 1 && !skipped.is_empty() {
+        eprintln!(
+            "warning: {} of {} images of shard {shard}/{shards} skipped (unreadable): {}",
+            skipped.len(),
+            skipped.len() + mine.len(),
+            crate::restore::first_ten(&file.skipped)
+        );
+    }
     if shards == 1 {
         merge(MergeArgs {
             inputs: vec![path],
@@ -294,6 +319,7 @@ fn check_shards(shards: &[(PathBuf, ShardFile)]) -> Result<usize> {
 }
 
 pub fn merge(a: MergeArgs) -> Result<()> {
+    check_out(&a.out)?;
     let files = shard_files(&a.inputs)?;
     if files.is_empty() {
         bail!("no eval_shard_*.json files in the inputs");
@@ -303,6 +329,11 @@ pub fn merge(a: MergeArgs) -> Result<()> {
         .map(|p| read_shard(&p).map(|s| (p, s)))
         .collect::<Result<_>>()?;
     let n = check_shards(&shards)?;
+    let total_images = shards[0].1.total_images;
+    let skipped: Vec<String> = shards
+        .iter()
+        .flat_map(|(_, s)| s.skipped.iter().cloned())
+        .collect();
     let mut records: Vec<Record> = shards.into_iter().flat_map(|(_, s)| s.records).collect();
     records.sort_by(|x, y| (&x.method, &x.op, x.index).cmp(&(&y.method, &y.op, y.index)));
     let mut groups: Vec<((String, String), Vec<Scores>)> = Vec::new();
@@ -336,7 +367,7 @@ pub fn merge(a: MergeArgs) -> Result<()> {
         ));
         table.push(serde_json::json!({"method": method, "op": op, "images": v.len(), "mean": m}));
     }
-    let json = serde_json::json!({"table": table, "records": records});
+    let json = serde_json::json!({"table": table, "records": records, "skipped": skipped});
     tweedie_io::write_atomic(
         &a.out.join("metrics.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),
@@ -345,5 +376,12 @@ pub fn merge(a: MergeArgs) -> Result<()> {
     tweedie_io::write_atomic(&a.out.join("metrics.md"), md.as_bytes())?;
     print!("{md}");
     println!("merged {} shard(s) into {}", n, a.out.display());
+    if !skipped.is_empty() {
+        eprintln!(
+            "warning: {} of {total_images} images skipped (unreadable): {}",
+            skipped.len(),
+            crate::restore::first_ten(&skipped)
+        );
+    }
     Ok(())
 }

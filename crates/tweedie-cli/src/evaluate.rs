@@ -77,6 +77,7 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
             .check_timestep(t)
             .map_err(|e| anyhow::anyhow!("--t {t}: {e}"))?;
     }
+    crate::commands::check_out(&c.out)?;
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let size = net.net.config().image_size;

@@ -15,7 +15,7 @@ use clap::Parser;
 fn main() {
     let cli = commands::Cli::parse();
     if let Err(e) = commands::run(cli) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", commands::error_text(&e));
         std::process::exit(1);
     }
 }

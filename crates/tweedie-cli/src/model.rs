@@ -3,9 +3,23 @@
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
-use tweedie_unet::{UNet, UNetConfig, UNetEps};
+use tweedie_unet::{UNet, UNetConfig, UNetEps, WeightMap};
 
-/// Where the embedded default model lives: `$TWEEDIE_ASSETS` or the repository's `assets/`.
+/// The default model's weights, compiled into the binary from `assets/model.safetensors`.
+static EMBEDDED_WEIGHTS: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../assets/model.safetensors"
+));
+
+/// The default model's config, compiled in from `assets/model.json`.
+static EMBEDDED_CONFIG: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../assets/model.json"
+));
+
+/// Where the default assets are read from at run time: `$TWEEDIE_ASSETS` or the
+/// repository's `assets/` (the model and the LPIPS weights themselves are built into the
+/// binary and read from here only when `TWEEDIE_ASSETS` is set).
 pub fn assets_dir() -> PathBuf {
     std::env::var_os("TWEEDIE_ASSETS")
         .map(PathBuf::from)
@@ -86,12 +100,26 @@ fn wgpu_probe(device: &Device) -> bool {
 }
 
 /// Loads `--model embedded|PATH` (with `--config JSON`, default `<PATH stem>.json`).
+///
+/// `embedded` is the model built into the binary, or `$TWEEDIE_ASSETS/model.safetensors`
+/// (with its `model.json`) when that variable is set.
 pub fn load(model: &str, config: Option<&Path>, device: &Device) -> Result<UNetEps> {
     let weights = if model == "embedded" {
-        let p = assets_dir().join("model.safetensors");
+        let Some(dir) = std::env::var_os("TWEEDIE_ASSETS").map(PathBuf::from) else {
+            let cfg = match config {
+                // The error names the file.
+                Some(p) => UNetConfig::from_json_file(p)?,
+                None => UNetConfig::from_json_str(EMBEDDED_CONFIG)
+                    .context("the built-in model's config")?,
+            };
+            let mut w = WeightMap::load_safetensors_bytes(EMBEDDED_WEIGHTS, "the built-in model")?;
+            let net = UNet::from_weights(&cfg, &mut w, device)?;
+            return Ok(UNetEps { net });
+        };
+        let p = dir.join("model.safetensors");
         if !p.exists() {
             bail!(
-                "the embedded model is missing at {} (train it with `tweedie train`, or pass --model PATH)",
+                "the model is missing at {} (TWEEDIE_ASSETS is set; unset it to use the model built into the binary, or pass --model PATH)",
                 p.display()
             );
         }

@@ -106,6 +106,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     let c = &a.common;
     // Bad solver options fail here, not after Tasks 2 and 3 have run.
     a.solver.validate()?;
+    crate::commands::check_out(&c.out)?;
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let size = net.net.config().image_size;

@@ -1,10 +1,11 @@
 //! `denoise`, `restore` and `metrics`.
 
-use crate::commands::{DenoiseArgs, MetricsArgs, RestoreArgs, bar};
+use crate::commands::{DenoiseArgs, MetricsArgs, RestoreArgs, bar, check_out, error_text};
 use crate::model;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Tensor;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tweedie::tasks::{self, Method, Scores};
 use tweedie_core::{NoiseSource, Schedule};
@@ -28,6 +29,147 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         bail!("no PNG/JPEG images found in the inputs");
     }
     Ok(files)
+}
+
+/// An input image and the name its outputs are given.
+pub struct Input {
+    /// The file.
+    pub path: PathBuf,
+    /// Its path relative to the folder it was found in, without the extension and
+    /// `/`-separated (`s1/face` for `DIR/s1/face.jpg`), or the file stem of a file given by
+    /// name: outputs are `OUT/<name>_….png`, so images of the same name in different
+    /// subfolders do not overwrite each other.
+    pub name: String,
+}
+
+/// `rel` without its extension, components joined by `/`.
+fn output_name(rel: &Path) -> String {
+    rel.with_extension("")
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// [`collect_inputs`] with each image's output name ([`Input::name`]). Fails, listing them,
+/// when two images would get the same name (`a/face.png` and `b/face.png` given by name, or
+/// `face.jpg` beside `face.png`): their outputs would overwrite each other.
+pub fn named_inputs(inputs: &[PathBuf]) -> Result<Vec<Input>> {
+    let mut out: Vec<Input> = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            for f in tweedie_io::list_images(p)? {
+                let name = output_name(f.strip_prefix(p).unwrap_or(&f));
+                out.push(Input { path: f, name });
+            }
+        } else if p.exists() {
+            out.push(Input {
+                path: p.clone(),
+                name: stem(p),
+            });
+        } else {
+            bail!("input {} does not exist", p.display());
+        }
+    }
+    if out.is_empty() {
+        bail!("no PNG/JPEG images found in the inputs");
+    }
+    // The same file given twice is processed once.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|i| seen.insert(i.path.clone()));
+    let mut by_name: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for i in &out {
+        by_name
+            .entry(&i.name)
+            .or_default()
+            .push(i.path.display().to_string());
+    }
+    let clashes: Vec<String> = by_name
+        .iter()
+        .filter(|(_, paths)| paths.len() > 1)
+        .map(|(name, paths)| format!("{name} ← {}", paths.join(", ")))
+        .collect();
+    if !clashes.is_empty() {
+        bail!(
+            "{} output name(s) would be shared, and the outputs overwrite each other: {}. Outputs are named by the path relative to the input folder without the extension (the file stem of an image given by name): rename or move these images, or process them in separate runs",
+            clashes.len(),
+            clashes.join("; ")
+        );
+    }
+    Ok(out)
+}
+
+/// An image that could not be read: its path and why.
+pub struct Skipped {
+    /// The file.
+    pub path: PathBuf,
+    /// The error.
+    pub why: String,
+}
+
+/// Decodes each of `items` (index among all inputs, input) once with `load` before any work:
+/// an unreadable one is skipped with a warning, or is an error when `strict`. Fails when
+/// images were given but none can be read. Returns the readable ones and the skipped ones.
+pub fn readable<'a>(
+    items: Vec<(usize, &'a Input)>,
+    strict: bool,
+    load: impl Fn(&Path) -> Result<Image>,
+) -> Result<(Vec<(usize, &'a Input)>, Vec<Skipped>)> {
+    let total = items.len();
+    let (mut good, mut skipped) = (Vec::new(), Vec::new());
+    for (index, input) in items {
+        match load(&input.path) {
+            Ok(_) => good.push((index, input)),
+            Err(e) => {
+                let why = error_text(&e);
+                if strict {
+                    bail!("{why} (--strict: an unreadable image is an error)");
+                }
+                eprintln!("warning: skipping an unreadable image: {why}");
+                skipped.push(Skipped {
+                    path: input.path.clone(),
+                    why,
+                });
+            }
+        }
+    }
+    if good.is_empty() && !skipped.is_empty() {
+        bail!(
+            "none of the {total} images could be read (the first: {})",
+            skipped[0].why
+        );
+    }
+    Ok((good, skipped))
+}
+
+/// `first, second, … (and N more)`: at most ten of `names`.
+pub fn first_ten(names: &[String]) -> String {
+    let mut text = names
+        .iter()
+        .take(10)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > 10 {
+        text.push_str(&format!(" (and {} more)", names.len() - 10));
+    }
+    text
+}
+
+/// The closing warning on skipped images: "N of M images skipped", naming them.
+pub fn warn_skipped(skipped: &[Skipped], total: usize) {
+    if skipped.is_empty() {
+        return;
+    }
+    let names: Vec<String> = skipped
+        .iter()
+        .map(|s| s.path.display().to_string())
+        .collect();
+    eprintln!(
+        "warning: {} of {total} images skipped (unreadable): {}",
+        skipped.len(),
+        first_ten(&names)
+    );
 }
 
 /// Loads an image, centre-crops it (to `crop`, or the largest square) and resizes it.
@@ -62,11 +204,15 @@ pub fn denoise(a: DenoiseArgs) -> Result<()> {
             .check_timestep(t)
             .map_err(|e| anyhow::anyhow!("--t {t}: {e}"))?;
     }
+    let inputs = named_inputs(&a.inputs)?;
+    check_out(&c.out)?;
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let lpips = Lpips::alex_default(&device)?;
     let size = net.net.config().image_size;
-    let files = collect_inputs(&a.inputs)?;
+    let (usable, skipped) = readable(inputs.iter().enumerate().collect(), a.strict, |p| {
+        Ok(tweedie_io::load_image_sized(p, size)?)
+    })?;
     let mut titles = vec!["x0".to_string()];
     for t in &a.t {
         titles.push(format!("x_t t={t}"));
@@ -75,15 +221,15 @@ pub fn denoise(a: DenoiseArgs) -> Result<()> {
     let mut grid = Grid::new(128).with_titles(&titles);
     let mut records = Vec::new();
     let mut noise = NoiseSource::new(c.seed);
-    for f in &files {
-        let img = tweedie_io::load_image_sized(f, size)?;
+    for (_, input) in &usable {
+        let img = tweedie_io::load_image_sized(&input.path, size)?;
         let x0 = tweedie_io::to_tensor(std::slice::from_ref(&img), &device)?;
         let mut row = vec![GridCell::new(img.clone(), "PSNR/LPIPS")];
+        let name = &input.name;
         for &t in &a.t {
             let d = tweedie_samplers::denoise(&net, &schedule, x0.clone(), t, &mut noise)?;
             let s_noisy = tasks::score(&lpips, &d.x_t.clone().clamp(-1.0, 1.0), &x0)?[0];
             let s = tasks::score(&lpips, &d.x0_hat.clone().clamp(-1.0, 1.0), &x0)?[0];
-            let name = stem(f);
             tweedie_io::save_png(&one(&d.x_t), c.out.join(format!("{name}_t{t}_noisy.png")))?;
             tweedie_io::save_png(
                 &one(&d.x0_hat),
@@ -111,6 +257,7 @@ pub fn denoise(a: DenoiseArgs) -> Result<()> {
         "wrote {} (denoise_grid.png, denoise_metrics.json)",
         c.out.display()
     );
+    warn_skipped(&skipped, inputs.len());
     Ok(())
 }
 
@@ -119,17 +266,24 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
     let method: Method = a.method.into();
     // Validate the solver options before loading anything.
     a.solver.validate()?;
+    let inputs = named_inputs(&a.inputs)?;
+    check_out(&c.out)?;
     let schedule = Schedule::linear_default();
     let device = model::device(&c.backend)?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let size = net.net.config().image_size;
     let spec = a.operator.spec(a.op, size)?;
     let lpips = Lpips::alex_default(&device)?;
-    let files = collect_inputs(&a.inputs)?;
+    let (usable, skipped) = readable(inputs.iter().enumerate().collect(), a.strict, |p| {
+        Ok(tweedie_io::load_image_sized(p, size)?)
+    })?;
     let mut grid =
         Grid::new(128).with_titles(&["ground truth", "measurement", "initialisation", "restored"]);
     let mut records = Vec::new();
-    for (i, f) in files.iter().enumerate() {
+    let method_name = crate::commands::value_name(&a.method);
+    // Each image's seed is `--seed` plus its index among all inputs, skipped ones included.
+    for (i, input) in &usable {
+        let (f, name) = (&input.path, &input.name);
         let img = tweedie_io::load_image_sized(f, size)?;
         let x = tweedie_io::to_tensor(std::slice::from_ref(&img), &device)?;
         let settings = a
@@ -137,11 +291,11 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
             .settings(
                 method,
                 spec.clone(),
-                c.seed.wrapping_add(i as u64),
+                c.seed.wrapping_add(*i as u64),
                 c.variance,
             )?
             .for_model(&net);
-        let pb = bar(a.solver.steps, &format!("{method} {}", stem(f)));
+        let pb = bar(a.solver.steps, &format!("{method} {name}"));
         let mut obs = Observer::with_progress(|s: StepInfo| {
             pb.set_length(s.total as u64);
             pb.set_position(s.step as u64)
@@ -149,8 +303,6 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
         let r = tasks::restore(&net, &schedule, &x, &settings, &device, &mut obs)?;
         pb.finish_and_clear();
         let s: Scores = tasks::score(&lpips, &r.reconstruction, &x)?[0];
-        let name = stem(f);
-        let method_name = crate::commands::value_name(&a.method);
         tweedie_io::save_png(
             &one(&r.measurement_image),
             c.out.join(format!("{name}_measurement.png")),
@@ -159,10 +311,14 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
             &one(&r.reconstruction),
             c.out.join(format!("{name}_{method_name}.png")),
         )?;
-        // The kernel or mask this run used, so that it can be rerun or compared.
+        // The kernel or mask this run used, so that it can be rerun or compared (beside the
+        // image's other outputs, in its subfolder if it has one).
+        if let Some(dir) = c.out.join(name).parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         let params: Vec<String> = r
             .operator
-            .save_params(&c.out, &name)?
+            .save_params(&c.out, name)?
             .iter()
             .map(|p| p.display().to_string())
             .collect();
@@ -178,17 +334,44 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
         );
         records.push(json!({"image": name, "method": method.to_string(), "operator": r.description, "settings": settings, "summary": settings.summary(), "operator_files": params, "scores": s}));
     }
-    let method_name = crate::commands::value_name(&a.method);
     grid.save(c.out.join(format!("{method_name}_grid.png")))?;
+    let skipped_names: Vec<String> = skipped
+        .iter()
+        .map(|s| s.path.display().to_string())
+        .collect();
     write_json(
         &c.out.join(format!("{method_name}_metrics.json")),
-        &json!({"results": records}),
+        &json!({"results": records, "skipped": skipped_names}),
     )?;
     println!("wrote {}", c.out.display());
+    warn_skipped(&skipped, inputs.len());
     Ok(())
 }
 
+/// The images of `dir` by their path relative to it (`/`-separated, with the extension).
+fn relative_images(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
+    Ok(tweedie_io::list_images(dir)?
+        .into_iter()
+        .map(|f| {
+            let rel = f
+                .strip_prefix(dir)
+                .unwrap_or(&f)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            (rel, f)
+        })
+        .collect())
+}
+
+/// SSIM's window is 11×11: smaller images have none.
+const SSIM_MIN_SIDE: usize = 11;
+
 pub fn metrics(a: MetricsArgs) -> Result<()> {
+    if let Some(out) = &a.out {
+        check_out(out)?;
+    }
     let device = burn::tensor::Device::flex();
     let lpips = match (a.net.as_str(), &a.lpips_weights) {
         ("alex", None) => Lpips::alex_default(&device)?,
@@ -207,14 +390,17 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
                 a.restored.display()
             );
         }
-        let mut v = Vec::new();
-        for r in tweedie_io::list_images(&a.reference)? {
-            let name = r.file_name().unwrap().to_owned();
-            let other = a.restored.join(&name);
-            if other.exists() {
-                v.push((name.to_string_lossy().into_owned(), r, other));
-            }
-        }
+        // Matched by the path relative to each folder.
+        let reference = relative_images(&a.reference)?;
+        let restored = relative_images(&a.restored)?;
+        let v: Vec<(String, PathBuf, PathBuf)> = reference
+            .iter()
+            .filter_map(|(name, r)| {
+                restored
+                    .get(name)
+                    .map(|x| (name.clone(), r.clone(), x.clone()))
+            })
+            .collect();
         if v.is_empty() {
             bail!(
                 "no file names in common between {} and {}",
@@ -222,10 +408,32 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
                 a.restored.display()
             );
         }
+        // Say which images were left out, both ways.
+        for (from, other, names, theirs) in [
+            (&a.reference, &a.restored, &reference, &restored),
+            (&a.restored, &a.reference, &restored, &reference),
+        ] {
+            let unmatched: Vec<String> = names
+                .keys()
+                .filter(|n| !theirs.contains_key(*n))
+                .cloned()
+                .collect();
+            if !unmatched.is_empty() {
+                eprintln!(
+                    "warning: {} of {} images in {} have no counterpart in {} and are left out: {}",
+                    unmatched.len(),
+                    names.len(),
+                    from.display(),
+                    other.display(),
+                    first_ten(&unmatched)
+                );
+            }
+        }
         v
     } else {
         vec![(stem(&a.restored), a.reference.clone(), a.restored.clone())]
     };
+    // (name, scores, whether SSIM was measured)
     let mut rows = Vec::new();
     for (name, r, x) in &pairs {
         let (ri, xi) = (tweedie_io::load_image(r)?, tweedie_io::load_image(x)?);
@@ -240,47 +448,88 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
                 xi.height
             );
         }
+        let has_ssim = ri.width.min(ri.height) >= SSIM_MIN_SIDE;
         let rt = tweedie_io::to_tensor(&[ri], &device)?;
         let xt = tweedie_io::to_tensor(&[xi], &device)?;
         let s = tasks::score(&lpips, &xt, &rt)?[0];
-        rows.push((name.clone(), s));
+        rows.push((name.clone(), s, has_ssim));
     }
     let n = rows.len() as f64;
+    let with_ssim: Vec<f64> = rows.iter().filter(|r| r.2).map(|r| r.1.ssim).collect();
+    // The mean SSIM is over the images that have one (None when none has).
+    let mean_ssim =
+        (!with_ssim.is_empty()).then(|| with_ssim.iter().sum::<f64>() / with_ssim.len() as f64);
     let mean = Scores {
         psnr: rows.iter().map(|r| r.1.psnr).sum::<f64>() / n,
-        ssim: rows.iter().map(|r| r.1.ssim).sum::<f64>() / n,
+        ssim: mean_ssim.unwrap_or(f64::NAN),
         lpips: rows.iter().map(|r| r.1.lpips).sum::<f64>() / n,
     };
-    for (name, s) in &rows {
+    let too_small = format!("too small for SSIM (needs ≥ {SSIM_MIN_SIDE}×{SSIM_MIN_SIDE} px)");
+    let ssim_text = |v: Option<f64>| match v {
+        Some(v) => format!("SSIM {v:.4}"),
+        None => format!("SSIM –, {too_small}"),
+    };
+    for (name, s, has_ssim) in &rows {
         println!(
-            "{name}: PSNR {:.2} dB  SSIM {:.4}  LPIPS {:.4}",
-            s.psnr, s.ssim, s.lpips
+            "{name}: PSNR {:.2} dB  {}  LPIPS {:.4}",
+            s.psnr,
+            ssim_text(has_ssim.then_some(s.ssim)),
+            s.lpips
         );
     }
+    let small = rows.iter().filter(|r| !r.2).count();
     if rows.len() > 1 {
         println!(
-            "mean over {}: PSNR {:.2} dB  SSIM {:.4}  LPIPS {:.4}",
+            "mean over {}: PSNR {:.2} dB  {}{}  LPIPS {:.4}",
             rows.len(),
             mean.psnr,
-            mean.ssim,
+            ssim_text(mean_ssim),
+            if small > 0 && mean_ssim.is_some() {
+                format!(
+                    " (over {} of {} images: {small} too small for SSIM)",
+                    with_ssim.len(),
+                    rows.len()
+                )
+            } else {
+                String::new()
+            },
             mean.lpips
         );
     }
     if let Some(out) = &a.out {
+        let scores_json = |s: &Scores, ssim: Option<f64>| {
+            let mut v = json!({"psnr": s.psnr, "ssim": ssim, "lpips": s.lpips});
+            if ssim.is_none() {
+                v["ssim_note"] = json!(too_small);
+            }
+            v
+        };
         write_json(
             &out.join("metrics.json"),
-            &json!({"images": rows.iter().map(|(n, s)| json!({"image": n, "scores": s})).collect::<Vec<_>>(), "mean": mean}),
+            &json!({
+                "images": rows
+                    .iter()
+                    .map(|(n, s, has)| json!({"image": n, "scores": scores_json(s, has.then_some(s.ssim))}))
+                    .collect::<Vec<_>>(),
+                "mean": scores_json(&mean, mean_ssim),
+                "ssim_images": with_ssim.len(),
+            }),
         )?;
+        let ssim_csv = |v: Option<f64>| v.map(|v| format!("{v:.5}")).unwrap_or_default();
         let mut csv = String::from("image,psnr,ssim,lpips\n");
-        for (name, s) in &rows {
+        for (name, s, has) in &rows {
             csv.push_str(&format!(
-                "{name},{:.4},{:.5},{:.5}\n",
-                s.psnr, s.ssim, s.lpips
+                "{name},{:.4},{},{:.5}\n",
+                s.psnr,
+                ssim_csv(has.then_some(s.ssim)),
+                s.lpips
             ));
         }
         csv.push_str(&format!(
-            "mean,{:.4},{:.5},{:.5}\n",
-            mean.psnr, mean.ssim, mean.lpips
+            "mean,{:.4},{},{:.5}\n",
+            mean.psnr,
+            ssim_csv(mean_ssim),
+            mean.lpips
         ));
         tweedie_io::write_atomic(&out.join("metrics.csv"), csv.as_bytes())?;
     }

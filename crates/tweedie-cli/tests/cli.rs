@@ -683,3 +683,421 @@ fn merge_rejects_inconsistent_shard_files() {
     let (a, b) = (shard("a.json", 0, 2, rec), shard("b.json", 1, 2, ""));
     merge(&[&a, &b], "does not belong to shard 0/2");
 }
+
+/// Runs `tweedie` from the repository root with `args`; returns (success, stdout, stderr).
+fn run_text(args: &[&str]) -> (bool, String, String) {
+    let out = tweedie(args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Copies the face `f` of `assets/faces` to `to`, re-encoded by extension (PNG or JPEG).
+fn face_to(f: &str, to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    image::open(root().join("assets/faces").join(f))
+        .unwrap()
+        .to_rgb8()
+        .save(to)
+        .unwrap();
+}
+
+/// Issue item 3: `s1/face.jpg`, `s2/face.jpg` and `face.png` under one folder get one output
+/// each (named by their path relative to the folder) in `restore`, `denoise` and `eval`;
+/// inputs that would still share a name are refused, listing them.
+#[test]
+fn outputs_keep_relative_paths_and_same_names_are_refused() {
+    let out = tmp("relpaths");
+    let data = out.join("faces");
+    face_to("000444.jpg", &data.join("s1/face.jpg"));
+    face_to("000719.jpg", &data.join("s2/face.jpg"));
+    face_to("000878.jpg", &data.join("face.png"));
+    let d = data.to_str().unwrap();
+    let r = out.join("restore");
+    ok(&with_model(
+        vec![
+            "restore",
+            d,
+            "--method",
+            "sdedit",
+            "--op",
+            "gaussian-blur",
+            "--steps",
+            "2",
+            "--t0",
+            "50",
+        ],
+        r.to_str().unwrap(),
+    ));
+    for name in ["s1/face", "s2/face", "face"] {
+        assert!(r.join(format!("{name}_sdedit.png")).exists(), "{name}");
+        assert!(r.join(format!("{name}_measurement.png")).exists(), "{name}");
+        assert!(r.join(format!("{name}_kernel.npy")).exists(), "{name}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("sdedit_metrics.json")).unwrap())
+            .unwrap();
+    let names: Vec<&str> = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["face", "s1/face", "s2/face"], "{json}");
+    let dn = out.join("denoise");
+    ok(&with_model(
+        vec!["denoise", d, "--t", "30"],
+        dn.to_str().unwrap(),
+    ));
+    for name in ["s1/face", "s2/face", "face"] {
+        assert!(
+            dn.join(format!("{name}_t30_denoised.png")).exists(),
+            "{name}"
+        );
+    }
+    let ev = out.join("eval");
+    ok(&with_model(
+        vec![
+            "eval",
+            d,
+            "--methods",
+            "sdedit",
+            "--ops",
+            "inpaint-box",
+            "--steps",
+            "2",
+            "--t0",
+            "50",
+        ],
+        ev.to_str().unwrap(),
+    ));
+    for name in ["s1/face", "s2/face", "face"] {
+        assert!(
+            ev.join(format!("sdedit_inpaint-box/{name}.png")).exists(),
+            "{name}"
+        );
+    }
+    // Two files given by name with the same stem, and face.jpg beside face.png.
+    let (a, b) = (data.join("s1/face.jpg"), data.join("s2/face.jpg"));
+    let o = out.join("dup");
+    for cmd in ["restore", "denoise"] {
+        fails(
+            &with_model(
+                vec![cmd, a.to_str().unwrap(), b.to_str().unwrap()],
+                o.to_str().unwrap(),
+            ),
+            "s2/face.jpg",
+        );
+    }
+    face_to("000444.jpg", &data.join("face.jpg"));
+    for cmd in ["restore", "denoise", "eval"] {
+        fails(&with_model(vec![cmd, d], o.to_str().unwrap()), "face.jpg");
+    }
+    assert!(!o.join("face_dps.png").exists());
+}
+
+/// Issue item 15: an unreadable image is skipped with a warning and a count in `denoise`,
+/// `restore` and `eval`, the others are measured; `--strict` makes it an error, and so is a
+/// run in which no image can be read.
+#[test]
+fn unreadable_images_are_skipped_and_counted() {
+    let out = tmp("skip");
+    let data = out.join("faces");
+    face_to("000444.jpg", &data.join("a.jpg"));
+    std::fs::write(data.join("b.png"), b"not an image").unwrap();
+    face_to("000719.jpg", &data.join("c.jpg"));
+    let d = data.to_str().unwrap();
+    let o = out.join("o");
+    let o = o.to_str().unwrap();
+    let (good, _, err) = run_text(&with_model(
+        vec![
+            "restore", d, "--method", "sdedit", "--steps", "2", "--t0", "50",
+        ],
+        o,
+    ));
+    assert!(good, "{err}");
+    assert!(
+        err.contains("b.png") && err.contains("1 of 3 images skipped"),
+        "{err}"
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(o).join("sdedit_metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["results"].as_array().unwrap().len(), 2, "{json}");
+    let (good, _, err) = run_text(&with_model(vec!["denoise", d, "--t", "30"], o));
+    assert!(good, "{err}");
+    assert!(err.contains("1 of 3 images skipped"), "{err}");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(o).join("denoise_metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2, "{json}");
+    let (good, _, err) = run_text(&with_model(
+        vec![
+            "eval",
+            d,
+            "--methods",
+            "sdedit",
+            "--ops",
+            "inpaint-box",
+            "--steps",
+            "2",
+            "--t0",
+            "50",
+        ],
+        o,
+    ));
+    assert!(good, "{err}");
+    assert!(err.contains("1 of 3 images skipped"), "{err}");
+    let csv = std::fs::read_to_string(Path::new(o).join("metrics.csv")).unwrap();
+    assert!(csv.contains("SDEdit,inpaint-box,2,"), "{csv}");
+    for cmd in ["restore", "denoise", "eval"] {
+        fails(&with_model(vec![cmd, d, "--strict"], o), "b.png");
+    }
+    let bad = out.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("x.png"), b"not an image").unwrap();
+    for cmd in ["restore", "denoise", "eval"] {
+        fails(
+            &with_model(vec![cmd, bad.to_str().unwrap()], o),
+            "none of the 1 images",
+        );
+    }
+}
+
+/// Issue item 7: `generate` runs in batches of `--batch`; each image's noise comes from its
+/// own seeded stream, so the samples do not depend on the batch size.
+#[test]
+fn generate_runs_in_batches_independent_of_the_batch_size() {
+    let out = tmp("gen-batch");
+    let mut dirs = Vec::new();
+    for batch in ["2", "1", "3"] {
+        let d = out.join(format!("b{batch}"));
+        ok(&with_model(
+            vec![
+                "generate", "--n", "3", "--batch", batch, "--steps", "3", "--seed", "5",
+            ],
+            d.to_str().unwrap(),
+        ));
+        for i in 0..3 {
+            assert!(d.join(format!("sample_{i:03}.png")).exists(), "{batch}");
+        }
+        assert!(!d.join("sample_003.png").exists() && d.join("grid.png").exists());
+        dirs.push(d);
+    }
+    for i in 0..3 {
+        let name = format!("sample_{i:03}.png");
+        let a = image::open(dirs[0].join(&name)).unwrap().to_rgb8();
+        for d in &dirs[1..] {
+            let b = image::open(d.join(&name)).unwrap().to_rgb8();
+            let worst = a
+                .as_raw()
+                .iter()
+                .zip(b.as_raw())
+                .map(|(x, y)| x.abs_diff(*y))
+                .max()
+                .unwrap();
+            assert!(
+                worst <= 1,
+                "{name} differs by {worst}/255 across batch sizes"
+            );
+        }
+    }
+    fails(
+        &with_model(
+            vec!["generate", "--n", "3", "--batch", "0"],
+            out.to_str().unwrap(),
+        ),
+        "--batch must be ≥ 1",
+    );
+}
+
+/// Issue item 13: folders that match only in part name the unmatched files; an image under
+/// 11 px has no SSIM, said so, and it does not spoil the mean.
+#[test]
+fn metrics_names_unmatched_files_and_skips_ssim_on_tiny_images() {
+    let out = tmp("metrics-match");
+    let (a, b) = (out.join("a"), out.join("b"));
+    for d in [&a, &b] {
+        face_to("000444.jpg", &d.join("face.png"));
+        image::RgbImage::from_pixel(8, 8, image::Rgb([40, 90, 200]))
+            .save(d.join("tiny.png"))
+            .unwrap();
+    }
+    face_to("000719.jpg", &a.join("only_in_a.png"));
+    face_to("000878.jpg", &b.join("only_in_b.png"));
+    let (good, stdout, err) = run_text(&[
+        "metrics",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(good, "{err}");
+    assert!(
+        err.contains("only_in_a.png") && err.contains("only_in_b.png") && err.contains("1 of 3"),
+        "{err}"
+    );
+    assert!(stdout.contains("too small for SSIM"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(json["mean"]["ssim"], 1.0, "{json}");
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(!csv.contains("NaN"), "{csv}");
+}
+
+/// Issue item 19: a cause is printed once, not once in the message and again in the chain.
+#[test]
+fn errors_print_each_cause_once() {
+    let (good, _, err) = run_text(&["metrics", "no/such.png", FACE]);
+    assert!(!good);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(err.contains("no/such.png"), "{err}");
+}
+
+/// Issue item 19: sizes are width×height everywhere, the mask's too.
+#[test]
+fn mask_size_errors_say_width_by_height() {
+    let out = tmp("mask-wh");
+    let mask = out.join("mask.png");
+    image::RgbImage::from_pixel(20, 24, image::Rgb([255, 255, 255]))
+        .save(&mask)
+        .unwrap();
+    fails(
+        &with_model(
+            vec![
+                "restore",
+                FACE,
+                "--op",
+                "inpaint-mask",
+                "--mask",
+                mask.to_str().unwrap(),
+                "--steps",
+                "2",
+            ],
+            out.to_str().unwrap(),
+        ),
+        "is 20×24",
+    );
+}
+
+/// Issue item 19: an `--out` that cannot be written is found before any work, in every
+/// command that writes outputs.
+#[test]
+fn unwritable_out_is_refused_up_front() {
+    let out = tmp("unwritable");
+    let file = out.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let o = file.join("sub");
+    let o = o.to_str().unwrap();
+    let data = train_data(&out);
+    let d = data.to_str().unwrap();
+    let needle = "cannot write to the output folder";
+    fails(
+        &with_model(vec!["generate", "--n", "1", "--steps", "2"], o),
+        needle,
+    );
+    fails(&with_model(vec!["denoise", FACE], o), needle);
+    fails(
+        &with_model(vec!["restore", FACE, "--steps", "2"], o),
+        needle,
+    );
+    fails(&with_model(vec!["eval", d, "--steps", "2"], o), needle);
+    fails(
+        &with_model(vec!["evaluate", "--val", d, "--train", d], o),
+        needle,
+    );
+    fails(&["metrics", FACE, FACE, "--out", o], needle);
+    fails(&train_args(d, o, &["--steps", "1"]), needle);
+    fails(&["merge", d, "--out", o], needle);
+}
+
+/// Issue item 19: errors on resuming name the checkpoint file at fault.
+#[test]
+fn resume_errors_name_the_file() {
+    let out = tmp("resume-bad");
+    let data = train_data(&out);
+    let run = out.join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&train_args(d, r, &["--steps", "1"]));
+    std::fs::write(run.join("checkpoint/model.safetensors"), b"garbage").unwrap();
+    fails(
+        &train_args(d, r, &["--steps", "2", "--resume"]),
+        "checkpoint/model.safetensors",
+    );
+}
+
+/// Issue item 4: the default model and the LPIPS weights are inside the binary: a copy of
+/// it, run from an empty folder without `TWEEDIE_ASSETS` (and, where a private mount
+/// namespace is available, with the source tree hidden), generates and measures.
+#[test]
+fn the_binary_carries_its_model_and_lpips_weights() {
+    let dir = tmp("standalone");
+    let bin = dir.join("tweedie");
+    std::fs::copy(env!("CARGO_BIN_EXE_tweedie"), &bin).unwrap();
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    face_to("000444.jpg", &work.join("a.png"));
+    face_to("000444.jpg", &work.join("b.png"));
+    let src = root().canonicalize().unwrap();
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    // `unshare -rm`: a user and mount namespace in which an empty folder covers the tree.
+    let hide = format!(
+        "mount --bind '{}' '{}' && test ! -e '{}' && exec \"$0\" \"$@\"",
+        empty.display(),
+        src.display(),
+        src.join("assets").display()
+    );
+    let hidden = Command::new("unshare")
+        .args(["-rm", "sh", "-c", &hide, "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !hidden {
+        eprintln!("no private mount namespace here: running without hiding the source tree");
+    }
+    let run = |args: &[&str]| -> String {
+        let mut cmd = if hidden {
+            let mut c = Command::new("unshare");
+            c.args(["-rm", "sh", "-c", &hide]).arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        let out = cmd
+            .args(args)
+            .current_dir(&work)
+            .env_remove("TWEEDIE_ASSETS")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "tweedie {args:?} failed:\n{text}");
+        text
+    };
+    run(&["generate", "--n", "1", "--steps", "2", "--out", "gen"]);
+    assert!(work.join("gen/sample_000.png").exists());
+    let text = run(&["metrics", "a.png", "b.png"]);
+    assert!(
+        text.contains("PSNR inf") && text.contains("LPIPS 0.0000"),
+        "{text}"
+    );
+    // `TWEEDIE_ASSETS` still overrides the built-in files.
+    let out = Command::new(&bin)
+        .args(["generate", "--n", "1", "--steps", "2", "--out", "gen2"])
+        .current_dir(&work)
+        .env("TWEEDIE_ASSETS", &empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("TWEEDIE_ASSETS"),
+        "{err}"
+    );
+}

@@ -20,7 +20,7 @@ pub enum MetricError {
     #[error("image shapes differ: {0:?} vs {1:?}")]
     ShapeMismatch([usize; 4], [usize; 4]),
     /// The images are too small for the metric.
-    #[error("{metric} needs images of at least {min}×{min} pixels, got {h}×{w}")]
+    #[error("{metric} needs images of at least {min}×{min} pixels, got {w}×{h}")]
     TooSmall {
         /// Metric name.
         metric: &'static str,

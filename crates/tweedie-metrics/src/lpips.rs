@@ -85,14 +85,35 @@ impl Lpips {
         device: &Device,
     ) -> Result<Self, LpipsError> {
         let path = path.as_ref();
-        let mut w = WeightMap::load(path).map_err(|e| LpipsError::Weights(e.to_string()))?;
+        let w = WeightMap::load(path).map_err(|e| LpipsError::Weights(e.to_string()))?;
+        Self::from_weights(backbone, w, &path.display().to_string(), device)
+    }
+
+    /// Loads LPIPS weights for `backbone` from safetensors bytes in memory; `source` names
+    /// them in errors.
+    pub fn load_bytes(
+        backbone: Backbone,
+        bytes: &[u8],
+        source: &str,
+        device: &Device,
+    ) -> Result<Self, LpipsError> {
+        let w = WeightMap::load_safetensors_bytes(bytes, source)
+            .map_err(|e| LpipsError::Weights(e.to_string()))?;
+        Self::from_weights(backbone, w, source, device)
+    }
+
+    fn from_weights(
+        backbone: Backbone,
+        mut w: WeightMap,
+        source: &str,
+        device: &Device,
+    ) -> Result<Self, LpipsError> {
         let shapes: std::collections::BTreeMap<String, Vec<usize>> =
             w.shapes().map(|(k, s)| (k.clone(), s.clone())).collect();
         let mut get = |key: String| -> Result<(Vec<usize>, Vec<f32>), LpipsError> {
             let shape = shapes.get(&key).cloned().ok_or_else(|| {
                 LpipsError::Weights(format!(
-                    "{}: missing {key} (is this the {backbone:?} file?)",
-                    path.display()
+                    "{source}: missing {key} (is this the {backbone:?} file?)"
                 ))
             })?;
             let v = w.take(&key, &shape).expect("present");
@@ -131,9 +152,26 @@ impl Lpips {
         })
     }
 
-    /// The LPIPS-alex weights shipped in the repository's `assets/`.
+    /// The LPIPS-alex weights: `$TWEEDIE_ASSETS/lpips_alexnet.safetensors` when that
+    /// variable is set, else the copy of `assets/lpips_alexnet.safetensors` compiled into
+    /// the binary (so that an installed binary needs no source tree).
     pub fn alex_default(device: &Device) -> Result<Self, LpipsError> {
-        Self::load(Backbone::Alex, default_alex_path(), device)
+        if std::env::var_os("TWEEDIE_ASSETS").is_some() {
+            let path = default_alex_path();
+            if !path.exists() {
+                return Err(LpipsError::Weights(format!(
+                    "{} does not exist (unset TWEEDIE_ASSETS to use the weights built into the binary)",
+                    path.display()
+                )));
+            }
+            return Self::load(Backbone::Alex, path, device);
+        }
+        Self::load_bytes(
+            Backbone::Alex,
+            EMBEDDED_ALEX,
+            "the built-in LPIPS-alex weights",
+            device,
+        )
     }
 
     /// Which backbone this is.
@@ -212,7 +250,14 @@ impl Lpips {
     }
 }
 
-/// `assets/lpips_alexnet.safetensors` of the repository (or `$TWEEDIE_ASSETS`).
+/// `assets/lpips_alexnet.safetensors`, compiled in.
+static EMBEDDED_ALEX: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../assets/lpips_alexnet.safetensors"
+));
+
+/// `assets/lpips_alexnet.safetensors` of the repository (or `$TWEEDIE_ASSETS`): the file
+/// the built-in weights were compiled from.
 pub fn default_alex_path() -> std::path::PathBuf {
     std::env::var_os("TWEEDIE_ASSETS")
         .map(std::path::PathBuf::from)

@@ -222,8 +222,8 @@ impl Mask {
                 "mask",
                 path.display(),
                 format!(
-                    "is {}×{} but the images are {height}×{width}",
-                    img.height, img.width
+                    "is {}×{} but the images are {width}×{height} (width×height)",
+                    img.width, img.height
                 ),
             ));
         }
@@ -387,7 +387,8 @@ mod tests {
             tweedie_core::tensor::to_vec(back.tensor())
         );
         let err = Mask::load(&path, 16, 16, &d).unwrap_err().to_string();
-        assert!(err.contains("12×10"), "{err}");
+        // Sizes are width×height, as everywhere else: the mask is 10 wide and 12 high.
+        assert!(err.contains("is 10×12"), "{err}");
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -205,14 +205,15 @@ impl UNetConfig {
             .values()?
             .into_iter()
             .map(|r| {
-                let r = r as usize;
-                if r == 0 || self.image_size % r != 0 {
+                let whole = r.is_finite() && r >= 1.0 && r.fract() == 0.0 && r <= usize::MAX as f64;
+                let ri = r as usize;
+                if !whole || !self.image_size.is_multiple_of(ri) {
                     return Err(ConfigError::Invalid(format!(
                         "attention resolution {r} does not divide image_size {}",
                         self.image_size
                     )));
                 }
-                Ok(self.image_size / r)
+                Ok(self.image_size / ri)
             })
             .collect()
     }
@@ -222,8 +223,268 @@ impl UNetConfig {
         if self.learn_sigma { 6 } else { 3 }
     }
 
-    /// Checks the values are usable.
+    /// Checks the values are usable, and that the network fits: at most
+    /// [`UNetConfig::MAX_PARAMETERS`] parameters and an estimated forward pass
+    /// ([`UNetConfig::estimated_memory_bytes`]) within this machine's memory
+    /// ([`UNetConfig::memory_limit_bytes`]). Everything is computed from the config with checked
+    /// arithmetic, before anything is allocated; [`crate::UNet::build`] (hence `init`, `load`,
+    /// `from_weights`) and [`UNetConfig::from_json_str`] run it.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_with_memory_limit(Self::memory_limit_bytes())
+    }
+
+    /// [`UNetConfig::validate`] with an explicit memory bound in bytes.
+    pub fn validate_with_memory_limit(&self, memory_bytes: u64) -> Result<(), ConfigError> {
+        self.validate_shape()?;
+        let params = self.parameter_count()?;
+        if params > u128::from(Self::MAX_PARAMETERS) {
+            return Err(ConfigError::Invalid(format!(
+                "the network would have {} parameters ({} as f32), above the limit of {} \
+                 (num_channels {}, num_res_blocks {}, channel_mult {:?})",
+                count(params),
+                gib(params.saturating_mul(4)),
+                Self::MAX_PARAMETERS,
+                self.num_channels,
+                self.num_res_blocks,
+                self.channel_mult()?
+            )));
+        }
+        let a = self.activation_estimate()?;
+        let total = params
+            .checked_add(a)
+            .and_then(|n| n.checked_mul(4))
+            .ok_or_else(|| self.overflow())?;
+        if total > u128::from(memory_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "a forward pass at batch 1 (f32) would need about {} ({} parameters, {} \
+                 activation values at image_size {}), more than the {} of memory available",
+                gib(total),
+                count(params),
+                count(a),
+                self.image_size,
+                gib(u128::from(memory_bytes)),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Most parameters a network may have: 2·10⁹ (8 GB as f32; ADM's largest published
+    /// models have about 0.56·10⁹).
+    pub const MAX_PARAMETERS: u64 = 2_000_000_000;
+
+    /// The memory bound [`UNetConfig::validate`] uses: the machine's total memory (`MemTotal`
+    /// of `/proc/meminfo`), or 16 GiB where that cannot be read.
+    pub fn memory_limit_bytes() -> u64 {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| {
+                let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                kib.checked_mul(1024)
+            })
+            .unwrap_or(16 << 30)
+    }
+
+    /// The exact number of scalar parameters of the network, computed from the config alone
+    /// (checked arithmetic; nothing is allocated). Equals `UNet::num_parameters` of the built
+    /// network.
+    pub fn parameter_count(&self) -> Result<u128, ConfigError> {
+        self.validate_shape()?;
+        let acc = Acc::new(self);
+        let ted = acc.mul(4, self.num_channels as u128);
+        let mc = self.num_channels as u128;
+        let n = self.num_res_blocks as u128;
+        let widths = self.widths()?;
+        let attn_levels = self.attention_levels()?;
+        let (first, last) = (widths[0], *widths.last().expect("levels ≥ 1"));
+        // time_embed.0 and .2
+        let time = acc.linear(mc, ted);
+        let time2 = acc.linear(ted, ted);
+        // input_blocks.0: 3 → w0, 3×3
+        let input_conv = acc.conv(3, first, 3);
+        let mut total = acc.sum(&[time, time2, input_conv]);
+        let mut ch = first;
+        for (level, &w) in widths.iter().enumerate() {
+            let attn = if attn_levels[level] {
+                acc.attention(w)
+            } else {
+                0
+            };
+            // n blocks: the first from `ch`, the rest from `w`, each with its attention.
+            let first_block = acc.res(ch, w, ted);
+            let rest = acc.res(w, w, ted);
+            let rest = acc.mul(rest, n - 1);
+            let attns = acc.mul(attn, n);
+            total = acc.sum(&[total, first_block, rest, attns]);
+            ch = w;
+            if level + 1 != widths.len() {
+                let down = if self.resblock_updown {
+                    acc.res(w, w, ted)
+                } else {
+                    acc.conv(w, w, 3)
+                };
+                total = acc.sum(&[total, down]);
+            }
+        }
+        let middle = acc.sum(&[
+            acc.res(last, last, ted),
+            acc.attention(last),
+            acc.res(last, last, ted),
+        ]);
+        total = acc.add(total, middle);
+        for (level, &w) in widths.iter().enumerate().rev() {
+            // n + 1 blocks; skip channels: n of this level's width, then the previous level's
+            // (or the input conv's) width.
+            let prev = if level > 0 { widths[level - 1] } else { first };
+            let attn = if attn_levels[level] {
+                acc.attention(w)
+            } else {
+                0
+            };
+            let block0 = acc.res(acc.add(ch, w), w, ted);
+            let middle_blocks = acc.res(acc.add(w, w), w, ted);
+            let middle_blocks = acc.mul(middle_blocks, n - 1);
+            let last_block = acc.res(acc.add(w, prev), w, ted);
+            let attns = acc.mul(attn, n + 1);
+            total = acc.sum(&[total, block0, middle_blocks, last_block, attns]);
+            ch = w;
+            if level > 0 {
+                let up = if self.resblock_updown {
+                    acc.res(w, w, ted)
+                } else {
+                    acc.conv(w, w, 3)
+                };
+                total = acc.sum(&[total, up]);
+            }
+        }
+        let out = acc.add(
+            acc.norm(first),
+            acc.conv(first, self.out_channels() as u128, 3),
+        );
+        total = acc.add(total, out);
+        acc.finish(total, self)
+    }
+
+    /// Estimated bytes of one forward pass at batch 1 in f32: the parameters, the skip
+    /// connections the encoder keeps for the decoder, and the largest layer's working set
+    /// (a residual block's inputs, normalised copies and outputs; an attention layer's QKV and
+    /// heads × T² attention weights). A rough lower bound: autodiff (DPS) keeps every
+    /// activation, and batches multiply the activations.
+    pub fn estimated_memory_bytes(&self) -> Result<u128, ConfigError> {
+        let total = self
+            .parameter_count()?
+            .checked_add(self.activation_estimate()?)
+            .and_then(|v| v.checked_mul(4));
+        total.ok_or_else(|| self.overflow())
+    }
+
+    /// Activation values (not bytes) of [`UNetConfig::estimated_memory_bytes`].
+    fn activation_estimate(&self) -> Result<u128, ConfigError> {
+        let acc = Acc::new(self);
+        let widths = self.widths()?;
+        let attn_levels = self.attention_levels()?;
+        let n = self.num_res_blocks as u128;
+        let side = self.image_size as u128;
+        let area = |acc: &Acc, level: usize| {
+            let s = side >> level;
+            acc.mul(s, s)
+        };
+        let first = widths[0];
+        // Skip connections: input conv, n blocks per level, each downsampling's output.
+        let a0 = area(&acc, 0);
+        let mut skips = acc.mul(first, a0);
+        // Working set: the largest single layer.
+        let mut peak = acc.mul(acc.mul(first, a0), 2);
+        let mut ch = first;
+        let mut res_peak = |acc: &Acc, cin: u128, cout: u128, a: u128| {
+            let v = acc.mul(acc.add(acc.mul(2, cin), acc.mul(4, cout)), a);
+            peak = peak.max(v);
+        };
+        for (level, &w) in widths.iter().enumerate() {
+            let a = area(&acc, level);
+            res_peak(&acc, ch, w, a);
+            res_peak(&acc, w, w, a);
+            let blocks = acc.mul(acc.mul(n, w), a);
+            skips = acc.sum(&[skips, blocks]);
+            if level + 1 != widths.len() {
+                let next = area(&acc, level + 1);
+                let down = acc.mul(w, next);
+                skips = acc.sum(&[skips, down]);
+            }
+            ch = w;
+        }
+        for (level, &w) in widths.iter().enumerate().rev() {
+            let a = area(&acc, level);
+            let prev = if level > 0 { widths[level - 1] } else { first };
+            res_peak(&acc, acc.add(ch, w), w, a);
+            res_peak(&acc, acc.add(w, w), w, a);
+            res_peak(&acc, acc.add(w, prev), w, a);
+            if level > 0 {
+                // Upsampling doubles the side: its output lives at the next level up.
+                let up = area(&acc, level - 1);
+                res_peak(&acc, w, w, up);
+            }
+            ch = w;
+        }
+        // Attention at its levels and in the middle block: x, normalised rows, QKV and its
+        // permuted copy, output rows and the result (10·C·T), plus the weights (2·heads·T²).
+        let last = widths.len() - 1;
+        for (level, &w) in widths.iter().enumerate() {
+            if !(attn_levels[level] || level == last) {
+                continue;
+            }
+            let t = area(&acc, level);
+            let heads = self.heads(w as usize) as u128;
+            let rows = acc.mul(acc.mul(10, w), t);
+            let weights = acc.mul(acc.mul(2, heads), acc.mul(t, t));
+            let v = acc.add(rows, weights);
+            peak = peak.max(v);
+        }
+        let total = acc.add(skips, peak);
+        acc.finish(total, self)
+    }
+
+    /// Attention heads for a layer of `ch` channels (the largest of encoder/decoder counts).
+    fn heads(&self, ch: usize) -> usize {
+        if self.num_head_channels > 0 {
+            ch / self.num_head_channels as usize
+        } else {
+            self.num_heads.max(self.num_heads_upsample).max(1) as usize
+        }
+    }
+
+    /// Level widths `channel_mult · num_channels`.
+    fn widths(&self) -> Result<Vec<u128>, ConfigError> {
+        Ok(self
+            .channel_mult()?
+            .iter()
+            .map(|m| (m * self.num_channels as f64) as usize as u128)
+            .collect())
+    }
+
+    /// Whether each level (downsampling 2^level) has attention.
+    fn attention_levels(&self) -> Result<Vec<bool>, ConfigError> {
+        let ds = self.attention_ds()?;
+        let levels = self.channel_mult()?.len();
+        Ok((0..levels)
+            .map(|l| {
+                1usize
+                    .checked_shl(l as u32)
+                    .is_some_and(|d| ds.contains(&d))
+            })
+            .collect())
+    }
+
+    fn overflow(&self) -> ConfigError {
+        ConfigError::Invalid(format!(
+            "the network's size overflows 128-bit arithmetic (image_size {}, num_channels {}, \
+             num_res_blocks {}): far beyond any machine",
+            self.image_size, self.num_channels, self.num_res_blocks
+        ))
+    }
+
+    /// The structural checks of [`UNetConfig::validate`], without the size bounds.
+    fn validate_shape(&self) -> Result<(), ConfigError> {
         let mult = self.channel_mult()?;
         self.attention_ds()?;
         if self.class_cond {
@@ -237,21 +498,23 @@ impl UNetConfig {
             ));
         }
         let levels = mult.len() as u32;
-        if self.image_size % 2usize.pow(levels.saturating_sub(1)) != 0 {
+        let factor = 2usize.checked_pow(levels.saturating_sub(1));
+        if factor.is_none_or(|f| !self.image_size.is_multiple_of(f)) {
             return Err(ConfigError::Invalid(format!(
-                "image_size {} is not divisible by 2^{}",
+                "image_size {} is not divisible by 2^{} ({} levels in channel_mult)",
                 self.image_size,
-                levels - 1
+                levels.saturating_sub(1),
+                levels
             )));
         }
         for m in &mult {
             let ch = (m * self.num_channels as f64) as usize;
-            if ch == 0 || ch % 32 != 0 {
+            if ch == 0 || !ch.is_multiple_of(32) {
                 return Err(ConfigError::Invalid(format!(
                     "level width {ch} must be a positive multiple of 32 (GroupNorm(32))"
                 )));
             }
-            if self.num_head_channels > 0 && ch % self.num_head_channels as usize != 0 {
+            if self.num_head_channels > 0 && !ch.is_multiple_of(self.num_head_channels as usize) {
                 return Err(ConfigError::Invalid(format!(
                     "level width {ch} is not divisible by num_head_channels {}",
                     self.num_head_channels
@@ -263,7 +526,133 @@ impl UNetConfig {
                 "set num_heads or num_head_channels".into(),
             ));
         }
+        if self.num_head_channels <= 0 {
+            // Attention splits its channels evenly between heads: at the attention levels and
+            // in the middle block (the last level's width).
+            let attn = self.attention_levels()?;
+            for (level, m) in mult.iter().enumerate() {
+                if !(attn[level] || level + 1 == mult.len()) {
+                    continue;
+                }
+                let ch = (m * self.num_channels as f64) as usize;
+                for heads in [self.num_heads, self.num_heads_upsample] {
+                    if heads > 0 && !ch.is_multiple_of(heads as usize) {
+                        return Err(ConfigError::Invalid(format!(
+                            "attention width {ch} is not divisible by {heads} heads"
+                        )));
+                    }
+                }
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ConfigError::Invalid(format!(
+                "dropout {} is outside [0, 1)",
+                self.dropout
+            )));
+        }
         Ok(())
+    }
+}
+
+/// `bytes` in GiB, for messages (scientific notation past a million GiB).
+fn gib(bytes: u128) -> String {
+    let g = bytes as f64 / (1u128 << 30) as f64;
+    if g < 1e6 {
+        format!("{g:.1} GiB")
+    } else {
+        format!("{g:.2e} GiB")
+    }
+}
+
+/// A count for messages: exact up to 10¹², scientific past it.
+fn count(n: u128) -> String {
+    if n <= 1_000_000_000_000 {
+        n.to_string()
+    } else {
+        format!("{:.2e}", n as f64)
+    }
+}
+
+/// Checked u128 arithmetic for the size estimates: the first overflow is remembered and every
+/// later result is meaningless but harmless (saturated); [`Acc::finish`] reports it.
+struct Acc {
+    overflow: std::cell::Cell<bool>,
+    scale_shift: bool,
+}
+
+impl Acc {
+    fn new(cfg: &UNetConfig) -> Self {
+        Self {
+            overflow: std::cell::Cell::new(false),
+            scale_shift: cfg.use_scale_shift_norm,
+        }
+    }
+    fn add(&self, a: u128, b: u128) -> u128 {
+        a.checked_add(b).unwrap_or_else(|| {
+            self.overflow.set(true);
+            u128::MAX
+        })
+    }
+    fn mul(&self, a: u128, b: u128) -> u128 {
+        a.checked_mul(b).unwrap_or_else(|| {
+            self.overflow.set(true);
+            u128::MAX
+        })
+    }
+    fn sum(&self, v: &[u128]) -> u128 {
+        v.iter().fold(0, |s, &x| self.add(s, x))
+    }
+    /// `[out, in]` weight and bias.
+    fn linear(&self, cin: u128, cout: u128) -> u128 {
+        let w = self.mul(cin, cout);
+        self.add(w, cout)
+    }
+    /// `[out, in, k, k]` weight and bias.
+    fn conv(&self, cin: u128, cout: u128, k: u128) -> u128 {
+        let w = self.mul(self.mul(cin, cout), k * k);
+        self.add(w, cout)
+    }
+    /// GroupNorm weight and bias.
+    fn norm(&self, ch: u128) -> u128 {
+        self.mul(2, ch)
+    }
+    /// guided-diffusion's `ResBlock` (with its 1×1 skip conv when the width changes).
+    fn res(&self, cin: u128, cout: u128, emb: u128) -> u128 {
+        let emb_out = if self.scale_shift {
+            self.mul(2, cout)
+        } else {
+            cout
+        };
+        let parts = [
+            self.norm(cin),
+            self.conv(cin, cout, 3),
+            self.linear(emb, emb_out),
+            self.norm(cout),
+            self.conv(cout, cout, 3),
+            if cin != cout {
+                self.conv(cin, cout, 1)
+            } else {
+                0
+            },
+        ];
+        self.sum(&parts)
+    }
+    /// `AttentionBlock`: norm, qkv (`C → 3C`) and proj_out (`C → C`).
+    fn attention(&self, ch: u128) -> u128 {
+        let parts = [
+            self.norm(ch),
+            self.linear(ch, self.mul(3, ch)),
+            self.linear(ch, ch),
+        ];
+        self.sum(&parts)
+    }
+    /// `v`, or the config's overflow error if any step overflowed.
+    fn finish(&self, v: u128, cfg: &UNetConfig) -> Result<u128, ConfigError> {
+        if self.overflow.get() {
+            Err(cfg.overflow())
+        } else {
+            Ok(v)
+        }
     }
 }
 

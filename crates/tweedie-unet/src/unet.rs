@@ -526,6 +526,8 @@ impl UNet {
         path: impl AsRef<Path>,
         device: &Device,
     ) -> Result<Self, UNetLoadError> {
+        // An impossible config is refused before a (possibly multi-GB) checkpoint is read.
+        config.validate()?;
         let mut w = WeightMap::load(path)?;
         Self::from_weights(config, &mut w, device)
     }

@@ -126,12 +126,23 @@ impl WeightMap {
     /// Reads a safetensors file. Keys under a wrapper (`state_dict.`, `model_state_dict.`,
     /// `model.`, `ema.`, `module.`) are taken out of it, as for `.pt`.
     pub fn load_safetensors(path: &Path) -> Result<Self, WeightError> {
-        let err = |reason: String| WeightError::File {
+        let bytes = std::fs::read(path).map_err(|e| WeightError::File {
             path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::load_safetensors_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Reads safetensors bytes already in memory (e.g. weights embedded in a binary with
+    /// `include_bytes!`), as [`WeightMap::load_safetensors`] reads a file; `source` names
+    /// them in errors.
+    pub fn load_safetensors_bytes(bytes: &[u8], source: &str) -> Result<Self, WeightError> {
+        let path = Path::new(source);
+        let err = |reason: String| WeightError::File {
+            path: source.to_string(),
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
+        let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
         let prefix = container_prefix(&st.names());
         let mut tensors = BTreeMap::new();
