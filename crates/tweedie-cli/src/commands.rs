@@ -32,7 +32,9 @@ enum Command {
     ///
     /// Example: tweedie denoise face.png --t 30,100,300 --out out/denoise
     Denoise(DenoiseArgs),
-    /// Restore images from a simulated measurement with SDEdit, Score-ALD or DPS (Tasks 4–6).
+    /// Restore images with SDEdit, Score-ALD or DPS (Tasks 4–6): from a measurement simulated
+    /// from clean images, or from an already degraded photo (`--measured`); `--samples K`
+    /// draws K posterior samples with their mean and a per-pixel std map.
     ///
     /// Example: tweedie restore faces/ --method dps --op inpaint-box --sigma 0.05 --steps 250 --out out/dps
     Restore(RestoreArgs),
@@ -237,12 +239,52 @@ pub struct DenoiseArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Simulated (INPUTS): each image is centre-cropped and resized to the model, measured with --op \
+and --sigma (seeded), and restored. Writes <name>_measurement.png, <name>_<method>.png, the \
+kernel or mask used (<name>_kernel.npy/.png, <name>_mask.png), <method>_grid.png (ground truth \
+| measurement | initialisation | restored) and <method>_metrics.json (settings and \
+PSNR/SSIM/LPIPS).
+
+Measured (--measured y.png): y is restored as it is; only an image of the size needed is \
+accepted (the model's, or the operator's output for sr4/sr4-box), --fit crop|resize fits \
+another. Metrics appear only with --reference. Writes <name>_<method>.png, \
+<method>_grid.png (measurement | A+y initialisation | restored [| reference]) and \
+<method>_metrics.json with the settings.
+
+Examples:
+  tweedie restore --measured blurred.png --op gaussian-blur --sigma 0.02 --method dps --steps 250
+  tweedie restore --measured y.png --op motion-blur --kernel y_kernel.npy --reference x.png --fit crop
+  tweedie restore --measured lowres_8x8.png --op sr4 --method ald --samples 8")]
 pub struct RestoreArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Images or folders of images (resized to the model resolution).
-    #[arg(required = true)]
+    /// Images or folders of images (centre-cropped and resized to the model resolution): a
+    /// measurement y = A(x) + σn is simulated from each and restored. Not with --measured.
+    #[arg(required_unless_present = "measured", conflicts_with = "measured")]
     pub inputs: Vec<PathBuf>,
+    /// Restore this measured image y instead (no ground truth needed): a blurred or masked
+    /// image of the model's size, or for sr4/sr4-box the low-resolution image itself (8×8 for
+    /// a 32 px model). Another size is an error unless --fit is given. --op motion-blur needs
+    /// --kernel, masks need --op inpaint-mask --mask (random operators are refused); --sigma
+    /// is the noise level assumed for y.
+    #[arg(long, value_name = "FILE")]
+    pub measured: Option<PathBuf>,
+    /// With --measured: the ground truth, for PSNR/SSIM/LPIPS (without it none are computed).
+    /// It must have the model's size, or is fitted by --fit like the measurement.
+    #[arg(long, value_name = "FILE", requires = "measured")]
+    pub reference: Option<PathBuf>,
+    /// With --measured: bring an image of another size to the size needed: `crop` (centre
+    /// square, then resize) or `resize` (resize directly). Without it nothing is resized.
+    #[arg(long, value_enum, requires = "measured")]
+    pub fit: Option<crate::restore::FitArg>,
+    /// Draw K ≥ 2 posterior samples of each measurement in one batched chain and write their
+    /// mean (<name>_<method>_mean.png), per-pixel standard deviation (mean over channels, a
+    /// heat map from black = 0 to yellow = its maximum: <name>_<method>_std.png), each sample
+    /// (<name>_<method>_sample_<k>.png) and a figure (<name>_<method>_samples.png: mean | std
+    /// | up to 4 samples, the std's scale in its caption), instead of <name>_<method>.png.
+    #[arg(long, value_name = "K")]
+    pub samples: Option<usize>,
     /// Restoration method.
     #[arg(long, value_enum, default_value_t = MethodArg::Dps)]
     pub method: MethodArg,
@@ -528,6 +570,20 @@ pub(crate) fn check_out(dir: &Path) -> Result<()> {
         anyhow::anyhow!("cannot write to the output folder {}: {e}", dir.display())
     };
     std::fs::create_dir_all(dir).map_err(fail)?;
+    // Say when the folder already holds an earlier run's results: files this run writes are
+    // replaced, the others stay (nothing is deleted), so a shorter rerun can leave old
+    // outputs beside the new ones.
+    let earlier = std::fs::read_dir(dir)
+        .map_err(fail)?
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .count();
+    if earlier > 0 {
+        eprintln!(
+            "note: {} already holds {earlier} entries from an earlier run; files this run writes are replaced, the others are left as they are",
+            dir.display()
+        );
+    }
     let probe = dir.join(format!(".tweedie-write-check-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(fail)?;
     std::fs::remove_file(&probe).map_err(fail)?;

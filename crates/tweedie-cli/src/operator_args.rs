@@ -69,6 +69,22 @@ pub struct OperatorArgs {
 }
 
 impl OperatorArgs {
+    /// Checks that `op` with these options can describe an image measured elsewhere
+    /// (`restore --measured`): an operator drawn at random (motion blur without `--kernel`,
+    /// random masks and boxes) cannot, so its kernel or mask must be given.
+    pub fn check_measured(&self, op: OpArg) -> Result<()> {
+        match op {
+            OpArg::MotionBlur if self.kernel.is_none() => bail!(
+                "--measured with --op motion-blur needs --kernel FILE: without it the kernel is drawn at random and cannot be the one that blurred the measured image (give the kernel as .npy, safetensors, PNG or the JSON `restore` saves)"
+            ),
+            OpArg::InpaintRandom | OpArg::InpaintRandomBox | OpArg::InpaintRandomRange => bail!(
+                "--measured with --op {} cannot work: its mask is drawn at random and cannot say which pixels of the measured image are observed; use --op inpaint-mask --mask FILE (white = observed)",
+                op.name()
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// The spec of `op` for images of side `side`: DPS's defaults with the options applied.
     /// Options that do not apply to `op` are an error rather than silently ignored.
     pub fn spec(&self, op: OpArg, side: usize) -> Result<OperatorSpec> {

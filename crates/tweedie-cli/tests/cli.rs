@@ -1101,3 +1101,301 @@ fn the_binary_carries_its_model_and_lpips_weights() {
         "{err}"
     );
 }
+
+/// A rerun into a folder that already holds results says so (nothing is deleted).
+#[test]
+fn a_rerun_into_a_used_out_folder_says_so() {
+    let out = tmp("rerun-note");
+    let o = out.to_str().unwrap();
+    let first = ok(&with_model(vec!["generate", "--n", "2", "--steps", "2"], o));
+    assert!(!first.contains("already holds"), "{first}");
+    let second = ok(&with_model(vec!["generate", "--n", "1", "--steps", "2"], o));
+    assert!(second.contains("already holds"), "{second}");
+    assert!(out.join("sample_001.png").exists(), "nothing is deleted");
+}
+
+/// The face resized to `w × h` (no crop) as a PNG at `to`.
+fn face_png(to: &Path, w: u32, h: u32) {
+    image::open(root().join(FACE))
+        .unwrap()
+        .resize_exact(w, h, image::imageops::FilterType::Triangle)
+        .to_rgb8()
+        .save(to)
+        .unwrap();
+}
+
+fn metrics_json(dir: &Path, method: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join(format!("{method}_metrics.json"))).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["results"][0].clone()
+}
+
+/// Issue "Restore your own photos": a measurement saved by a simulated run is restored with
+/// `--measured` and the kernel that run saved; metrics appear only with `--reference`; random
+/// operators are refused for a measured image.
+#[test]
+fn restore_measured_blur_with_the_saved_kernel() {
+    let out = tmp("measured-blur");
+    let sim = out.join("sim");
+    ok(&with_model(
+        vec!["restore", FACE, "--op", "motion-blur", "--steps", "2"],
+        sim.to_str().unwrap(),
+    ));
+    let y = sim.join("000444_measurement.png");
+    let kernel = sim.join("000444_kernel.npy");
+    assert!(y.exists() && kernel.exists());
+    let (y, kernel) = (y.to_str().unwrap(), kernel.to_str().unwrap());
+    let m = out.join("m");
+    let mo = m.to_str().unwrap();
+    let measured = |extra: &[&str]| -> String {
+        let mut args = vec![
+            "restore",
+            "--measured",
+            y,
+            "--op",
+            "motion-blur",
+            "--kernel",
+            kernel,
+            "--sigma",
+            "0.05",
+            "--steps",
+            "3",
+        ];
+        args.extend(extra);
+        ok(&with_model(args, mo))
+    };
+    // Without a reference: no metrics.
+    let text = measured(&[]);
+    assert!(
+        !text.contains("PSNR") && text.contains("no --reference"),
+        "{text}"
+    );
+    let r = metrics_json(&m, "dps");
+    assert!(r.get("scores").is_none(), "{r}");
+    assert_eq!(r["settings"]["op"]["op"], "kernel-blur", "{r}");
+    assert_eq!(r["settings"]["sigma"], 0.05, "{r}");
+    assert!(
+        r["measured"]
+            .as_str()
+            .unwrap()
+            .ends_with("000444_measurement.png")
+    );
+    assert!(m.join("000444_measurement_dps.png").exists() && m.join("dps_grid.png").exists());
+    let restored = image::open(m.join("000444_measurement_dps.png")).unwrap();
+    assert_eq!((restored.width(), restored.height()), (32, 32));
+    // With the ground truth (fitted as the simulated run fitted it): metrics.
+    let text = measured(&["--reference", FACE, "--fit", "crop"]);
+    assert!(text.contains("PSNR"), "{text}");
+    let r = metrics_json(&m, "dps");
+    assert!(r["scores"]["psnr"].as_f64().unwrap() > 5.0, "{r}");
+    // Random operators make no sense for a measured image.
+    fails(
+        &with_model(vec!["restore", "--measured", y, "--op", "motion-blur"], mo),
+        "--kernel",
+    );
+    fails(
+        &with_model(
+            vec!["restore", "--measured", y, "--op", "inpaint-random"],
+            mo,
+        ),
+        "--op inpaint-mask --mask",
+    );
+    // The mask of a simulated run drives an inpainting of its measurement.
+    ok(&with_model(
+        vec!["restore", FACE, "--op", "inpaint-box", "--steps", "2"],
+        sim.to_str().unwrap(),
+    ));
+    let mask = sim.join("000444_mask.png");
+    ok(&with_model(
+        vec![
+            "restore",
+            "--measured",
+            y,
+            "--op",
+            "inpaint-mask",
+            "--mask",
+            mask.to_str().unwrap(),
+            "--method",
+            "ald",
+            "--steps",
+            "2",
+        ],
+        mo,
+    ));
+    assert!(m.join("000444_measurement_ald.png").exists());
+}
+
+/// A measured image of another size is an error naming both sizes and `--fit`; `--fit`
+/// fits it; SR takes the low-resolution image itself (8×8 for sr4 at 32 px).
+#[test]
+fn restore_measured_sizes_fit_and_super_resolution() {
+    let out = tmp("measured-size");
+    let o = out.to_str().unwrap();
+    // The face is 178×218; the fixture model is 32×32.
+    let fails_naming = |args: &[&str], needles: &[&str]| {
+        let (good, _, err) = run_text(&with_model(args.to_vec(), o));
+        assert!(
+            !good && !err.contains("panicked"),
+            "{args:?} should fail:\n{err}"
+        );
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: expected {n:?} in:\n{err}");
+        }
+    };
+    fails_naming(
+        &["restore", "--measured", FACE, "--op", "gaussian-blur"],
+        &["178×218", "32×32", "--fit"],
+    );
+    for fit in ["crop", "resize"] {
+        ok(&with_model(
+            vec![
+                "restore",
+                "--measured",
+                FACE,
+                "--op",
+                "gaussian-blur",
+                "--fit",
+                fit,
+                "--steps",
+                "2",
+            ],
+            o,
+        ));
+        assert!(out.join("000444_dps.png").exists());
+    }
+    // SR: the 8×8 low-resolution image is the measurement.
+    let lr = out.join("lr.png");
+    face_png(&lr, 8, 8);
+    let text = ok(&with_model(
+        vec![
+            "restore",
+            "--measured",
+            lr.to_str().unwrap(),
+            "--op",
+            "sr4",
+            "--method",
+            "sdedit",
+            "--t0",
+            "200",
+            "--steps",
+            "3",
+        ],
+        o,
+    ));
+    assert!(text.contains("no --reference"), "{text}");
+    let restored = image::open(out.join("lr_sdedit.png")).unwrap();
+    assert_eq!((restored.width(), restored.height()), (32, 32));
+    // A full-size image is not a ×4 measurement of a 32×32 image.
+    let full = out.join("full.png");
+    face_png(&full, 32, 32);
+    fails_naming(
+        &[
+            "restore",
+            "--measured",
+            full.to_str().unwrap(),
+            "--op",
+            "sr4-box",
+        ],
+        &["32×32", "8×8", "--fit"],
+    );
+    // --reference and --fit belong to --measured; inputs and --measured exclude each other.
+    fails(
+        &with_model(vec!["restore", FACE, "--reference", FACE], o),
+        "--measured",
+    );
+    fails(
+        &with_model(vec!["restore", FACE, "--measured", FACE], o),
+        "cannot be used with",
+    );
+    fails(
+        &with_model(vec!["restore", "--measured", "no/such.png"], o),
+        "does not exist",
+    );
+}
+
+/// `--samples K`: K posterior samples of one measurement, their mean, a std heat map and a
+/// figure; from a measured image and from a simulated one.
+#[test]
+fn restore_samples_write_mean_std_and_figure() {
+    let out = tmp("samples");
+    let o = out.to_str().unwrap();
+    let y = out.join("y.png");
+    face_png(&y, 32, 32);
+    let text = ok(&with_model(
+        vec![
+            "restore",
+            "--measured",
+            y.to_str().unwrap(),
+            "--op",
+            "gaussian-blur",
+            "--samples",
+            "3",
+            "--steps",
+            "2",
+        ],
+        o,
+    ));
+    for f in [
+        "y_dps_mean.png",
+        "y_dps_std.png",
+        "y_dps_samples.png",
+        "y_dps_sample_000.png",
+        "y_dps_sample_002.png",
+        "dps_grid.png",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing:\n{text}");
+    }
+    assert!(!out.join("y_dps.png").exists());
+    let r = metrics_json(&out, "dps");
+    assert_eq!(r["samples"], 3, "{r}");
+    let max = r["std"]["max"].as_f64().unwrap();
+    assert!(
+        max > 0.0 && r["std"]["mean"].as_f64().unwrap() <= max,
+        "{r}"
+    );
+    let samples: Vec<Vec<u8>> = (0..3)
+        .map(|k| {
+            image::open(out.join(format!("y_dps_sample_{k:03}.png")))
+                .unwrap()
+                .to_rgb8()
+                .into_raw()
+        })
+        .collect();
+    assert!(
+        samples[0] != samples[1] && samples[1] != samples[2],
+        "samples differ"
+    );
+    // Simulated, with the ground truth: scores of the mean and of each sample.
+    let sim = out.join("sim");
+    ok(&with_model(
+        vec![
+            "restore",
+            FACE,
+            "--method",
+            "ald",
+            "--op",
+            "inpaint-box",
+            "--samples",
+            "2",
+            "--steps",
+            "2",
+        ],
+        sim.to_str().unwrap(),
+    ));
+    let r = metrics_json(&sim, "ald");
+    assert!(r["scores"]["psnr"].as_f64().is_some(), "{r}");
+    assert_eq!(r["sample_scores"].as_array().unwrap().len(), 2, "{r}");
+    assert!(sim.join("000444_ald_std.png").exists() && sim.join("000444_mask.png").exists());
+    fails(
+        &with_model(
+            vec![
+                "restore",
+                "--measured",
+                y.to_str().unwrap(),
+                "--samples",
+                "1",
+            ],
+            o,
+        ),
+        "--samples must be ≥ 2",
+    );
+}

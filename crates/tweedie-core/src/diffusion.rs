@@ -8,6 +8,20 @@ use crate::schedule::Transition;
 use burn::tensor::Tensor;
 
 /// Closed-form forward noising q(x_t | x_0): `x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) z`.
+///
+/// ```
+/// use tweedie_core::diffusion::q_sample;
+/// use tweedie_core::{Device, Schedule, Tensor, tensor};
+///
+/// let device = Device::flex();
+/// let ab = Schedule::linear_default().alpha_bar[100];
+/// let x0: Tensor<4> = Tensor::ones([1, 3, 2, 2], &device);
+/// let z: Tensor<4> = Tensor::ones([1, 3, 2, 2], &device).mul_scalar(-1.0);
+/// let x_t = q_sample(x0, z, ab);
+/// // Every value is √ᾱ_t · 1 + √(1 − ᾱ_t) · (−1).
+/// let expected = ab.sqrt() - (1.0 - ab).sqrt();
+/// assert!(tensor::to_vec(&x_t).iter().all(|v| (*v as f64 - expected).abs() < 1e-6));
+/// ```
 pub fn q_sample<const D: usize>(x0: Tensor<D>, z: Tensor<D>, alpha_bar: f64) -> Tensor<D> {
     x0.mul_scalar(alpha_bar.sqrt()) + z.mul_scalar((1.0 - alpha_bar).sqrt())
 }
@@ -37,6 +51,23 @@ pub fn x0_from_score<const D: usize>(
 }
 
 /// Tweedie in ε form: `x̂0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t`.
+///
+/// Given the true noise it inverts [`q_sample`] exactly; given a network's ε̂(x_t, t) it is
+/// the one-step denoiser E[x_0 | x_t] (problem sheet, Task 2).
+///
+/// ```
+/// use tweedie_core::diffusion::{q_sample, x0_from_eps};
+/// use tweedie_core::{Device, NoiseSource, Schedule, tensor};
+///
+/// let device = Device::flex();
+/// let ab = Schedule::linear_default().alpha_bar[300];
+/// let mut noise = NoiseSource::new(0);
+/// let x0 = noise.normal([2, 3, 4, 4], &device).clamp(-1.0, 1.0);
+/// let eps = noise.normal([2, 3, 4, 4], &device);
+/// let x_t = q_sample(x0.clone(), eps.clone(), ab);
+/// let x0_hat = x0_from_eps(x_t, eps, ab);
+/// assert!(tensor::max_abs(&(x0_hat - x0)) < 1e-5);
+/// ```
 pub fn x0_from_eps<const D: usize>(x_t: Tensor<D>, eps: Tensor<D>, alpha_bar: f64) -> Tensor<D> {
     (x_t - eps.mul_scalar((1.0 - alpha_bar).sqrt())).mul_scalar(1.0 / alpha_bar.sqrt())
 }

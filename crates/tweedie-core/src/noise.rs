@@ -8,6 +8,24 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
 /// A deterministic source of standard normal noise: seeded, or replaying recorded draws.
+///
+/// ```
+/// use tweedie_core::{Device, NoiseSource, tensor};
+///
+/// let device = Device::flex();
+/// // The same seed gives the same numbers (drawn on the host, so on every backend too).
+/// let a = NoiseSource::new(42).normal([2, 3], &device);
+/// let b = NoiseSource::new(42).normal([2, 3], &device);
+/// assert_eq!(a.dims(), [2, 3]);
+/// assert_eq!(tensor::to_vec(&a), tensor::to_vec(&b));
+/// assert_ne!(NoiseSource::new(43).normal_vec(6), tensor::to_vec(&a));
+///
+/// // A replaying source serves recorded draws in order (e.g. a reference run's noise).
+/// let mut replay = NoiseSource::replay(vec![vec![0.5, -1.0], vec![2.0]], 0);
+/// assert_eq!(replay.normal_vec(2), [0.5, -1.0]);
+/// assert_eq!(replay.replay_remaining(), Some(1));
+/// assert_eq!(tensor::to_vec(&replay.normal([1, 1], &device)), [2.0]);
+/// ```
 #[derive(Debug)]
 pub struct NoiseSource {
     rng: StdRng,

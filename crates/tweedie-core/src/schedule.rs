@@ -67,6 +67,21 @@ pub struct Schedule {
 
 impl Schedule {
     /// The DDPM / DPS default: linear β from 1e-4 to 0.02 over T = 1000 steps.
+    ///
+    /// ```
+    /// use tweedie_core::Schedule;
+    ///
+    /// let s = Schedule::linear_default();
+    /// assert_eq!(s.num_steps(), 1000);
+    /// // Index 0 is the clean image; β runs linearly from β_1 = 1e-4 to β_T = 0.02.
+    /// assert_eq!(s.alpha_bar[0], 1.0);
+    /// assert!((s.beta[1] - 1e-4).abs() < 1e-15 && (s.beta[1000] - 0.02).abs() < 1e-15);
+    /// // ᾱ_T ≈ 4.04e-5: x_T is all but pure noise.
+    /// assert!((s.alpha_bar[1000] - 4.035e-5).abs() < 1e-7);
+    /// // Every derived quantity is precomputed per timestep.
+    /// let t = 100;
+    /// assert!((s.sqrt_alpha_bar[t].powi(2) - s.alpha_bar[t]).abs() < 1e-12);
+    /// ```
     pub fn linear_default() -> Self {
         Self::new(ScheduleKind::default(), 1000).expect("default schedule is valid")
     }
@@ -229,6 +244,24 @@ impl Schedule {
     }
 
     /// The transitions of a strided chain: (τ_S → τ_{S−1}), …, (τ_1 → 0).
+    ///
+    /// ```
+    /// use tweedie_core::Schedule;
+    ///
+    /// let s = Schedule::linear_default();
+    /// // Four evenly strided steps from t = 1000 (guided-diffusion's respacing), ending at 0.
+    /// let chain = s.chain(1000, 4).unwrap();
+    /// let steps: Vec<(usize, usize)> = chain.iter().map(|tr| (tr.t, tr.s)).collect();
+    /// assert_eq!(steps, [(1000, 667), (667, 334), (334, 1), (1, 0)]);
+    /// assert!(chain[3].is_last()); // no noise is added on the last step
+    /// // A strided transition's α is ᾱ_t/ᾱ_s; on the full chain it is the schedule's α_t.
+    /// assert!((chain[0].alpha() - s.alpha_bar[1000] / s.alpha_bar[667]).abs() < 1e-12);
+    /// let full = s.chain(10, 10).unwrap();
+    /// assert_eq!(full.len(), 10);
+    /// assert!((full[0].alpha() - s.alpha[10]).abs() < 1e-12);
+    /// // More steps than timesteps is an error, not a silent clamp.
+    /// assert!(s.chain(10, 11).is_err());
+    /// ```
     pub fn chain(&self, t_start: usize, steps: usize) -> Result<Vec<Transition>, CoreError> {
         let ts = self.strided_timesteps(t_start, steps)?;
         Ok(ts

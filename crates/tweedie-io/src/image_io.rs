@@ -518,6 +518,21 @@ pub fn save_png(img: &Image, path: impl AsRef<Path>) -> Result<(), IoError> {
 }
 
 /// Stacks equally sized images into a `[B, 3, H, W]` tensor.
+///
+/// ```
+/// use tweedie_core::Device;
+/// use tweedie_io::{Image, from_tensor, to_tensor, to_unit};
+///
+/// let device = Device::flex();
+/// let (black, white) = (Image::filled(4, 2, -1.0), Image::filled(4, 2, 1.0));
+/// let x = to_tensor(&[black.clone(), white], &device).unwrap();
+/// assert_eq!(x.dims(), [2, 3, 2, 4]); // [B, 3, H, W], values in [−1, 1]
+/// assert_eq!(from_tensor(&x).unwrap()[0], black);
+/// // [0, 1] for display and metrics.
+/// assert_eq!(to_unit(x).max().into_scalar::<f32>(), 1.0);
+/// // A batch needs one size.
+/// assert!(to_tensor(&[black, Image::filled(2, 2, 0.0)], &device).is_err());
+/// ```
 pub fn to_tensor(images: &[Image], device: &Device) -> Result<Tensor<4>, IoError> {
     let first = images.first().ok_or_else(|| IoError::Invalid {
         what: "image batch".into(),

@@ -42,6 +42,22 @@ fn check_same(a: &Tensor<4>, b: &Tensor<4>) -> Result<(), MetricError> {
 
 /// PSNR in dB on the [0, 1] scale of [−1, 1] images: 10 log10(1/MSE₀₁), MSE₀₁ = MSE₋₁₁/4.
 /// Identical images give +∞.
+///
+/// ```
+/// use tweedie_core::{Device, Tensor};
+/// use tweedie_metrics::psnr;
+///
+/// let device = Device::flex();
+/// let a: Tensor<4> = Tensor::zeros([2, 3, 4, 4], &device);
+/// // An error of 0.2 on the [−1, 1] scale is 0.1 on the [0, 1] scale: MSE 0.01, 20 dB.
+/// let b = a.clone().add_scalar(0.2);
+/// let p = psnr(&a, &b).unwrap();
+/// assert_eq!(p.len(), 2); // one value per batch item
+/// assert!((p[0] - 20.0).abs() < 1e-4, "{}", p[0]);
+/// assert!(psnr(&a, &a).unwrap()[0].is_infinite());
+/// // Shapes must match.
+/// assert!(psnr(&a, &Tensor::zeros([1, 3, 4, 4], &device)).is_err());
+/// ```
 pub fn psnr(a: &Tensor<4>, b: &Tensor<4>) -> Result<Vec<f64>, MetricError> {
     check_same(a, b)?;
     let [n, ..] = a.dims();

@@ -93,6 +93,32 @@ impl Operator for Identity {
 }
 
 /// Simulates a measurement `y = A(x) + σ n` with seeded Gaussian noise (σ in the [−1, 1] scale).
+///
+/// ```
+/// use tweedie_core::{Device, NoiseSource, Tensor, tensor};
+/// use tweedie_operators::{Mask, Operator, measure};
+///
+/// let device = Device::flex();
+/// let mask = Mask::center_box(8, 8, 4, &device).unwrap();
+/// let x: Tensor<4> = Tensor::ones([1, 3, 8, 8], &device);
+///
+/// // σ = 0: y = A(x) exactly, the 4×4 hole zeroed.
+/// let clean = measure(&mask, x.clone(), 0.0, &mut NoiseSource::new(0)).unwrap();
+/// assert_eq!(clean.clone().sum().into_scalar::<f32>(), 3.0 * (64.0 - 16.0));
+///
+/// // σ = 0.05: y = A(x) + 0.05 n, with the noise drawn from the seeded source.
+/// let y = measure(&mask, x.clone(), 0.05, &mut NoiseSource::new(0)).unwrap();
+/// let n = tensor::to_vec(&(y.clone() - clean).div_scalar(0.05));
+/// let std = (n.iter().map(|v| v * v).sum::<f32>() / n.len() as f32).sqrt();
+/// assert!((0.8..1.2).contains(&std), "noise std {std}");
+/// // Same seed, same measurement.
+/// let again = measure(&mask, x.clone(), 0.05, &mut NoiseSource::new(0)).unwrap();
+/// assert_eq!(tensor::to_vec(&y), tensor::to_vec(&again));
+/// // A mask is its own pseudo-inverse: A⁺y puts the observed pixels back in image space.
+/// assert_eq!(mask.pseudo_inverse(y.clone()).unwrap().dims(), [1, 3, 8, 8]);
+///
+/// assert!(measure(&mask, x, -1.0, &mut NoiseSource::new(0)).is_err());
+/// ```
 pub fn measure(
     op: &dyn Operator,
     x: Tensor<4>,

@@ -171,6 +171,28 @@ impl OperatorSpec {
 
 /// Builds the operator for `height × width` images; random parts (motion path, mask) are drawn
 /// from `noise`. Kernels must have a radius below the image side; SR factors must divide it.
+///
+/// ```
+/// use tweedie_core::{Device, NoiseSource, Tensor};
+/// use tweedie_operators::{OperatorSpec, build};
+///
+/// let device = Device::flex();
+/// let mut noise = NoiseSource::new(0);
+/// // A centred 2×2 hole in 4×4 images.
+/// let spec = OperatorSpec::InpaintBox { size: 2, random_margin: None };
+/// let op = build(&spec, 4, 4, &mut noise, &device).unwrap();
+/// assert_eq!(op.describe(), "inpainting (box 2×2)");
+/// let y = op.forward(Tensor::ones([1, 3, 4, 4], &device));
+/// assert_eq!(y.dims(), [1, 3, 4, 4]);
+/// // The hole is zeroed in every channel: 3 · (16 − 4) observed ones remain.
+/// assert_eq!(y.sum().into_scalar::<f32>(), 36.0);
+///
+/// // ×2 box-filter super-resolution halves each side; a factor that does not divide the
+/// // side is refused.
+/// let sr = build(&OperatorSpec::SuperResolutionBox { factor: 2 }, 4, 4, &mut noise, &device);
+/// assert_eq!(sr.unwrap().forward(Tensor::ones([1, 3, 4, 4], &device)).dims(), [1, 3, 2, 2]);
+/// assert!(build(&OperatorSpec::SuperResolutionBox { factor: 3 }, 4, 4, &mut noise, &device).is_err());
+/// ```
 pub fn build(
     spec: &OperatorSpec,
     height: usize,

@@ -504,6 +504,27 @@ impl UNet {
     }
 
     /// A freshly initialised network (PyTorch default init, zeroed output convs), seeded.
+    ///
+    /// ```
+    /// use tweedie_core::{Device, EpsModel, NoiseSource, Schedule};
+    /// use tweedie_unet::{UNet, UNetConfig, UNetEps};
+    ///
+    /// let device = Device::flex();
+    /// // guided-diffusion's `create_model` arguments (the format of `assets/model.json`); a
+    /// // trained model loads with `UNet::load(&config, "model.safetensors", &device)`.
+    /// let config = UNetConfig::from_json_str(
+    ///     r#"{"image_size": 16, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2",
+    ///         "attention_resolutions": "8", "num_head_channels": 32, "learn_sigma": true}"#,
+    /// )
+    /// .unwrap();
+    /// let model = UNetEps { net: UNet::init(&config, 0, &device).unwrap() };
+    /// let x_t = NoiseSource::new(0).normal([2, 3, 16, 16], &device);
+    /// let (eps, v) = model.predict_eps_and_variance(x_t, Schedule::linear_default().level(500));
+    /// assert_eq!(eps.dims(), [2, 3, 16, 16]);
+    /// // `learn_sigma`: 6 output channels, the last 3 the variance interpolation v.
+    /// assert!(model.has_learned_variance());
+    /// assert_eq!(v.unwrap().dims(), [2, 3, 16, 16]);
+    /// ```
     pub fn init(config: &UNetConfig, seed: u64, device: &Device) -> Result<Self, ConfigError> {
         Self::build(config, &mut RandomInit(NoiseSource::new(seed)), device)
     }

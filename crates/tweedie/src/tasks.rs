@@ -22,6 +22,24 @@ pub enum TaskError {
     /// Metric failure.
     #[error("metrics: {0}")]
     Metric(String),
+    /// A measured image whose size does not fit the operator (sizes are width×height).
+    #[error(
+        "the measurement is {}×{} but {operator} of {}×{} images measures {}×{}",
+        got.0, got.1, image.0, image.1, want.0, want.1
+    )]
+    MeasurementSize {
+        /// The measurement's (width, height).
+        got: (usize, usize),
+        /// The operator's output (width, height).
+        want: (usize, usize),
+        /// The images' (width, height).
+        image: (usize, usize),
+        /// The operator's description.
+        operator: String,
+    },
+    /// A measurement that cannot be used as given (random operator, bad shape, K < 2).
+    #[error("{0}")]
+    Measured(String),
 }
 
 /// PSNR / SSIM / LPIPS of one image against its reference.
@@ -338,21 +356,159 @@ fn simulate_with(
     Ok(Measurement { operator, y, image })
 }
 
-/// Simulates y from `x` and restores it with the chosen method.
-pub fn restore(
-    model: &dyn EpsModel,
-    schedule: &Schedule,
-    x: &Tensor<4>,
+/// Where the measurement of a restoration comes from.
+#[derive(Clone, Copy)]
+pub enum Observation<'a> {
+    /// Simulate y = A(x) + σn from the clean images `x` `[B, 3, H, W]`, as [`simulate`]
+    /// does (the operator's random parts and the noise from the run's seed).
+    Simulated(&'a Tensor<4>),
+    /// A measured y `[B, 3, h, w]` of images of `image_size` = `[height, width]` (the
+    /// model's resolution), as [`measured`] takes it: no ground truth.
+    Measured {
+        /// The measurement, in the operator's output size (e.g. the 8×8 low-resolution image
+        /// for ×4 super-resolution of 32×32 images).
+        y: &'a Tensor<4>,
+        /// `[height, width]` of the images being restored.
+        image_size: [usize; 2],
+    },
+}
+
+/// Whether building `op` draws random parameters (a motion-blur path, a random mask or a box
+/// at a random position). Such an operator describes a simulated measurement only: an image
+/// measured elsewhere needs its kernel or mask given (`KernelBlur`, `InpaintMask`).
+pub fn is_random(op: &OperatorSpec) -> bool {
+    matches!(
+        op,
+        OperatorSpec::MotionBlur { .. }
+            | OperatorSpec::InpaintRandom { .. }
+            | OperatorSpec::InpaintRandomBox { .. }
+            | OperatorSpec::InpaintRandomRange { .. }
+            | OperatorSpec::InpaintBox {
+                random_margin: Some(_),
+                ..
+            }
+    )
+}
+
+/// Whether `op` is a mask (A = A², y is an image whose missing pixels carry nothing).
+fn is_mask(op: &OperatorSpec) -> bool {
+    matches!(
+        op,
+        OperatorSpec::InpaintBox { .. }
+            | OperatorSpec::InpaintRandom { .. }
+            | OperatorSpec::InpaintRandomBox { .. }
+            | OperatorSpec::InpaintRandomRange { .. }
+            | OperatorSpec::InpaintMask { .. }
+    )
+}
+
+/// The `[height, width]` of A(x) for `[height, width]` images (e.g. `[8, 8]` for ×4
+/// super-resolution of 32×32 images).
+pub fn measurement_size(op: &dyn Operator, image_size: [usize; 2], device: &Device) -> [usize; 2] {
+    let [h, w] = image_size;
+    let [_, _, mh, mw] = op.forward(Tensor::zeros([1, 3, h, w], device)).dims();
+    [mh, mw]
+}
+
+/// Builds the operator of `settings` for images of `image_size` = `[height, width]` and takes
+/// the measured `y` `[B, 3, h, w]` as its measurement: y must have the operator's output size
+/// (see [`measurement_size`]; [`TaskError::MeasurementSize`] names both), and the operator
+/// must be fully given ([`is_random`] specs are refused). For masks only the observed pixels
+/// count: y ← A(y), so that whatever the missing pixels hold changes nothing (not even the
+/// residual norm of DPS's rule). The image of the measurement is A⁺y for masks and SR, y for
+/// blurs.
+pub fn measured(
+    y: &Tensor<4>,
+    image_size: [usize; 2],
     settings: &RestoreSettings,
     device: &Device,
-    observer: &mut Observer,
-) -> Result<Restoration, TaskError> {
-    let mut noise = NoiseSource::new(settings.seed);
-    let Measurement {
-        operator: op,
+) -> Result<Measurement, TaskError> {
+    measured_with(
         y,
-        image: measurement_image,
-    } = simulate_with(x, &settings.op, settings.sigma, &mut noise, device)?;
+        image_size,
+        &settings.op,
+        &mut NoiseSource::new(settings.seed),
+        device,
+    )
+}
+
+fn measured_with(
+    y: &Tensor<4>,
+    image_size: [usize; 2],
+    spec: &OperatorSpec,
+    noise: &mut NoiseSource,
+    device: &Device,
+) -> Result<Measurement, TaskError> {
+    if is_random(spec) {
+        return Err(TaskError::Measured(format!(
+            "the operator {} is drawn at random, so it cannot describe a measured image: give its kernel or mask (a kernel-blur or inpaint-mask operator)",
+            serde_json::to_string(spec).unwrap_or_default()
+        )));
+    }
+    let [h, w] = image_size;
+    let [b, c, yh, yw] = y.dims();
+    if b == 0 || c != 3 {
+        return Err(TaskError::Measured(format!(
+            "a measurement is [B ≥ 1, 3, H, W], got {:?}",
+            y.dims()
+        )));
+    }
+    let operator: Box<dyn Operator> = build(spec, h, w, noise, device)?;
+    let [mh, mw] = measurement_size(operator.as_ref(), image_size, device);
+    if [yh, yw] != [mh, mw] {
+        return Err(TaskError::MeasurementSize {
+            got: (yw, yh),
+            want: (mw, mh),
+            image: (w, h),
+            operator: operator.describe(),
+        });
+    }
+    let y = if is_mask(spec) {
+        operator.forward(y.clone())
+    } else {
+        y.clone()
+    };
+    let image = crate::calibrate::measurement_image(operator.as_ref(), y.clone(), [b, 3, h, w]);
+    Ok(Measurement { operator, y, image })
+}
+
+/// The measurement of `observation` (simulated from the seed's stream, or measured), the
+/// shape of its images, and the noise stream that the sampler continues.
+fn observe(
+    observation: Observation,
+    settings: &RestoreSettings,
+    device: &Device,
+) -> Result<(Measurement, [usize; 4], NoiseSource), TaskError> {
+    let mut noise = NoiseSource::new(settings.seed);
+    let (m, shape) = match observation {
+        Observation::Simulated(x) => (
+            simulate_with(x, &settings.op, settings.sigma, &mut noise, device)?,
+            x.dims(),
+        ),
+        Observation::Measured { y, image_size } => {
+            let m = measured_with(y, image_size, &settings.op, &mut noise, device)?;
+            let [h, w] = image_size;
+            (m, [y.dims()[0], 3, h, w])
+        }
+    };
+    Ok((m, shape, noise))
+}
+
+/// Runs the method of `settings` on the measurement `y` (batch = `shape[0]`), drawing from
+/// `noise`: returns (x̂, the initialisation). The one sampler dispatch of [`restore`],
+/// [`restore_measured`] and [`posterior_samples`].
+#[allow(clippy::too_many_arguments)]
+fn run_method(
+    model: &dyn EpsModel,
+    schedule: &Schedule,
+    op: &dyn Operator,
+    y: Tensor<4>,
+    shape: [usize; 4],
+    settings: &RestoreSettings,
+    noise: &mut NoiseSource,
+    device: &Device,
+    observer: &mut Observer,
+) -> Result<(Tensor<4>, Tensor<4>), TaskError> {
     let init = op.initialise(y.clone());
     let chain = ChainOptions {
         steps: settings.steps,
@@ -360,8 +516,7 @@ pub fn restore(
         clip_x0: settings.clip_x0,
         ..Default::default()
     };
-    let shape = x.dims();
-    let (reconstruction, initialisation) = match settings.method {
+    Ok(match settings.method {
         Method::Sdedit => {
             let t0 = settings.t0;
             schedule.check_timestep(t0).map_err(SampleError::from)?;
@@ -369,14 +524,14 @@ pub fn restore(
             let opts = ChainOptions { steps, ..chain };
             // x_{t0} = √ᾱ_{t0} A⁺y + √(1 − ᾱ_{t0}) z: shown as the initialisation and run from.
             let z = noise.normal_like(&init);
-            let x_t0 = tweedie_core::diffusion::q_sample(init.clone(), z, schedule.alpha_bar[t0]);
+            let x_t0 = tweedie_core::diffusion::q_sample(init, z, schedule.alpha_bar[t0]);
             let out = tweedie_samplers::reverse_chain(
                 model,
                 schedule,
                 x_t0.clone(),
                 t0,
                 &opts,
-                &mut noise,
+                noise,
                 observer,
             )?;
             (out.x0, x_t0)
@@ -390,17 +545,9 @@ pub fn restore(
                 rule: settings.ald_rule,
             };
             let out = tweedie_samplers::score_ald(
-                model,
-                schedule,
-                op.as_ref(),
-                y.clone(),
-                shape,
-                &opts,
-                &mut noise,
-                device,
-                observer,
+                model, schedule, op, y, shape, &opts, noise, device, observer,
             )?;
-            (out.x0, init.clone())
+            (out.x0, init)
         }
         Method::Dps => {
             let opts = DpsOptions {
@@ -408,25 +555,165 @@ pub fn restore(
                 step: settings.dps_step,
             };
             let out = tweedie_samplers::dps(
-                model,
-                schedule,
-                op.as_ref(),
-                y.clone(),
-                shape,
-                &opts,
-                &mut noise,
-                device,
-                observer,
+                model, schedule, op, y, shape, &opts, noise, device, observer,
             )?;
-            (out.x0, init.clone())
+            (out.x0, init)
         }
-    };
+    })
+}
+
+/// Restores the measurement of `observation` with the method of `settings` (the operator from
+/// `settings.op`); the reconstruction is clamped to [−1, 1]. [`restore`] and
+/// [`restore_measured`] are this function.
+pub fn restore_from(
+    model: &dyn EpsModel,
+    schedule: &Schedule,
+    observation: Observation,
+    settings: &RestoreSettings,
+    device: &Device,
+    observer: &mut Observer,
+) -> Result<Restoration, TaskError> {
+    let (m, shape, mut noise) = observe(observation, settings, device)?;
+    let (reconstruction, initialisation) = run_method(
+        model,
+        schedule,
+        m.operator.as_ref(),
+        m.y.clone(),
+        shape,
+        settings,
+        &mut noise,
+        device,
+        observer,
+    )?;
     Ok(Restoration {
-        measurement: y,
-        measurement_image,
+        measurement: m.y,
+        measurement_image: m.image,
         initialisation,
         reconstruction: reconstruction.clamp(-1.0, 1.0),
-        description: op.describe(),
-        operator: op,
+        description: m.operator.describe(),
+        operator: m.operator,
+    })
+}
+
+/// Simulates y from `x` and restores it with the chosen method.
+pub fn restore(
+    model: &dyn EpsModel,
+    schedule: &Schedule,
+    x: &Tensor<4>,
+    settings: &RestoreSettings,
+    device: &Device,
+    observer: &mut Observer,
+) -> Result<Restoration, TaskError> {
+    restore_from(
+        model,
+        schedule,
+        Observation::Simulated(x),
+        settings,
+        device,
+        observer,
+    )
+}
+
+/// Restores a measured `y` (no ground truth) of images of `image_size` = `[height, width]`
+/// (the model's resolution) with the method and operator of `settings`: see [`measured`] for
+/// what y must be. Seeded by `settings.seed` like [`restore`]; `settings.sigma` is the noise
+/// level assumed for y (Score-ALD's likelihood), not added.
+pub fn restore_measured(
+    model: &dyn EpsModel,
+    schedule: &Schedule,
+    y: &Tensor<4>,
+    image_size: [usize; 2],
+    settings: &RestoreSettings,
+    device: &Device,
+    observer: &mut Observer,
+) -> Result<Restoration, TaskError> {
+    restore_from(
+        model,
+        schedule,
+        Observation::Measured { y, image_size },
+        settings,
+        device,
+        observer,
+    )
+}
+
+/// K posterior samples of one measurement, with their per-pixel mean and spread.
+pub struct PosteriorSamples {
+    /// The measurement, its image, the operator, and the first sample's initialisation;
+    /// `reconstruction` is the posterior mean [`PosteriorSamples::mean`] clamped to [−1, 1].
+    pub restoration: Restoration,
+    /// The samples `[K, 3, H, W]` (clamped to [−1, 1] when `settings.clip_x0`: the data
+    /// range; as sampled otherwise, e.g. for analytic priors).
+    pub samples: Tensor<4>,
+    /// Their mean `[1, 3, H, W]` (the MMSE estimate as K → ∞).
+    pub mean: Tensor<4>,
+    /// Their standard deviation per pixel and channel `[1, 3, H, W]`, over the samples
+    /// (Bessel-corrected: divided by K − 1).
+    pub std: Tensor<4>,
+}
+
+impl PosteriorSamples {
+    /// The per-pixel standard deviation averaged over the channels, `[1, 1, H, W]`.
+    pub fn std_map(&self) -> Tensor<4> {
+        self.std.clone().mean_dim(1)
+    }
+}
+
+/// Draws `samples` (K ≥ 2) posterior samples of the one measurement of `observation` (a batch
+/// of one image or one y) in one batched chain: y is repeated K times along the batch, every
+/// sample draws its own noise (the samplers are batched, and DPS's step is per item).
+/// Returns the samples, their mean and their per-pixel standard deviation.
+pub fn posterior_samples(
+    model: &dyn EpsModel,
+    schedule: &Schedule,
+    observation: Observation,
+    settings: &RestoreSettings,
+    samples: usize,
+    device: &Device,
+    observer: &mut Observer,
+) -> Result<PosteriorSamples, TaskError> {
+    if samples < 2 {
+        return Err(TaskError::Measured(format!(
+            "posterior samples need K ≥ 2 (a spread needs two), got {samples}"
+        )));
+    }
+    let (m, shape, mut noise) = observe(observation, settings, device)?;
+    if shape[0] != 1 {
+        return Err(TaskError::Measured(format!(
+            "posterior samples are drawn for one measurement at a time, got a batch of {}",
+            shape[0]
+        )));
+    }
+    let y = m.y.clone().repeat_dim(0, samples);
+    let (x, initialisation) = run_method(
+        model,
+        schedule,
+        m.operator.as_ref(),
+        y,
+        [samples, shape[1], shape[2], shape[3]],
+        settings,
+        &mut noise,
+        device,
+        observer,
+    )?;
+    let x = if settings.clip_x0 {
+        x.clamp(-1.0, 1.0)
+    } else {
+        x
+    };
+    let mean = x.clone().mean_dim(0);
+    let std = x.clone().var(0).sqrt();
+    Ok(PosteriorSamples {
+        restoration: Restoration {
+            measurement: m.y,
+            measurement_image: m.image,
+            initialisation: initialisation.narrow(0, 0, 1),
+            reconstruction: mean.clone().clamp(-1.0, 1.0),
+            description: m.operator.describe(),
+            operator: m.operator,
+        },
+        samples: x,
+        mean,
+        std,
     })
 }
