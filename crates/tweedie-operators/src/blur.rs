@@ -292,7 +292,7 @@ impl Blur {
         let p = self.size / 2;
         assert!(
             p < h && p < w,
-            "{}: kernel radius {p} must be smaller than the image ({h}×{w})",
+            "{}: kernel radius {p} must be smaller than the image ({w}×{h}, W×H)",
             self.label
         );
     }

@@ -40,8 +40,8 @@ impl Mask {
         if box_h == 0 || box_w == 0 || top + box_h > height || left + box_w > width {
             return Err(OperatorError::invalid(
                 "box",
-                format!("{box_h}×{box_w} at ({top}, {left})"),
-                format!("must be non-empty and fit inside the {height}×{width} image"),
+                format!("{box_w}×{box_h} (W×H) at x = {left}, y = {top}"),
+                format!("must be non-empty and fit inside the {width}×{height} (W×H) image"),
             ));
         }
         let mut v = vec![1f32; height * width];
@@ -294,9 +294,9 @@ fn random_sq_bbox(
     if max_t <= margin as i64 || max_l <= margin as i64 {
         return Err(OperatorError::invalid(
             "box",
-            format!("{box_h}×{box_w} with margin {margin}"),
+            format!("{box_w}×{box_h} (W×H) with margin {margin}"),
             format!(
-                "needs box + 2×margin < image side ({height}×{width}): DPS draws the corner in [margin, side − margin − box)"
+                "needs box + 2×margin < image side ({width}×{height}, W×H): DPS draws the corner in [margin, side − margin − box)"
             ),
         ));
     }

@@ -192,7 +192,7 @@ impl Resizer {
         if height == 0 || width == 0 {
             return Err(OperatorError::invalid(
                 "image",
-                format!("{height}×{width}"),
+                format!("{width}×{height} (W×H)"),
                 "must be non-empty",
             ));
         }
@@ -299,7 +299,7 @@ impl Operator for Resizer {
         } else {
             let [(h, w), (oh, ow)] = [self.input_size(), self.output_size()];
             format!(
-                "×{factor:.2} super-resolution {h}×{w} → {oh}×{ow} (antialiased bicubic, DPS Resizer)"
+                "×{factor:.2} super-resolution {w}×{h} → {ow}×{oh} (antialiased bicubic, DPS Resizer)"
             )
         }
     }

@@ -205,7 +205,7 @@ pub fn build(
             return Err(OperatorError::invalid(
                 "kernel size",
                 size,
-                format!("radius must be smaller than the {height}×{width} image"),
+                format!("radius must be smaller than the {width}×{height} (W×H) image"),
             ));
         }
         Ok(())
@@ -218,7 +218,7 @@ pub fn build(
             return Err(OperatorError::invalid(
                 "factor",
                 factor,
-                format!("the {height}×{width} image is not divisible by it"),
+                format!("the {width}×{height} (W×H) image is not divisible by it"),
             ));
         }
         Ok(())

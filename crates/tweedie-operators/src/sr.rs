@@ -47,7 +47,7 @@ impl Operator for Downsample {
         let f = self.factor;
         assert!(
             h % f == 0 && w % f == 0,
-            "{h}×{w} image is not divisible by the SR factor {f}"
+            "{w}×{h} (W×H) image is not divisible by the SR factor {f}"
         );
         avg_pool2d(x, AvgPoolOptions::new([f, f]))
     }

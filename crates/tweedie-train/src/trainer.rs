@@ -437,14 +437,16 @@ pub fn train(
         )
     };
     let log_path = opts.out.join("loss.csv");
-    truncate_log(&log_path, state.step).map_err(ckpt_err)?;
+    // Every error about the loss log names it.
+    let log_err = |e: std::io::Error| ckpt_err(format!("{}: {e}", log_path.display()));
+    truncate_log(&log_path, state.step).map_err(log_err)?;
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
-        .map_err(ckpt_err)?;
+        .map_err(log_err)?;
     if state.step == 0 {
-        writeln!(log, "step,loss,lr").map_err(ckpt_err)?;
+        writeln!(log, "step,loss,lr").map_err(log_err)?;
     }
 
     let first_step = state.step;
