@@ -30,6 +30,8 @@ use rand_distr::{Distribution, StandardNormal};
 pub struct NoiseSource {
     rng: StdRng,
     replay: Option<Replay>,
+    /// Per-item streams: a Gaussian draw of n values takes n/k from each, in order.
+    items: Option<Vec<NoiseSource>>,
 }
 
 /// Recorded Gaussian draws, served in order.
@@ -45,6 +47,35 @@ impl NoiseSource {
         Self {
             rng: StdRng::seed_from_u64(seed),
             replay: None,
+            items: None,
+        }
+    }
+
+    /// A source for a batch of `items.len()` items, each drawing from its own stream: a
+    /// Gaussian draw of n values ([`NoiseSource::normal`], [`NoiseSource::normal_like`],
+    /// [`NoiseSource::normal_vec`]) is the concatenation of n/k values from each of the k
+    /// streams, in order. A batched chain whose every draw covers the whole batch (item-major,
+    /// as `[B, …]` tensors are) then gives item i exactly the noise a batch-1 chain drawing
+    /// from `items[i]` alone would get. Scalar draws ([`NoiseSource::uniform`],
+    /// [`NoiseSource::below`], [`NoiseSource::fork`]) come from a generator seeded with 0.
+    ///
+    /// ```
+    /// use tweedie_core::NoiseSource;
+    ///
+    /// let mut batch = NoiseSource::per_item(vec![NoiseSource::new(1), NoiseSource::new(2)]);
+    /// let v = batch.normal_vec(6);
+    /// assert_eq!(v[..3], NoiseSource::new(1).normal_vec(3)[..]);
+    /// assert_eq!(v[3..], NoiseSource::new(2).normal_vec(3)[..]);
+    /// ```
+    ///
+    /// # Panics
+    /// When `items` is empty.
+    pub fn per_item(items: Vec<NoiseSource>) -> Self {
+        assert!(!items.is_empty(), "per-item noise needs at least one item");
+        Self {
+            rng: StdRng::seed_from_u64(0),
+            replay: None,
+            items: Some(items),
         }
     }
 
@@ -63,6 +94,7 @@ impl NoiseSource {
                 draws: draws.into(),
                 served: 0,
             }),
+            items: None,
         }
     }
 
@@ -76,8 +108,18 @@ impl NoiseSource {
     /// # Panics
     /// When replaying and the recorded draws are exhausted or the next one does not have `n`
     /// elements: the replay no longer matches the chain, and continuing would give a silently
-    /// different result. Callers check shapes and counts up front.
+    /// different result. Callers check shapes and counts up front. For a
+    /// [`NoiseSource::per_item`] source, when `n` is not a multiple of the number of items.
     pub fn normal_vec(&mut self, n: usize) -> Vec<f32> {
+        if let Some(items) = self.items.as_mut() {
+            let k = items.len();
+            assert_eq!(
+                n % k,
+                0,
+                "per-item noise: {n} values cannot be split among {k} items"
+            );
+            return items.iter_mut().flat_map(|s| s.normal_vec(n / k)).collect();
+        }
         if let Some(r) = self.replay.as_mut() {
             let k = r.served;
             let draw = r.draws.pop_front().unwrap_or_else(|| {
@@ -156,6 +198,19 @@ mod tests {
         assert_eq!(crate::tensor::to_vec(&b), [3.0, 4.0, 5.0, 6.0]);
         assert_eq!(n.replay_remaining(), Some(0));
         assert_eq!(NoiseSource::new(0).replay_remaining(), None);
+    }
+
+    #[test]
+    fn per_item_draws_each_items_share_from_its_own_stream() {
+        let device = Device::flex();
+        let mut batch = NoiseSource::per_item(vec![NoiseSource::new(3), NoiseSource::new(4)]);
+        let (mut a, mut b) = (NoiseSource::new(3), NoiseSource::new(4));
+        for _ in 0..3 {
+            let got = crate::tensor::to_vec(&batch.normal([2, 1, 2, 2], &device));
+            let mut want = a.normal_vec(4);
+            want.extend(b.normal_vec(4));
+            assert_eq!(got, want);
+        }
     }
 
     #[test]

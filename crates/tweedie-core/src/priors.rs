@@ -226,7 +226,7 @@ impl GaussianMixturePrior {
             let mu = self
                 .means
                 .clone()
-                .slice([k..k + 1])
+                .narrow(0, k, 1)
                 .reshape([1, c, h, w])
                 .to_device(device);
             let z = noise.normal([1, c, h, w], device);

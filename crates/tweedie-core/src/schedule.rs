@@ -116,7 +116,7 @@ impl Schedule {
                 }
             }
             ScheduleKind::Cosine { offset } => {
-                if !(offset >= 0.0 && offset < 1.0) {
+                if !(0.0..1.0).contains(&offset) {
                     return Err(CoreError::invalid("offset", offset, "must lie in [0, 1)"));
                 }
                 let f = |t: f64| {

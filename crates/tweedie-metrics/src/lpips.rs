@@ -34,6 +34,7 @@ pub enum Backbone {
 impl Backbone {
     /// (feature index, kernel, stride, padding, max-pool before it) of every conv; a tap
     /// (LPIPS layer) follows the ReLU of the convs listed in [`Backbone::taps`].
+    #[allow(clippy::type_complexity)] // a table of five small integers per conv
     fn convs(self) -> Vec<(usize, usize, usize, usize, Option<(usize, usize)>)> {
         match self {
             Backbone::Alex => vec![

@@ -91,6 +91,7 @@ pub fn ald_step_size(opts: &AldOptions, tr: &Transition) -> f64 {
 
 /// Score-ALD: x_T ~ N(0, I); for each step: x̂0 = Tweedie(x_t), x_{t−1} = ancestral step,
 /// x_{t−1} ← x_{t−1} − ald_step_size · ∇_{x_t}‖A(x_t) − y‖² (gradient by burn-autodiff).
+#[allow(clippy::too_many_arguments)] // problem, chain and context: grouped in the sampler redesign
 pub fn score_ald(
     model: &dyn EpsModel,
     schedule: &Schedule,

@@ -194,7 +194,7 @@ impl<'o, 'a> Run<'o, 'a> {
                 },
             });
         }
-        if self.every > 0 && (self.step % self.every == 0 || self.step == self.total) {
+        if self.every > 0 && (self.step.is_multiple_of(self.every) || self.step == self.total) {
             self.snapshots.push(Snapshot {
                 t: tr.t,
                 x0_hat: x0_hat.clone(),
@@ -305,10 +305,10 @@ pub fn ancestral_step(
 }
 
 pub(crate) fn check_eta(opts: &ChainOptions) -> Result<(), SampleError> {
-    if let Some(eta) = opts.eta {
-        if !(0.0..=1.0).contains(&eta) {
-            return Err(SampleError::invalid("eta", eta, "must lie in [0, 1]"));
-        }
+    if let Some(eta) = opts.eta
+        && !(0.0..=1.0).contains(&eta)
+    {
+        return Err(SampleError::invalid("eta", eta, "must lie in [0, 1]"));
     }
     Ok(())
 }

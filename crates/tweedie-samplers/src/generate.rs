@@ -58,7 +58,7 @@ pub fn generate(
     device: &Device,
     observer: &mut Observer,
 ) -> Result<SampleOutput, SampleError> {
-    if shape.iter().any(|d| *d == 0) {
+    if shape.contains(&0) {
         return Err(SampleError::invalid(
             "shape",
             format!("{shape:?}"),

@@ -100,6 +100,7 @@ pub struct Conv {
 
 impl Conv {
     /// Builds `prefix.weight`/`prefix.bias`.
+    #[allow(clippy::too_many_arguments)] // a conv's shape is its arguments
     pub fn new(
         src: &mut dyn ParamSource,
         prefix: &str,

@@ -317,6 +317,7 @@ fn max_abs_diff(a: &Tensor<4>, b: &[f32]) -> f64 {
 }
 
 /// Replays a fixture case with `model` (the fixture's ADM) step by step and as a whole chain.
+#[allow(clippy::needless_range_loop)] // k indexes the chain and three recorded tensors alike
 pub fn check_dps_case(
     model: &dyn EpsModel,
     fx: &DpsFixture,
