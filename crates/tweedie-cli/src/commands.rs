@@ -298,6 +298,11 @@ pub struct RestoreArgs {
     /// Fail on an unreadable image instead of skipping it with a warning.
     #[arg(long)]
     pub strict: bool,
+    /// Simulated restores: images restored at once, in one batched chain. The results do not
+    /// depend on it: each image draws its operator, measurement noise and sampler noise from
+    /// its own seed (`--seed` + its index). Not with --samples (which batches its K samples).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
 }
 
 /// Settings of the restoration samplers, shared by `restore`, `eval` and `report`.
@@ -336,6 +341,10 @@ pub struct SolverArgs {
     /// literal 1/(2(σ² + γ_t²)) step, which diverges for σ = 0.05).
     #[arg(long, value_enum, default_value_t = AldRuleArg::Stabilised)]
     pub ald_rule: AldRuleArg,
+    /// Use DDIM steps with this η ∈ [0, 1] (0: deterministic) instead of ancestral steps
+    /// (the reverse chain of every method; `--variance` then does not apply).
+    #[arg(long)]
+    pub eta: Option<f64>,
 }
 
 /// The command-line name of a clap value (`--preset dps` → `"dps"`).
@@ -418,12 +427,12 @@ impl SolverArgs {
         schedule
             .check_timestep(self.t0)
             .map_err(|e| anyhow::anyhow!("--t0: {e}"))?;
-        if let Some(z) = self.zeta {
-            if !(z >= 0.0 && z.is_finite()) {
-                bail!("--zeta must be finite and ≥ 0, got {z}");
-            }
+        if let Some(z) = self.zeta
+            && !(z >= 0.0 && z.is_finite())
+        {
+            bail!("--zeta must be finite and ≥ 0, got {z}");
         }
-        Ok(())
+        check_eta(self.eta)
     }
 
     /// The DPS step for `op`: the preset's, with `--dps-step` and `--zeta` applied.
@@ -480,6 +489,7 @@ impl SolverArgs {
             },
             seed,
             variance: variance.map_or(preset.variance(), Into::into),
+            eta: self.eta,
             ..tweedie::tasks::RestoreSettings::new(method, preset, op)
         })
     }
@@ -615,6 +625,88 @@ pub(crate) fn bar(len: usize, what: &str) -> ProgressBar {
     );
     pb.set_message(what.to_string());
     pb
+}
+
+/// Progress of a long command counted in units of work (images, batches): a bar on a
+/// terminal; without one (a job logging to a file, a pipe) a plain line per update with the
+/// elapsed time and an ETA, e.g. `eval: 3/12 (25%) DPS inpaint-box face  elapsed 9 s  ETA 27 s`.
+pub(crate) struct Progress {
+    pb: ProgressBar,
+    plain: bool,
+    what: String,
+    total: usize,
+    done: usize,
+    started: std::time::Instant,
+}
+
+impl Progress {
+    /// `total` units of work, named `what` (`"eval"`, `"generate"`).
+    pub(crate) fn new(total: usize, what: &str) -> Self {
+        Self::with_bar(bar(total, what), total, what)
+    }
+
+    fn with_bar(pb: ProgressBar, total: usize, what: &str) -> Self {
+        let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+        Self {
+            pb,
+            plain,
+            what: what.to_string(),
+            total,
+            done: 0,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Plain lines only, without a terminal; no bar on one (where another bar shows the
+    /// progress within each unit).
+    pub(crate) fn lines(total: usize, what: &str) -> Self {
+        Self::with_bar(ProgressBar::hidden(), total, what)
+    }
+
+    /// `n` more units done (`note` says which, for the plain line).
+    pub(crate) fn inc(&mut self, n: usize, note: &str) {
+        self.advance(n);
+        self.say(note);
+    }
+
+    /// `n` more units done, without a plain line.
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.done += n;
+        self.pb.inc(n as u64);
+    }
+
+    /// The plain line now (nothing on a terminal).
+    pub(crate) fn say(&self, note: &str) {
+        if self.plain {
+            eprintln!("{}", self.line(note));
+        }
+    }
+
+    /// The plain progress line.
+    fn line(&self, note: &str) -> String {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let left = self.total.saturating_sub(self.done);
+        let eta = if self.done > 0 {
+            format!("{:.0} s", elapsed / self.done as f64 * left as f64)
+        } else {
+            "?".into()
+        };
+        let pct = 100.0 * self.done as f64 / self.total.max(1) as f64;
+        let note = if note.is_empty() {
+            String::new()
+        } else {
+            format!(" {note}")
+        };
+        format!(
+            "{}: {}/{} ({pct:.0}%){note}  elapsed {elapsed:.0} s  ETA {eta}",
+            self.what, self.done, self.total
+        )
+    }
+
+    /// Clears the bar.
+    pub(crate) fn finish(&self) {
+        self.pb.finish_and_clear();
+    }
 }
 
 fn train(a: TrainArgs) -> Result<()> {
@@ -764,7 +856,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
 }
 
 /// Checks DDIM's `--eta`: in [0, 1].
-fn check_eta(eta: Option<f64>) -> Result<()> {
+pub(crate) fn check_eta(eta: Option<f64>) -> Result<()> {
     match eta {
         Some(eta) if !(0.0..=1.0).contains(&eta) => bail!("--eta must lie in [0, 1], got {eta}"),
         _ => Ok(()),
@@ -821,7 +913,8 @@ pub(crate) fn sample_batches(
     let size = net.net.config().image_size;
     let per_image = 3 * size * size;
     let batch = batch.max(1);
-    let pb = bar(n.div_ceil(batch) * chain.len(), what);
+    // Steps of all batches; without a terminal, a line per batch.
+    let mut progress = Progress::new(n.div_ceil(batch) * chain.len(), what);
     let started = std::time::Instant::now();
     let mut streams = NoiseSource::new(seed);
     for first in (0..n).step_by(batch) {
@@ -845,7 +938,7 @@ pub(crate) fn sample_batches(
             };
             x = tweedie_samplers::ancestral_step(net, &schedule, x, tr, opts, &mut z).0;
             let max = tweedie_core::tensor::max_abs(&x);
-            if !(max <= tweedie_samplers::DIVERGENCE_BOUND) {
+            if max.is_nan() || max > tweedie_samplers::DIVERGENCE_BOUND {
                 bail!(
                     "sampler diverged at step {} of {} (t = {}) for images {first}..{}: {}; check the model",
                     k + 1,
@@ -859,11 +952,17 @@ pub(crate) fn sample_batches(
                     }
                 );
             }
-            pb.inc(1);
+            progress.advance(1);
         }
+        progress.say(&format!(
+            "steps; batch {}/{} done (images {first}..{} of {n})",
+            first / batch + 1,
+            n.div_ceil(batch),
+            first + b - 1
+        ));
         each(first, tweedie_io::from_tensor(&x)?)?;
     }
-    pb.finish_and_clear();
+    progress.finish();
     Ok(started.elapsed().as_secs_f64())
 }
 

@@ -5,7 +5,7 @@
 //! (mod n) and writes `eval_shard_i_of_n.json`; `merge` combines a complete set of shards into
 //! `metrics.json`, `metrics.csv` and `metrics.md`.
 
-use crate::commands::{bar, check_out, value_name};
+use crate::commands::{Progress, check_out, value_name};
 use crate::model;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -53,6 +53,10 @@ pub struct EvalArgs {
     /// Fail on an unreadable image instead of skipping it with a warning.
     #[arg(long)]
     pub strict: bool,
+    /// Images restored at once, in one batched chain. The results do not depend on it: each
+    /// image draws its operator, measurement noise and sampler noise from its own seed.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
 }
 
 #[derive(Args, Debug)]
@@ -108,6 +112,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let (shard, shards) = parse_shard(&a.shard)?;
     let methods: Vec<Method> = a.methods.iter().map(|&m| m.into()).collect();
     a.solver.validate()?;
+    if a.batch == 0 {
+        bail!("--batch must be ≥ 1");
+    }
     let inputs = crate::restore::named_inputs(std::slice::from_ref(&a.folder))?;
     check_out(&c.out)?;
     let schedule = Schedule::linear_default();
@@ -131,59 +138,69 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         |p| crate::restore::load_cropped(p, a.crop, size),
     )?;
     let mut records = Vec::new();
-    let pb = bar(
+    // Without a terminal, a line per image × method × operator with an ETA.
+    let mut progress = Progress::new(
         mine.len() * methods.len() * specs.len(),
         &format!("eval shard {shard}/{shards}"),
     );
     for &method in &methods {
         for (op_name, spec) in &specs {
             let mut grid = Grid::new(96).with_titles(&["ground truth", "measured", "restored"]);
-            for &(index, input) in &mine {
-                let img = crate::restore::load_cropped(&input.path, a.crop, size)?;
-                let x = tweedie_io::to_tensor(std::slice::from_ref(&img), &device)?;
+            for chunk in mine.chunks(a.batch) {
+                let mut imgs = Vec::with_capacity(chunk.len());
+                for (_, input) in chunk {
+                    imgs.push(crate::restore::load_cropped(&input.path, a.crop, size)?);
+                }
+                let x = tweedie_io::to_tensor(&imgs, &device)?;
+                let seeds: Vec<u64> = chunk
+                    .iter()
+                    .map(|&(index, _)| c.seed.wrapping_add(index as u64))
+                    .collect();
                 let settings = a
                     .solver
-                    .settings(
-                        method,
-                        spec.clone(),
-                        c.seed.wrapping_add(index as u64),
-                        c.variance,
-                    )?
+                    .settings(method, spec.clone(), seeds[0], c.variance)?
                     .for_model(&net);
-                let r = tasks::restore(
+                let rs = tasks::restore_each(
                     &net,
                     &schedule,
                     &x,
                     &settings,
+                    &seeds,
                     &device,
                     &mut Observer::with_progress(|_: StepInfo| {}),
                 )?;
-                let s = tasks::score(&lpips, &r.reconstruction, &x)?[0];
-                let name = input.name.clone();
-                let rec = tweedie_io::from_tensor(&r.reconstruction)?.remove(0);
-                let dir = c
-                    .out
-                    .join(format!("{}_{op_name}", method.to_string().to_lowercase()));
-                tweedie_io::save_png(&rec, dir.join(format!("{name}.png")))?;
-                // The kernel or mask this image was measured with, beside its result.
-                if let Some(parent) = dir.join(&name).parent() {
-                    std::fs::create_dir_all(parent)
-                        .with_context(|| format!("creating {}", parent.display()))?;
+                for ((r, img), &(index, input)) in rs.into_iter().zip(imgs).zip(chunk) {
+                    let truth = tweedie_io::to_tensor(std::slice::from_ref(&img), &device)?;
+                    let s = tasks::score(&lpips, &r.reconstruction, &truth)?[0];
+                    let name = input.name.clone();
+                    let rec = tweedie_io::from_tensor(&r.reconstruction)?.remove(0);
+                    let dir = c
+                        .out
+                        .join(format!("{}_{op_name}", method.to_string().to_lowercase()));
+                    tweedie_io::save_png(&rec, dir.join(format!("{name}.png")))?;
+                    // The kernel or mask this image was measured with, beside its result.
+                    if let Some(parent) = dir.join(&name).parent() {
+                        std::fs::create_dir_all(parent)
+                            .with_context(|| format!("creating {}", parent.display()))?;
+                    }
+                    r.operator.save_params(&dir, &name)?;
+                    grid.push_row(vec![
+                        GridCell::new(img, ""),
+                        GridCell::new(tweedie_io::from_tensor(&r.measurement_image)?.remove(0), ""),
+                        GridCell::new(rec, &s.caption()),
+                    ]);
+                    progress.inc(
+                        1,
+                        &format!("{method} {op_name} {name}: PSNR {:.2} dB", s.psnr),
+                    );
+                    records.push(Record {
+                        index,
+                        image: name,
+                        method: method.to_string(),
+                        op: op_name.clone(),
+                        scores: s,
+                    });
                 }
-                r.operator.save_params(&dir, &name)?;
-                grid.push_row(vec![
-                    GridCell::new(img, ""),
-                    GridCell::new(tweedie_io::from_tensor(&r.measurement_image)?.remove(0), ""),
-                    GridCell::new(rec, &s.caption()),
-                ]);
-                records.push(Record {
-                    index,
-                    image: name,
-                    method: method.to_string(),
-                    op: op_name.clone(),
-                    scores: s,
-                });
-                pb.inc(1);
             }
             grid.save(c.out.join(format!(
                 "grid_{}_{op_name}_shard{shard}.png",
@@ -191,8 +208,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             )))?;
         }
     }
-    pb.finish_and_clear();
-    let settings = serde_json::json!({"model": c.model, "steps": a.solver.steps, "sigma": a.solver.sigma, "t0": a.solver.t0, "preset": value_name(&a.solver.preset), "zeta": a.solver.zeta, "dps_step": a.solver.dps_step.as_ref().map(value_name), "variance": c.variance.as_ref().map(value_name), "ald_rule": value_name(&a.solver.ald_rule), "ald_scale": a.solver.ald_scale, "seed": c.seed, "crop": a.crop, "methods": a.methods.iter().map(value_name).collect::<Vec<_>>(), "ops": specs, "folder": a.folder});
+    progress.finish();
+    let settings = serde_json::json!({"model": c.model, "steps": a.solver.steps, "sigma": a.solver.sigma, "t0": a.solver.t0, "preset": value_name(&a.solver.preset), "zeta": a.solver.zeta, "dps_step": a.solver.dps_step.as_ref().map(value_name), "variance": c.variance.as_ref().map(value_name), "ald_rule": value_name(&a.solver.ald_rule), "ald_scale": a.solver.ald_scale, "eta": a.solver.eta, "seed": c.seed, "crop": a.crop, "methods": a.methods.iter().map(value_name).collect::<Vec<_>>(), "ops": specs, "folder": a.folder});
     let file = ShardFile {
         shard,
         shards,

@@ -110,11 +110,12 @@ pub struct Skipped {
 /// Decodes each of `items` (index among all inputs, input) once with `load` before any work:
 /// an unreadable one is skipped with a warning, or is an error when `strict`. Fails when
 /// images were given but none can be read. Returns the readable ones and the skipped ones.
-pub fn readable<'a>(
-    items: Vec<(usize, &'a Input)>,
+#[allow(clippy::type_complexity)] // (index, input) pairs in, the readable ones and the skipped out
+pub fn readable(
+    items: Vec<(usize, &Input)>,
     strict: bool,
     load: impl Fn(&Path) -> Result<Image>,
-) -> Result<(Vec<(usize, &'a Input)>, Vec<Skipped>)> {
+) -> Result<(Vec<(usize, &Input)>, Vec<Skipped>)> {
     let total = items.len();
     let (mut good, mut skipped) = (Vec::new(), Vec::new());
     for (index, input) in items {
@@ -322,6 +323,7 @@ fn upscale_nearest(img: &Image, width: usize, height: usize) -> Image {
 
 /// One restoration job of `restore`: a simulated measurement of an input image, or a measured
 /// image.
+#[allow(clippy::large_enum_variant)] // one job per run; boxing would only add indirection
 enum Job {
     Simulated {
         img: Image,
@@ -353,10 +355,18 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
     let method: Method = a.method.into();
     // Validate the options before loading anything.
     a.solver.validate()?;
-    if let Some(k) = a.samples {
-        if k < 2 {
-            bail!("--samples must be ≥ 2 (without it, one restoration is drawn), got {k}");
-        }
+    if let Some(k) = a.samples
+        && k < 2
+    {
+        bail!("--samples must be ≥ 2 (without it, one restoration is drawn), got {k}");
+    }
+    if a.batch == 0 {
+        bail!("--batch must be ≥ 1");
+    }
+    if a.batch > 1 && a.samples.is_some() {
+        bail!(
+            "--batch goes with single restorations: --samples already draws its K samples in one batched chain"
+        );
     }
     // (clap's `requires` is not checked when inputs, which exclude --measured, are given.)
     if a.measured.is_none() {
@@ -462,7 +472,11 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
     };
     let mut grid = Grid::new(128).with_titles(&titles);
     let mut records = Vec::new();
-    for (i, name, job) in &jobs {
+    // Simulated restores run `--batch` images per chain; their results wait here.
+    let mut ready: std::collections::VecDeque<tasks::Restoration> = Default::default();
+    // Without a terminal, a line per image with an ETA.
+    let mut progress = crate::commands::Progress::lines(jobs.len(), "restore");
+    for (j, (i, name, job)) in jobs.iter().enumerate() {
         let seed = c.seed.wrapping_add(*i as u64);
         let settings = a
             .solver
@@ -485,6 +499,42 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
         });
         let mut record = json!({"image": name, "method": method.to_string()});
         let (r, outputs) = match a.samples {
+            None if matches!(job, Job::Simulated { .. }) => {
+                if ready.is_empty() {
+                    // This image and the next ones, up to --batch, in one chain.
+                    let chunk = &jobs[j..(j + a.batch).min(jobs.len())];
+                    let mut xs = Vec::with_capacity(chunk.len());
+                    for (_, _, job) in chunk {
+                        if let Job::Simulated { x, .. } = job {
+                            xs.push(x.clone());
+                        }
+                    }
+                    let seeds: Vec<u64> = chunk
+                        .iter()
+                        .map(|(i, ..)| c.seed.wrapping_add(*i as u64))
+                        .collect();
+                    if chunk.len() > 1 {
+                        let names: Vec<&str> = chunk.iter().map(|(_, n, _)| n.as_str()).collect();
+                        pb.set_message(format!("{method} {}", names.join(", ")));
+                    }
+                    ready.extend(tasks::restore_each(
+                        &net,
+                        &schedule,
+                        &Tensor::cat(xs, 0),
+                        &settings,
+                        &seeds,
+                        &device,
+                        &mut obs,
+                    )?);
+                }
+                pb.finish_and_clear();
+                let r = ready
+                    .pop_front()
+                    .context("a batch returned too few results")?;
+                let file = format!("{name}_{method_name}.png");
+                tweedie_io::save_png(&one(&r.reconstruction), c.out.join(&file))?;
+                (r, vec![file])
+            }
             None => {
                 let r = tasks::restore_from(
                     &net,
@@ -569,6 +619,7 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
             }
         };
         grid.push_row(row);
+        progress.inc(1, name);
         match s {
             Some(s) => println!(
                 "{name}: {method} {} → PSNR {:.2} dB  SSIM {:.3}  LPIPS {:.4}",
@@ -616,6 +667,7 @@ const FIGURE_SAMPLES: usize = 4;
 /// per-pixel standard deviation, averaged over the channels, as a heat map from 0 to its
 /// maximum), `_sample_<k>.png` and the figure `_samples.png` (mean | std | up to four samples,
 /// the std's scale in its caption). Returns the files and the record's extra entries.
+#[allow(clippy::type_complexity)] // the files written and the JSON fields they add
 fn write_samples(
     p: &tasks::PosteriorSamples,
     name: &str,

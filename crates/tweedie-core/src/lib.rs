@@ -8,7 +8,7 @@
 //!   scores, used as test oracles;
 //! - [`noise`]: seeded Gaussian noise, so every random choice is reproducible.
 //!
-//! Everything is backend-agnostic: tensors live on whatever burn [`Device`](burn::tensor::Device)
+//! Everything is backend-agnostic: tensors live on whatever burn [`Device`]
 //! the caller chooses (CPU `flex`, wgpu, autodiff-wrapped devices).
 
 pub mod diffusion;

@@ -7,7 +7,7 @@
 //!
 //! - the operator alone: max |A(x0) − ax|;
 //! - every step k started from the reference `trajectory[k−1]` (x_T for k = 0) with the
-//!   recorded `noise[k]`: max |x_k − trajectory[k]| and √ᾱ_t · max |x̂0_k − x0_hat[k]|;
+//!   recorded `noise[k]`: max |x_k − `trajectory[k]`| and √ᾱ_t · max |x̂0_k − `x0_hat[k]`|;
 //! - the whole chain from x_T with all recorded noise: max |x_0 − out|.
 
 use burn::tensor::{Device, Tensor};
@@ -294,13 +294,13 @@ pub struct DpsCaseReport {
     pub case: String,
     /// max |A(x0) − ax| (0 for the unguided case).
     pub operator_error: f64,
-    /// max over steps of max |x_k − trajectory[k]|, each step started from the reference.
+    /// max over steps of max |x_k − `trajectory[k]`|, each step started from the reference.
     pub one_step_error: f64,
     /// The step where that maximum occurs (0-based).
     pub worst_step: usize,
-    /// max |x_k − trajectory[k]| of every step k.
+    /// max |x_k − `trajectory[k]`| of every step k.
     pub step_errors: Vec<f64>,
-    /// max over steps of √ᾱ_t · max |x̂0_k − x0_hat[k]|: x̂0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t
+    /// max over steps of √ᾱ_t · max |x̂0_k − `x0_hat[k]`|: x̂0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t
     /// magnifies float rounding of ε by up to 1/√ᾱ_t ≈ 157 at t = 999, so the error is
     /// scaled back to x_t's units.
     pub x0_hat_error: f64,

@@ -216,6 +216,10 @@ pub struct RestoreSettings {
     pub variance: StepVariance,
     /// x̂0 clamped to [−1, 1] before each step.
     pub clip_x0: bool,
+    /// DDIM steps with this η ∈ [0, 1] instead of ancestral steps (`None`: ancestral, σ from
+    /// `variance`).
+    #[serde(default)]
+    pub eta: Option<f64>,
     /// What was adjusted for the model (e.g. learned variance without a variance output).
     #[serde(default)]
     pub notes: Vec<String>,
@@ -240,6 +244,7 @@ impl RestoreSettings {
             seed: 0,
             variance: preset.variance(),
             clip_x0: true,
+            eta: None,
             notes: Vec::new(),
         }
     }
@@ -265,10 +270,11 @@ impl RestoreSettings {
             .preset
             .map(|p| format!(" (preset {p})"))
             .unwrap_or_default();
-        let variance = match self.variance {
-            StepVariance::Beta => "β",
-            StepVariance::Posterior => "β̃",
-            StepVariance::Learned => "learned",
+        let variance = match (self.eta, self.variance) {
+            (Some(eta), _) => format!("DDIM η={eta}"),
+            (None, StepVariance::Beta) => "σ²=β".into(),
+            (None, StepVariance::Posterior) => "σ²=β̃".into(),
+            (None, StepVariance::Learned) => "σ²=learned".into(),
         };
         // A ζ scaled with the stride says so (its note holds the factor).
         let scaled = if self
@@ -292,7 +298,7 @@ impl RestoreSettings {
             Method::Sdedit => format!("t0={}, ", self.t0),
         };
         format!(
-            "{}{preset}: {rule}σ²={variance}, {} steps, σ_y={}",
+            "{}{preset}: {rule}{variance}, {} steps, σ_y={}",
             self.method, self.steps, self.sigma
         )
     }
@@ -514,6 +520,7 @@ fn run_method(
         steps: settings.steps,
         variance: settings.variance,
         clip_x0: settings.clip_x0,
+        eta: settings.eta,
         ..Default::default()
     };
     Ok(match settings.method {
@@ -635,6 +642,129 @@ pub fn restore_measured(
         device,
         observer,
     )
+}
+
+/// The operators of a batch's items, applied item by item (for operators drawn at random,
+/// which differ between items).
+struct PerItem<'a> {
+    ops: Vec<&'a dyn Operator>,
+}
+
+impl PerItem<'_> {
+    fn each(&self, x: Tensor<4>, f: impl Fn(&dyn Operator, Tensor<4>) -> Tensor<4>) -> Tensor<4> {
+        assert_eq!(
+            x.dims()[0],
+            self.ops.len(),
+            "a per-item operator of {} items applied to a batch of {}",
+            self.ops.len(),
+            x.dims()[0]
+        );
+        let parts = self
+            .ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| f(*op, x.clone().narrow(0, i, 1)))
+            .collect();
+        Tensor::cat(parts, 0)
+    }
+}
+
+impl Operator for PerItem<'_> {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.each(x, |op, x| op.forward(x))
+    }
+    fn adjoint(&self, y: Tensor<4>) -> Tensor<4> {
+        self.each(y, |op, y| op.adjoint(y))
+    }
+    fn pseudo_inverse(&self, y: Tensor<4>) -> Option<Tensor<4>> {
+        if self
+            .ops
+            .iter()
+            .any(|op| op.pseudo_inverse(y.clone().narrow(0, 0, 1)).is_none())
+        {
+            return None;
+        }
+        Some(self.each(y, |op, y| op.pseudo_inverse(y).expect("checked above")))
+    }
+    fn describe(&self) -> String {
+        self.ops[0].describe()
+    }
+    fn initialise(&self, y: Tensor<4>) -> Tensor<4> {
+        self.each(y, |op, y| op.initialise(y))
+    }
+}
+
+/// Restores each image of `x` `[B, 3, H, W]` in one batched chain, exactly as [`restore`]
+/// restores it alone with `settings.seed = seeds[i]`: item i's operator (its random parts),
+/// measurement noise and sampler noise all come from `NoiseSource::new(seeds[i])` in the
+/// order [`restore`] draws them ([`NoiseSource::per_item`]). Operators fully given by their
+/// spec are applied to the batch at once; random ones ([`is_random`]) item by item. Returns
+/// one [`Restoration`] per item (each with its own operator and measurement).
+pub fn restore_each(
+    model: &dyn EpsModel,
+    schedule: &Schedule,
+    x: &Tensor<4>,
+    settings: &RestoreSettings,
+    seeds: &[u64],
+    device: &Device,
+    observer: &mut Observer,
+) -> Result<Vec<Restoration>, TaskError> {
+    let b = x.dims()[0];
+    if b == 0 || seeds.len() != b {
+        return Err(TaskError::Measured(format!(
+            "a batch of {b} images needs as many seeds (≥ 1), got {}",
+            seeds.len()
+        )));
+    }
+    let mut streams: Vec<NoiseSource> = seeds.iter().map(|&s| NoiseSource::new(s)).collect();
+    let measurements = streams
+        .iter_mut()
+        .enumerate()
+        .map(|(i, noise)| {
+            simulate_with(
+                &x.clone().narrow(0, i, 1),
+                &settings.op,
+                settings.sigma,
+                noise,
+                device,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let y = Tensor::cat(measurements.iter().map(|m| m.y.clone()).collect(), 0);
+    let per_item = PerItem {
+        ops: measurements.iter().map(|m| m.operator.as_ref()).collect(),
+    };
+    let op: &dyn Operator = if b > 1 && is_random(&settings.op) {
+        &per_item
+    } else {
+        measurements[0].operator.as_ref()
+    };
+    let mut noise = NoiseSource::per_item(streams);
+    let (reconstruction, initialisation) = run_method(
+        model,
+        schedule,
+        op,
+        y,
+        x.dims(),
+        settings,
+        &mut noise,
+        device,
+        observer,
+    )?;
+    drop(per_item);
+    let reconstruction = reconstruction.clamp(-1.0, 1.0);
+    Ok(measurements
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| Restoration {
+            measurement: m.y,
+            measurement_image: m.image,
+            initialisation: initialisation.clone().narrow(0, i, 1),
+            reconstruction: reconstruction.clone().narrow(0, i, 1),
+            description: m.operator.describe(),
+            operator: m.operator,
+        })
+        .collect())
 }
 
 /// K posterior samples of one measurement, with their per-pixel mean and spread.
