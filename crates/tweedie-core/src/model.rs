@@ -56,34 +56,26 @@ pub trait EpsModel {
     }
 }
 
-impl<M: EpsModel + ?Sized> EpsModel for &M {
-    fn predict_eps(&self, x_t: Tensor<4>, level: NoiseLevel) -> Tensor<4> {
-        (**self).predict_eps(x_t, level)
-    }
-    fn predict_eps_and_variance(
-        &self,
-        x_t: Tensor<4>,
-        level: NoiseLevel,
-    ) -> (Tensor<4>, Option<Tensor<4>>) {
-        (**self).predict_eps_and_variance(x_t, level)
-    }
-    fn has_learned_variance(&self) -> bool {
-        (**self).has_learned_variance()
-    }
+/// A reference or box to a model is the model: every method forwards, so overriding ones
+/// (the variance channels) are not lost behind the pointer.
+macro_rules! forward_eps_model {
+    ($($pointer:ty),*) => {$(
+        impl<M: EpsModel + ?Sized> EpsModel for $pointer {
+            fn predict_eps(&self, x_t: Tensor<4>, level: NoiseLevel) -> Tensor<4> {
+                (**self).predict_eps(x_t, level)
+            }
+            fn predict_eps_and_variance(
+                &self,
+                x_t: Tensor<4>,
+                level: NoiseLevel,
+            ) -> (Tensor<4>, Option<Tensor<4>>) {
+                (**self).predict_eps_and_variance(x_t, level)
+            }
+            fn has_learned_variance(&self) -> bool {
+                (**self).has_learned_variance()
+            }
+        }
+    )*};
 }
 
-impl<M: EpsModel + ?Sized> EpsModel for Box<M> {
-    fn predict_eps(&self, x_t: Tensor<4>, level: NoiseLevel) -> Tensor<4> {
-        (**self).predict_eps(x_t, level)
-    }
-    fn predict_eps_and_variance(
-        &self,
-        x_t: Tensor<4>,
-        level: NoiseLevel,
-    ) -> (Tensor<4>, Option<Tensor<4>>) {
-        (**self).predict_eps_and_variance(x_t, level)
-    }
-    fn has_learned_variance(&self) -> bool {
-        (**self).has_learned_variance()
-    }
-}
+forward_eps_model!(&M, Box<M>);
