@@ -980,6 +980,13 @@ fn parity(a: ParityArgs) -> Result<()> {
         }
         let net = tweedie_unet::UNet::load(&cfg, &p, &device)?;
         let got = tweedie_core::tensor::to_vec(&net.forward(st.x.clone(), &st.t));
+        if got.len() != st.out.len() {
+            bail!(
+                "{weights}: the network gives {} values, the fixture's out has {}",
+                got.len(),
+                st.out.len()
+            );
+        }
         let err = got
             .iter()
             .zip(&st.out)
@@ -1053,62 +1060,55 @@ struct FixtureIo {
     out: Vec<f32>,
 }
 
+/// The fixture's `x` (4-D), `t` (integer timesteps) and `out`, read with the safetensors crate.
 fn safetensors_view(
     bytes: &[u8],
     path: &std::path::Path,
     device: &burn::tensor::Device,
 ) -> Result<FixtureIo> {
-    let mut map = tweedie_unet::WeightMap::load_safetensors(path)?;
-    let shape = |name: &str| -> Result<Vec<usize>> {
-        map.shapes()
-            .find(|(k, _)| *k == name)
-            .map(|(_, s)| s.clone())
-            .with_context(|| format!("{}: no tensor {name:?}", path.display()))
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let read = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
+        let v = st
+            .tensor(name)
+            .with_context(|| format!("{}: no tensor {name:?}", path.display()))?;
+        let d = v.data();
+        let values: Vec<f32> = match v.dtype() {
+            safetensors::Dtype::F32 => d
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            safetensors::Dtype::I64 => d
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
+                .collect(),
+            safetensors::Dtype::I32 => d
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+                .collect(),
+            other => bail!(
+                "{}: tensor {name:?} is {other:?}, expected F32, I64 or I32",
+                path.display()
+            ),
+        };
+        Ok((v.shape().to_vec(), values))
     };
-    let (xs, os) = (shape("x")?, shape("out")?);
-    if xs.len() != 4 {
+    let (xs, x) = read("x")?;
+    let (_, out) = read("out")?;
+    let (_, t) = read("t")?;
+    let [b, c, h, w] = xs[..] else {
         bail!("{}: x must be 4-D, got {xs:?}", path.display());
+    };
+    if t.len() != b {
+        bail!(
+            "{}: {} timesteps for a batch of {b}",
+            path.display(),
+            t.len()
+        );
     }
-    let x = map.take("x", &xs).context("x")?;
-    let out = map.take("out", &os).context("out")?;
-    let t = int_tensor(bytes, "t").with_context(|| format!("{}: timesteps t", path.display()))?;
     Ok(FixtureIo {
-        x: tweedie_core::tensor::from_vec(x, [xs[0], xs[1], xs[2], xs[3]], device),
+        x: tweedie_core::tensor::from_vec(x, [b, c, h, w], device),
         t,
         out,
-    })
-}
-
-/// Reads an integer tensor from safetensors bytes as f32 values.
-fn int_tensor(bytes: &[u8], name: &str) -> Result<Vec<f32>> {
-    // The safetensors header is JSON after an 8-byte length.
-    let n = u64::from_le_bytes(bytes.get(..8).context("truncated")?.try_into()?) as usize;
-    let header: serde_json::Value =
-        serde_json::from_slice(bytes.get(8..8 + n).context("truncated")?)?;
-    let entry = header.get(name).context("missing")?;
-    let dtype = entry["dtype"].as_str().unwrap_or("");
-    let off: Vec<usize> = entry["data_offsets"]
-        .as_array()
-        .context("offsets")?
-        .iter()
-        .filter_map(|v| v.as_u64().map(|v| v as usize))
-        .collect();
-    let data = bytes
-        .get(8 + n + off[0]..8 + n + off[1])
-        .context("truncated")?;
-    Ok(match dtype {
-        "I64" => data
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
-            .collect(),
-        "I32" => data
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
-            .collect(),
-        "F32" => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-        other => bail!("unsupported dtype {other}"),
     })
 }

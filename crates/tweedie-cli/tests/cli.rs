@@ -1596,3 +1596,29 @@ fn generate_reports_progress_per_batch() {
         "{text}"
     );
 }
+
+/// `parity` reads its fixture with the safetensors crate: a corrupt or incomplete `io`
+/// file is an error naming it, never a panic.
+#[test]
+fn parity_rejects_a_corrupt_fixture() {
+    let dir = tmp("parity-bad");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(root().join("tests/fixtures/adm").join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("io.safetensors"),
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{\"x\": 1}",
+    )
+    .unwrap();
+    fails(
+        &["parity", dir.to_str().unwrap()],
+        "io.safetensors: not a safetensors file",
+    );
+    // A valid file without the timesteps.
+    let bytes = std::fs::read(root().join("tests/fixtures/adm/io.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let keep: Vec<(String, safetensors::tensor::TensorView)> =
+        st.tensors().into_iter().filter(|(n, _)| n != "t").collect();
+    safetensors::serialize_to_file(keep, None, &dir.join("io.safetensors")).unwrap();
+    fails(&["parity", dir.to_str().unwrap()], "no tensor \"t\"");
+}
