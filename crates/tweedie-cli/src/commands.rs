@@ -2,13 +2,12 @@
 
 use crate::model;
 use anyhow::{Context, Result, bail};
-use burn::tensor::{Tensor, TensorData};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use tweedie_core::diffusion::StepVariance;
 use tweedie_core::{NoiseSource, Schedule};
-use tweedie_samplers::ChainOptions;
+use tweedie_samplers::{ChainOptions, Observer, StepInfo};
 
 /// Diffusion models for image restoration: denoise, generate, inpaint, deblur, super-resolve.
 #[derive(Parser, Debug)]
@@ -911,7 +910,6 @@ pub(crate) fn sample_batches(
     let t_max = schedule.num_steps();
     let chain = schedule.chain(t_max, opts.steps.min(t_max))?;
     let size = net.net.config().image_size;
-    let per_image = 3 * size * size;
     let batch = batch.max(1);
     // Steps of all batches; without a terminal, a line per batch.
     let mut progress = Progress::new(n.div_ceil(batch) * chain.len(), what);
@@ -919,48 +917,26 @@ pub(crate) fn sample_batches(
     let mut streams = NoiseSource::new(seed);
     for first in (0..n).step_by(batch) {
         let b = batch.min(n - first);
-        let mut sources: Vec<NoiseSource> = (0..b).map(|_| streams.fork()).collect();
-        // One draw for the batch: each image's next values from its own stream.
-        let mut draw = || -> Vec<f32> {
-            sources
-                .iter_mut()
-                .flat_map(|s| s.normal_vec(per_image))
-                .collect()
-        };
-        let mut x = Tensor::<4>::from_data(TensorData::new(draw(), [b, 3, size, size]), device);
-        for (k, tr) in chain.iter().enumerate() {
-            // The step draws z (except on the last step) from a source that serves the
-            // batch's draw.
-            let mut z = if tr.is_last() {
-                NoiseSource::new(0)
-            } else {
-                NoiseSource::replay(vec![draw()], 0)
-            };
-            x = tweedie_samplers::ancestral_step(net, &schedule, x, tr, opts, &mut z).0;
-            let max = tweedie_core::tensor::max_abs(&x);
-            if max.is_nan() || max > tweedie_samplers::DIVERGENCE_BOUND {
-                bail!(
-                    "sampler diverged at step {} of {} (t = {}) for images {first}..{}: {}; check the model",
-                    k + 1,
-                    chain.len(),
-                    tr.t,
-                    first + b - 1,
-                    if max.is_finite() {
-                        format!("max |x| = {max:.3e}")
-                    } else {
-                        "the state contains NaN or Inf".into()
-                    }
-                );
-            }
-            progress.advance(1);
-        }
+        // Each image draws x_T and every step's z from its own stream, so a sample does not
+        // depend on the batch it falls in.
+        let mut noise = NoiseSource::per_item((0..b).map(|_| streams.fork()).collect());
+        let out = tweedie_samplers::generate(
+            net,
+            &schedule,
+            [b, 3, size, size],
+            opts,
+            &mut noise,
+            device,
+            &mut Observer::with_progress(|_: StepInfo| progress.advance(1)),
+        )
+        .with_context(|| format!("images {first}..{} of {n}", first + b - 1))?;
         progress.say(&format!(
             "steps; batch {}/{} done (images {first}..{} of {n})",
             first / batch + 1,
             n.div_ceil(batch),
             first + b - 1
         ));
-        each(first, tweedie_io::from_tensor(&x)?)?;
+        each(first, tweedie_io::from_tensor(&out.x0)?)?;
     }
     progress.finish();
     Ok(started.elapsed().as_secs_f64())
