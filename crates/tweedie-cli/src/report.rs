@@ -13,6 +13,7 @@ use serde_json::json;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
+use tweedie::calibrate::Calibration;
 use tweedie::tasks::{self, Method, Scores};
 use tweedie_core::{NoiseSource, Schedule};
 use tweedie_io::{Grid, GridCell, Image};
@@ -66,19 +67,16 @@ pub struct ReportArgs {
 fn operator_spec(
     op: OpArg,
     size: usize,
-    calibration: Option<&serde_json::Value>,
+    calibrations: &[Calibration],
 ) -> Result<(OperatorSpec, &'static str)> {
-    if let Some(cal) = calibration {
-        let entry = cal["calibrations"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["name"] == op.name().as_str());
-        if let Some(spec) = entry.map(|c| &c["chosen"]["spec"]).filter(|s| !s.is_null()) {
-            return Ok((serde_json::from_value(spec.clone())?, "calibrated"));
-        }
-    }
-    Ok((OperatorSpec::dps_default(&op.name(), size)?, "pixel-scaled"))
+    let calibrated = calibrations
+        .iter()
+        .find(|c| c.name == op.name())
+        .and_then(|c| c.chosen.spec.clone());
+    Ok(match calibrated {
+        Some(spec) => (spec, "calibrated"),
+        None => (OperatorSpec::dps_default(&op.name(), size)?, "pixel-scaled"),
+    })
 }
 
 /// PSNR, SSIM, LPIPS-Alex (and LPIPS-VGG) of each item.
@@ -218,7 +216,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     }
 
     // Tasks 4–6.
-    let calibration: Option<serde_json::Value> = match &a.calibration {
+    let calibration: Option<(serde_json::Value, Vec<Calibration>)> = match &a.calibration {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| anyhow::anyhow!("--calibration {}: {e}", p.display()))?;
@@ -231,10 +229,13 @@ pub fn report(a: ReportArgs) -> Result<()> {
                     v["size"]
                 );
             }
-            Some(v)
+            let cals: Vec<Calibration> = serde_json::from_value(v["calibrations"].clone())
+                .map_err(|e| anyhow::anyhow!("--calibration {}: {e}", p.display()))?;
+            Some((v, cals))
         }
         None => None,
     };
+    let calibrations: &[Calibration] = calibration.as_ref().map_or(&[], |(_, c)| c);
     let vgg = a
         .lpips_vgg
         .as_ref()
@@ -242,17 +243,13 @@ pub fn report(a: ReportArgs) -> Result<()> {
         .transpose()?;
     writeln!(md, "## Tasks 4–6 — SDEdit, Score-ALD and DPS\n")?;
     match &calibration {
-        Some(cal) => {
+        Some((cal, cals)) => {
             writeln!(
                 md,
-                "### Operator strengths
-
-The sheet's and DPS's operator settings are for 256×256 FFHQ. Scaling them by pixel size makes some problems trivial at {size} px (a σ = 0.375 Gaussian blur keeps 89 % of the mass in its centre tap: the noisy measurement alone scores ≈ 32 dB). Instead each operator's strength is chosen so that the measurement is as hard as DPS's at 256 px: the same PSNR of y (blurs) or A⁺y (masks, SR) against x0, σ_y = {}. Made by `tweedie calibrate` ([`calibration.json`](calibration.json)): {} FFHQ images at 256 px vs {} CelebA faces at {size} px.\n",
+                "### Operator strengths\n\nThe sheet's and DPS's operator settings are for 256×256 FFHQ. Scaling them by pixel size makes some problems trivial at {size} px (a σ = 0.375 Gaussian blur keeps 89 % of the mass in its centre tap: the noisy measurement alone scores ≈ 32 dB). Instead each operator's strength is chosen so that the measurement is as hard as DPS's at 256 px: the same PSNR of y (blurs) or A⁺y (masks, SR) against x0, σ_y = {}. Made by `tweedie calibrate` ([`calibration.json`](calibration.json)): {} FFHQ images at 256 px vs {} CelebA faces at {size} px.\n",
                 cal["sigma"], cal["reference_images"], cal["faces_used"]
             )?;
-            let cals: Vec<tweedie::calibrate::Calibration> =
-                serde_json::from_value(cal["calibrations"].clone())?;
-            writeln!(md, "{}", tweedie::calibrate::table(&cals))?;
+            writeln!(md, "{}", tweedie::calibrate::table(cals))?;
             tweedie_io::write_atomic(
                 &c.out.join("calibration.json"),
                 serde_json::to_string_pretty(cal)?.as_bytes(),
@@ -283,7 +280,7 @@ The sheet's and DPS's operator settings are for 256×256 FFHQ. Scaling them by p
             .map_or("–".to_string(), |v| format!("{:.4}", mean(v)))
     };
     for (oi, &op_arg) in a.ops.iter().enumerate() {
-        let (spec, origin) = operator_spec(op_arg, size, calibration.as_ref())?;
+        let (spec, origin) = operator_spec(op_arg, size, calibrations)?;
         // The measurement every method below sees (same seed ⇒ same operator and y).
         let base = tweedie::tasks::RestoreSettings {
             seed: c.seed,
