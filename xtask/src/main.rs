@@ -2,9 +2,14 @@
 //!
 //! - `cargo xtask run-all [--full] [--model embedded|ffhq|PATH] [--out DIR]` — the task suite
 //!   (Tasks 2–6) on the embedded model, written to `report/`.
-//! - `cargo xtask bench [--ffhq]` — UNet forward and training-step timings.
+//! - `cargo xtask bench [--ffhq]` — UNet forward, DPS-step and training-step timings.
+//! - `cargo xtask bench --compare [--python PATH] [--backend cpu,libtorch] [--also LABEL=BIN]
+//!   [--rounds N] [--threads N] [--reps N] [--models A,B]` — the same against PyTorch
+//!   (`../shared/bench/pytorch_adm.py` + `xtask/torch_dps.py`), alternating, medians, ratio
+//!   table; JSON in `target/bench_compare.json` (see docs/backends.md).
 //! - `cargo xtask fetch-weights ffhq|lpips-vgg [--url URL]` — download into the cache.
 
+mod compare;
 mod fetch;
 
 use anyhow::{Context, Result, bail};
@@ -19,18 +24,43 @@ fn root() -> PathBuf {
 }
 
 fn build_cli(features: &[String]) -> Result<PathBuf> {
+    build_cli_in(features, &root().join("target"), &[])
+}
+
+/// Builds the release CLI with `features` into `target_dir`, with extra environment.
+fn build_cli_in(
+    features: &[String],
+    target_dir: &Path,
+    env: &[(String, String)],
+) -> Result<PathBuf> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root())
-        .args(["build", "--release", "-p", "tweedie-cli"]);
+        .args(["build", "--release", "-p", "tweedie-cli"])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .envs(env.iter().map(|(k, v)| (k, v)));
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
-    eprintln!("xtask: building the release CLI (first build takes a few minutes)…");
+    eprintln!(
+        "xtask: building the release CLI{} (first build takes a few minutes)…",
+        if features.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", features.join(","))
+        }
+    );
     let status = cmd.status().context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build --release -p tweedie-cli failed");
+        bail!(
+            "cargo build --release -p tweedie-cli{} failed",
+            if features.is_empty() {
+                String::new()
+            } else {
+                format!(" --features {}", features.join(","))
+            }
+        );
     }
-    Ok(root().join("target/release/tweedie"))
+    Ok(target_dir.join("release/tweedie"))
 }
 
 fn run(bin: &Path, args: &[String]) -> Result<()> {
@@ -62,7 +92,7 @@ fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         bail!(
-            "usage: cargo xtask <run-all [--full] [--model embedded|ffhq|PATH] [--out DIR] | bench [--ffhq] | fetch-weights ffhq|lpips-vgg [--url URL]>"
+            "usage: cargo xtask <run-all [--full] [--model embedded|ffhq|PATH] [--out DIR] | bench [--ffhq] | bench --compare [--python PATH] [--backend cpu,libtorch] [--also LABEL=BIN] [--rounds N] [--threads N] [--reps N] [--models A,B] | fetch-weights ffhq|lpips-vgg [--url URL]>"
         );
     }
     let cmd = args.remove(0);
@@ -146,6 +176,7 @@ fn main() -> Result<()> {
             let bin = build_cli(&features)?;
             run(&bin, &report)
         }
+        "bench" if take_flag(&mut args, "--compare") => bench_compare(args),
         "bench" => {
             let bin = build_cli(&[])?;
             let mut b = vec![
@@ -172,4 +203,128 @@ fn main() -> Result<()> {
         }
         other => bail!("unknown xtask command {other:?}"),
     }
+}
+
+/// `cargo xtask bench --compare …`: see [`compare`].
+fn bench_compare(mut args: Vec<String>) -> Result<()> {
+    let number = |v: Option<String>, default: usize, flag: &str| -> Result<usize> {
+        v.map_or(Ok(default), |v| {
+            v.parse()
+                .with_context(|| format!("{flag} expects a number, got {v:?}"))
+        })
+    };
+    let python = take_value(&mut args, "--python");
+    let rounds = number(take_value(&mut args, "--rounds"), 3, "--rounds")?.max(1);
+    let threads = number(
+        take_value(&mut args, "--threads"),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "--threads",
+    )?;
+    let reps = number(take_value(&mut args, "--reps"), 3, "--reps")?;
+    let list = |v: Option<String>| -> Vec<String> {
+        v.map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let models = list(take_value(&mut args, "--models"));
+    let mut backends = list(take_value(&mut args, "--backend"));
+    if backends.is_empty() {
+        backends.push("cpu".into());
+    }
+    let mut also = Vec::new();
+    while let Some(v) = take_value(&mut args, "--also") {
+        let (label, bin) = v
+            .split_once('=')
+            .with_context(|| format!("--also expects LABEL=BIN, got {v:?}"))?;
+        also.push((label.to_string(), PathBuf::from(bin)));
+    }
+    let bench_dir = take_value(&mut args, "--bench-dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/bench"));
+    let tch_target = take_value(&mut args, "--tch-target-dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/libtorch"));
+    let out = take_value(&mut args, "--out")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/bench_compare.json"));
+    if let Some(a) = args.first() {
+        bail!("bench --compare: unexpected argument {a:?}");
+    }
+    let python = compare::find_python(&root(), python)?;
+    let mut variants = Vec::new();
+    for backend in &backends {
+        match backend.as_str() {
+            "cpu" | "flex" => variants.push(compare::Variant {
+                label: "flex".into(),
+                bin: build_cli(&[])?,
+                backend: "cpu".into(),
+                env: vec![],
+            }),
+            "wgpu" => variants.push(compare::Variant {
+                label: "wgpu".into(),
+                bin: build_cli_in(&["wgpu".into()], &root().join("target/wgpu"), &[])?,
+                backend: "wgpu".into(),
+                env: vec![],
+            }),
+            "libtorch" | "tch" => {
+                let py = python.as_ref().context(
+                    "--backend libtorch builds against the torch of a Python environment: pass --python PATH (torch 2.9.0) or set TWEEDIE_PYTHON",
+                )?;
+                let bin_dir = py.exe.parent().unwrap_or(Path::new("."));
+                let path = format!(
+                    "{}:{}",
+                    bin_dir.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                );
+                let mut env = vec![
+                    ("LIBTORCH_USE_PYTORCH".to_string(), "1".to_string()),
+                    ("PATH".into(), path),
+                ];
+                // torch-sys runs `python` inside a virtual environment, `python3` outside.
+                if bin_dir.join("python").exists()
+                    && let Some(venv) = bin_dir.parent()
+                {
+                    env.push(("VIRTUAL_ENV".into(), venv.display().to_string()));
+                }
+                let bin = build_cli_in(&["libtorch".into()], &tch_target, &env)?;
+                let ld = match std::env::var("LD_LIBRARY_PATH") {
+                    Ok(old) if !old.is_empty() => format!("{}:{old}", py.torch_lib.display()),
+                    _ => py.torch_lib.display().to_string(),
+                };
+                variants.push(compare::Variant {
+                    label: "libtorch".into(),
+                    bin,
+                    backend: "libtorch".into(),
+                    env: vec![("LD_LIBRARY_PATH".into(), ld)],
+                });
+            }
+            other => bail!("--backend {other:?}: expected cpu, libtorch or wgpu"),
+        }
+    }
+    for (label, bin) in also {
+        if !bin.exists() {
+            bail!("--also {label}={}: no such binary", bin.display());
+        }
+        variants.push(compare::Variant {
+            label,
+            bin,
+            backend: "cpu".into(),
+            env: vec![],
+        });
+    }
+    compare::compare(compare::Options {
+        root: root(),
+        python,
+        rounds,
+        threads,
+        reps,
+        models,
+        bench_dir,
+        variants,
+        out,
+    })
 }

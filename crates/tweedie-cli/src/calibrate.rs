@@ -48,22 +48,22 @@ pub struct CalibrateArgs {
 }
 
 fn load(dir: &PathBuf, n: usize, crop: Option<usize>, size: usize) -> Result<Vec<Image>> {
-    let files: Vec<PathBuf> = crate::restore::collect_inputs(std::slice::from_ref(dir))?
+    let files: Vec<PathBuf> = crate::inputs::collect_inputs(std::slice::from_ref(dir))?
         .into_iter()
         .take(n)
         .collect();
     files
         .iter()
-        .map(|f| crate::restore::load_cropped(f, crop, size))
+        .map(|f| crate::inputs::load_cropped(f, crop, size))
         .collect()
 }
 
-pub fn calibrate(a: CalibrateArgs) -> Result<()> {
+pub fn run(a: CalibrateArgs) -> Result<()> {
     if a.ops.contains(&OpArg::InpaintMask) {
         bail!("inpaint-mask has no strength to calibrate (its mask is given)");
     }
     if let Some(out) = &a.out {
-        crate::commands::check_out_file(out)?;
+        crate::output::check_out_file(out)?;
     }
     let device = burn::tensor::Device::flex();
     let to_tensors = |images: Vec<Image>| -> Result<Vec<burn::tensor::Tensor<4>>> {

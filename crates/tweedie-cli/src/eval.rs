@@ -5,8 +5,10 @@
 //! (mod n) and writes `eval_shard_i_of_n.json`; `merge` combines a complete set of shards into
 //! `metrics.json`, `metrics.csv` and `metrics.md`.
 
-use crate::commands::{Progress, check_out, value_name};
+use crate::args::value_name;
 use crate::model;
+use crate::output::check_out;
+use crate::progress::Progress;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -21,9 +23,9 @@ use tweedie_samplers::{Observer, StepInfo};
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     #[command(flatten)]
-    pub common: crate::commands::Common,
+    pub common: crate::args::Common,
     #[command(flatten)]
-    pub solver: crate::commands::SolverArgs,
+    pub solver: crate::args::SolverArgs,
     /// Folder of ground-truth images.
     pub folder: PathBuf,
     /// Methods to run.
@@ -33,7 +35,7 @@ pub struct EvalArgs {
         value_delimiter = ',',
         default_value = "sdedit,ald,dps"
     )]
-    pub methods: Vec<crate::commands::MethodArg>,
+    pub methods: Vec<tweedie_samplers::Method>,
     /// Operators (DPS settings scaled to the model resolution).
     #[arg(
         long,
@@ -107,18 +109,18 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
     Ok((i, n))
 }
 
-pub fn eval(a: EvalArgs) -> Result<()> {
+pub fn run(a: EvalArgs) -> Result<()> {
     let c = &a.common;
     let (shard, shards) = parse_shard(&a.shard)?;
-    let methods: Vec<Method> = a.methods.iter().map(|&m| m.into()).collect();
+    let methods: Vec<Method> = a.methods.clone();
     a.solver.validate()?;
     if a.batch == 0 {
         bail!("--batch must be ≥ 1");
     }
-    let inputs = crate::restore::named_inputs(std::slice::from_ref(&a.folder))?;
+    let inputs = crate::inputs::named_inputs(std::slice::from_ref(&a.folder))?;
     check_out(&c.out)?;
     let schedule = Schedule::linear_default();
-    let device = model::device(&c.backend)?;
+    let device = model::device(c.backend.as_str())?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let size = net.net.config().image_size;
     let specs: Vec<(String, OperatorSpec)> = a
@@ -128,14 +130,14 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         .collect::<Result<_>>()?;
     let lpips = Lpips::alex_default(&device)?;
     // Indices (and so seeds and shards) count every image, readable or not.
-    let (mine, skipped) = crate::restore::readable(
+    let (mine, skipped) = crate::inputs::readable(
         inputs
             .iter()
             .enumerate()
             .filter(|(i, _)| i % shards == shard)
             .collect(),
         a.strict,
-        |p| crate::restore::load_cropped(p, a.crop, size),
+        |p| crate::inputs::load_cropped(p, a.crop, size),
     )?;
     let mut records = Vec::new();
     // Without a terminal, a line per image × method × operator with an ETA.
@@ -149,7 +151,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             for chunk in mine.chunks(a.batch) {
                 let mut imgs = Vec::with_capacity(chunk.len());
                 for (_, input) in chunk {
-                    imgs.push(crate::restore::load_cropped(&input.path, a.crop, size)?);
+                    imgs.push(crate::inputs::load_cropped(&input.path, a.crop, size)?);
                 }
                 let x = tweedie_io::to_tensor(&imgs, &device)?;
                 let seeds: Vec<u64> = chunk
@@ -209,7 +211,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         }
     }
     progress.finish();
-    let settings = serde_json::json!({"model": c.model, "steps": a.solver.steps, "sigma": a.solver.sigma, "t0": a.solver.t0, "preset": value_name(&a.solver.preset), "zeta": a.solver.zeta, "dps_step": a.solver.dps_step.as_ref().map(value_name), "variance": c.variance.as_ref().map(value_name), "ald_rule": value_name(&a.solver.ald_rule), "ald_scale": a.solver.ald_scale, "eta": a.solver.eta, "seed": c.seed, "crop": a.crop, "methods": a.methods.iter().map(value_name).collect::<Vec<_>>(), "ops": specs, "folder": a.folder});
+    let settings = serde_json::json!({"model": c.model, "steps": a.solver.steps, "sigma": a.solver.sigma, "t0": a.solver.t0, "preset": value_name(&a.solver.preset), "zeta": a.solver.zeta, "dps_step": a.solver.dps_step.as_ref().map(value_name), "variance": c.variance.as_ref().map(value_name), "ald_rule": a.solver.ald_rule.as_ref().map(value_name), "lambda": a.solver.lambda, "ald_scale": a.solver.ald_scale, "eta": a.solver.eta, "seed": c.seed, "crop": a.crop, "methods": a.methods.iter().map(value_name).collect::<Vec<_>>(), "ops": specs, "folder": a.folder});
     let file = ShardFile {
         shard,
         shards,
@@ -229,7 +231,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             "warning: {} of {} images of shard {shard}/{shards} skipped (unreadable): {}",
             skipped.len(),
             skipped.len() + mine.len(),
-            crate::restore::first_ten(&file.skipped)
+            crate::inputs::first_ten(&file.skipped)
         );
     }
     if shards == 1 {
@@ -397,7 +399,7 @@ pub fn merge(a: MergeArgs) -> Result<()> {
         eprintln!(
             "warning: {} of {total_images} images skipped (unreadable): {}",
             skipped.len(),
-            crate::restore::first_ten(&skipped)
+            crate::inputs::first_ten(&skipped)
         );
     }
     Ok(())

@@ -1,8 +1,9 @@
 //! `tweedie evaluate`: the model card's numbers — Tweedie denoising quality on held-out
 //! images against a Gaussian-prior (Wiener) baseline, and an 8×8 grid of samples.
 
+use crate::args::{check_crop, check_steps};
 use crate::model;
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::tensor::{Device, Tensor};
 use clap::Args;
 use serde_json::json;
@@ -17,7 +18,7 @@ use tweedie_train::{Dataset, DatasetOptions};
 #[derive(Args, Debug)]
 pub struct EvaluateArgs {
     #[command(flatten)]
-    pub common: crate::commands::Common,
+    pub common: crate::args::Common,
     /// Held-out images.
     #[arg(long)]
     pub val: PathBuf,
@@ -46,25 +47,7 @@ fn gaussian_baseline(train: &Dataset, device: &Device) -> Result<GaussianPrior> 
     Ok(GaussianPrior::diagonal(mean, var)?)
 }
 
-/// Checks `--crop` (of `train` and `evaluate`): the side of a centred square, ≥ 1.
-pub(crate) fn check_crop(crop: Option<usize>) -> Result<()> {
-    if crop == Some(0) {
-        bail!("--crop must be ≥ 1 (the side of the centred square, in pixels), got 0");
-    }
-    Ok(())
-}
-
-/// Checks a number of reverse steps given as `flag` (`generate --steps`, `evaluate
-/// --sample-steps`): 1..=T, with `restore`'s message.
-pub(crate) fn check_steps(flag: &str, steps: usize) -> Result<()> {
-    let t = Schedule::linear_default().num_steps();
-    if steps == 0 || steps > t {
-        bail!("{flag} must lie in 1..={t}, got {steps}");
-    }
-    Ok(())
-}
-
-pub fn evaluate(a: EvaluateArgs) -> Result<()> {
+pub fn run(a: EvaluateArgs) -> Result<()> {
     let c = &a.common;
     // Check every option before loading anything.
     check_crop(a.crop)?;
@@ -77,8 +60,8 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
             .check_timestep(t)
             .map_err(|e| anyhow::anyhow!("--t {t}: {e}"))?;
     }
-    crate::commands::check_out(&c.out)?;
-    let device = model::device(&c.backend)?;
+    crate::output::check_out(&c.out)?;
+    let device = model::device(c.backend.as_str())?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let size = net.net.config().image_size;
     let opts = DatasetOptions { size, crop: a.crop };
@@ -115,7 +98,7 @@ pub fn evaluate(a: EvaluateArgs) -> Result<()> {
             ..Default::default()
         };
         let (images, secs) =
-            crate::commands::sample_images(&net, 64, &opts, c.seed, &device, "samples")?;
+            crate::sampling::sample_images(&net, 64, &opts, c.seed, &device, "samples")?;
         let grid = tweedie_io::Grid::from_images(&images, 8, 0);
         grid.save(c.out.join("samples_8x8.png"))?;
         result["samples"] = json!({"n": 64, "steps": a.sample_steps, "seconds": secs});

@@ -17,19 +17,30 @@ static EMBEDDED_CONFIG: &str = include_str!(concat!(
     "/../../assets/model.json"
 ));
 
-/// Where the default assets are read from at run time: `$TWEEDIE_ASSETS` or the
-/// repository's `assets/` (the model and the LPIPS weights themselves are built into the
-/// binary and read from here only when `TWEEDIE_ASSETS` is set).
-pub fn assets_dir() -> PathBuf {
-    std::env::var_os("TWEEDIE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets"))
+/// The built-in model's config (`assets/model.json`, compiled in).
+pub fn embedded_config() -> UNetConfig {
+    UNetConfig::from_json_str(EMBEDDED_CONFIG).expect("the built-in model's config parses")
 }
 
-/// The compute device for `--backend cpu|wgpu`.
+/// The compute device for `--backend cpu|wgpu|libtorch`.
+///
+/// `cpu` (alias `flex`) is burn's pure-Rust CPU backend; `wgpu` and `libtorch` (alias `tch`,
+/// LibTorch on the CPU through burn-tch) need the cargo features of the same names.
 pub fn device(backend: &str) -> Result<Device> {
     match backend {
         "cpu" | "flex" => Ok(Device::flex()),
+        #[cfg(feature = "libtorch")]
+        "libtorch" | "tch" => {
+            // burn 0.22 deprecates burn-tch in favour of CubeCL backends; it is kept here as an
+            // optional CPU comparison point (docs/backends.md).
+            #[allow(deprecated)]
+            let device = Device::libtorch();
+            Ok(device)
+        }
+        #[cfg(not(feature = "libtorch"))]
+        "libtorch" | "tch" => bail!(
+            "this build has no LibTorch support: rebuild with `--features libtorch` and LIBTORCH_USE_PYTORCH=1 (a Python with torch 2.9.0 on PATH, or LIBTORCH=/path/to/libtorch), e.g. `LIBTORCH_USE_PYTORCH=1 cargo build --release -p tweedie-cli --features libtorch`, and run with that torch's lib folder on LD_LIBRARY_PATH (see docs/backends.md)"
+        ),
         #[cfg(feature = "wgpu")]
         "wgpu" => {
             // Acquired and probed once per process (the runtime cannot be initialised twice).
@@ -41,7 +52,7 @@ pub fn device(backend: &str) -> Result<Device> {
         }
         #[cfg(not(feature = "wgpu"))]
         "wgpu" => bail!("this build has no wgpu support: rebuild with `--features wgpu`"),
-        other => bail!("unknown backend {other:?}: expected cpu or wgpu"),
+        other => bail!("unknown backend {other:?}: expected cpu, wgpu or libtorch"),
     }
 }
 

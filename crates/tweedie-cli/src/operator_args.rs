@@ -34,7 +34,7 @@ pub enum OpArg {
 impl OpArg {
     /// The command-line name (`inpaint-box`, …).
     pub fn name(self) -> String {
-        crate::commands::value_name(&self)
+        crate::args::value_name(&self)
     }
 }
 

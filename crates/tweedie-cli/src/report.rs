@@ -2,10 +2,9 @@
 //! written as `report/README.md` with figures, a metrics table and `report/metrics.json`.
 //! `cargo xtask run-all` runs this.
 
-use crate::commands::PresetArg;
-use crate::commands::bar;
 use crate::model;
 use crate::operator_args::OpArg;
+use crate::progress::bar;
 use anyhow::{Result, bail};
 use burn::tensor::Tensor;
 use clap::Args;
@@ -24,9 +23,9 @@ use tweedie_samplers::{ChainOptions, Observer, StepInfo};
 #[derive(Args, Debug)]
 pub struct ReportArgs {
     #[command(flatten)]
-    pub common: crate::commands::Common,
+    pub common: crate::args::Common,
     #[command(flatten)]
-    pub solver: crate::commands::SolverArgs,
+    pub solver: crate::args::SolverArgs,
     /// Folder of test faces.
     #[arg(long)]
     pub faces: PathBuf,
@@ -54,7 +53,7 @@ pub struct ReportArgs {
     /// Sampler presets to run (each in turn replaces `--preset`); a method whose resolved
     /// settings are the same under two presets runs once.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "dps,sheet")]
-    pub presets: Vec<PresetArg>,
+    pub presets: Vec<tweedie::tasks::Preset>,
     /// LPIPS-VGG weights (e.g. ../shared/weights/lpips_vgg16.safetensors) for a second
     /// perceptual column beside LPIPS-Alex.
     #[arg(long)]
@@ -99,18 +98,18 @@ fn images(x: &Tensor<4>) -> Vec<Image> {
     tweedie_io::from_tensor(x).expect("3 channels")
 }
 
-pub fn report(a: ReportArgs) -> Result<()> {
+pub fn run(a: ReportArgs) -> Result<()> {
     let started = Instant::now();
     let c = &a.common;
     // Bad solver options fail here, not after Tasks 2 and 3 have run.
     a.solver.validate()?;
-    crate::commands::check_out(&c.out)?;
-    let device = model::device(&c.backend)?;
+    crate::output::check_out(&c.out)?;
+    let device = model::device(c.backend.as_str())?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let size = net.net.config().image_size;
     let lpips = Lpips::alex_default(&device)?;
     let schedule = Schedule::linear_default();
-    let files: Vec<PathBuf> = crate::restore::collect_inputs(std::slice::from_ref(&a.faces))?
+    let files: Vec<PathBuf> = crate::inputs::collect_inputs(std::slice::from_ref(&a.faces))?
         .into_iter()
         .take(a.n_faces)
         .collect();
@@ -119,7 +118,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
     }
     let faces: Vec<Image> = files
         .iter()
-        .map(|f| crate::restore::load_cropped(f, a.crop, size))
+        .map(|f| crate::inputs::load_cropped(f, a.crop, size))
         .collect::<Result<_>>()?;
     let x0 = tweedie_io::to_tensor(&faces, &device)?;
     let fig = c.out.join("figures");
@@ -142,7 +141,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
             "; `--full` runs 1000"
         },
         c.seed,
-        c.backend
+        c.backend.as_str()
     )?;
 
     // Task 2.
@@ -196,7 +195,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
             variance: c.variance_or_beta(),
             ..Default::default()
         };
-        let (imgs, secs) = crate::commands::sample_images(
+        let (imgs, secs) = crate::sampling::sample_images(
             &net,
             a.n_samples,
             &opts,
@@ -300,10 +299,10 @@ pub fn report(a: ReportArgs) -> Result<()> {
             md,
             "### {desc} ({origin}; `{}`)\n\n| method | settings | PSNR (dB) | SSIM | LPIPS-Alex | LPIPS-VGG | time (s) |\n|---|---|---|---|---|---|---|\n| measurement only | {} | {:.2} | {:.3} | {:.4} | {} | – |",
             op_arg.name(),
-            if m.operator.pseudo_inverse(m.y.clone()).is_some() {
-                "A⁺y"
-            } else {
+            if op_arg.name().contains("blur") {
                 "y"
+            } else {
+                "A⁺y"
             },
             mm.psnr,
             mm.ssim,
@@ -328,31 +327,21 @@ pub fn report(a: ReportArgs) -> Result<()> {
         for &preset in &a.presets {
             // The DPS code's ζ is per step of its 1000-step chain: a strided chain keeps its
             // total guidance with ζ × 1000/steps (stated in the run's settings and notes).
-            let solver = crate::commands::SolverArgs {
+            let solver = crate::args::SolverArgs {
                 preset,
-                scale_zeta_with_stride: a.solver.scale_zeta_with_stride || preset == PresetArg::Dps,
+                scale_zeta_with_stride: a.solver.scale_zeta_with_stride
+                    || preset == tweedie::tasks::Preset::Dps,
                 ..a.solver.clone()
             };
-            for method in [Method::Sdedit, Method::Ald, Method::Dps] {
+            for method in [Method::Sdedit, Method::ScoreAld, Method::Dps] {
                 let settings = solver
                     .settings(method, spec.clone(), c.seed, c.variance)?
                     .for_model(&net);
-                // Two presets may resolve to the same run of a method: compare what the method
-                // reads, not the settings that only other methods use.
+                // Two presets may resolve to the same run of a method: compare what the run
+                // reads (a method's settings hold only its own knobs).
                 let mut key = serde_json::to_value(&settings)?;
                 key["preset"] = serde_json::Value::Null;
                 key["notes"] = serde_json::Value::Null;
-                if method != Method::Dps {
-                    key["dps_step"] = serde_json::Value::Null;
-                }
-                if method != Method::Ald {
-                    for k in ["ald_gamma", "ald_scale", "ald_rule"] {
-                        key[k] = serde_json::Value::Null;
-                    }
-                }
-                if method != Method::Sdedit {
-                    key["t0"] = serde_json::Value::Null;
-                }
                 if !seen.contains(&key) {
                     seen.push(key);
                     runs.push(settings);
@@ -363,14 +352,16 @@ pub fn report(a: ReportArgs) -> Result<()> {
         if oi == 0 {
             let mut literal = a
                 .solver
-                .settings(Method::Ald, spec.clone(), c.seed, c.variance)?
+                .settings(Method::ScoreAld, spec.clone(), c.seed, c.variance)?
                 .for_model(&net);
-            literal.ald_rule = tweedie_samplers::AldRule::Sheet;
+            if let tweedie::tasks::Settings::ScoreAld(ald) = &mut literal.solver {
+                ald.rule = tweedie_samplers::AldRule::Sheet;
+            }
             literal.preset = None;
             runs.push(literal);
         }
         for settings in runs {
-            let method = settings.method;
+            let method = settings.method();
             let summary = settings.summary();
             let pb = bar(a.solver.steps, &format!("{method} {}", op_arg.name()));
             let mut obs = Observer::with_progress(|i: StepInfo| {

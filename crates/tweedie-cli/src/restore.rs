@@ -1,11 +1,14 @@
-//! `denoise`, `restore` and `metrics`.
+//! `tweedie restore`.
 
-use crate::commands::{DenoiseArgs, MetricsArgs, RestoreArgs, bar, check_out, error_text};
+use crate::args::{Common, SolverArgs};
+use crate::inputs::{named_inputs, one, readable, stem, warn_skipped, write_json};
 use crate::model;
+use crate::output::check_out;
+use crate::progress::bar;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Tensor;
+use clap::Args;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tweedie::tasks::{self, Method, Scores};
 use tweedie_core::{NoiseSource, Schedule};
@@ -13,253 +16,71 @@ use tweedie_io::{Grid, GridCell, Image};
 use tweedie_metrics::Lpips;
 use tweedie_samplers::{Observer, StepInfo};
 
-/// Expands files and folders into a sorted list of image files.
-pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for p in inputs {
-        if p.is_dir() {
-            files.extend(tweedie_io::list_images(p)?);
-        } else if p.exists() {
-            files.push(p.clone());
-        } else {
-            bail!("input {} does not exist", p.display());
-        }
-    }
-    if files.is_empty() {
-        bail!("no PNG/JPEG images found in the inputs");
-    }
-    Ok(files)
-}
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Simulated (INPUTS): each image is centre-cropped and resized to the model, measured with --op \
+and --sigma (seeded), and restored. Writes <name>_measurement.png, <name>_<method>.png, the \
+kernel or mask used (<name>_kernel.npy/.png, <name>_mask.png), <method>_grid.png (ground truth \
+| measurement | initialisation | restored) and <method>_metrics.json (settings and \
+PSNR/SSIM/LPIPS).
 
-/// An input image and the name its outputs are given.
-pub struct Input {
-    /// The file.
-    pub path: PathBuf,
-    /// Its path relative to the folder it was found in, without the extension and
-    /// `/`-separated (`s1/face` for `DIR/s1/face.jpg`), or the file stem of a file given by
-    /// name: outputs are `OUT/<name>_….png`, so images of the same name in different
-    /// subfolders do not overwrite each other.
-    pub name: String,
-}
+Measured (--measured y.png): y is restored as it is; only an image of the size needed is \
+accepted (the model's, or the operator's output for sr4/sr4-box), --fit crop|resize fits \
+another. Metrics appear only with --reference. Writes <name>_<method>.png, \
+<method>_grid.png (measurement | A+y initialisation | restored [| reference]) and \
+<method>_metrics.json with the settings.
 
-/// `rel` without its extension, components joined by `/`.
-fn output_name(rel: &Path) -> String {
-    rel.with_extension("")
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-/// [`collect_inputs`] with each image's output name ([`Input::name`]). Fails, listing them,
-/// when two images would get the same name (`a/face.png` and `b/face.png` given by name, or
-/// `face.jpg` beside `face.png`): their outputs would overwrite each other.
-pub fn named_inputs(inputs: &[PathBuf]) -> Result<Vec<Input>> {
-    let mut out: Vec<Input> = Vec::new();
-    for p in inputs {
-        if p.is_dir() {
-            for f in tweedie_io::list_images(p)? {
-                let name = output_name(f.strip_prefix(p).unwrap_or(&f));
-                out.push(Input { path: f, name });
-            }
-        } else if p.exists() {
-            out.push(Input {
-                path: p.clone(),
-                name: stem(p),
-            });
-        } else {
-            bail!("input {} does not exist", p.display());
-        }
-    }
-    if out.is_empty() {
-        bail!("no PNG/JPEG images found in the inputs");
-    }
-    // The same file given twice is processed once.
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|i| seen.insert(i.path.clone()));
-    let mut by_name: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for i in &out {
-        by_name
-            .entry(&i.name)
-            .or_default()
-            .push(i.path.display().to_string());
-    }
-    let clashes: Vec<String> = by_name
-        .iter()
-        .filter(|(_, paths)| paths.len() > 1)
-        .map(|(name, paths)| format!("{name} ← {}", paths.join(", ")))
-        .collect();
-    if !clashes.is_empty() {
-        bail!(
-            "{} output name(s) would be shared, and the outputs overwrite each other: {}. Outputs are named by the path relative to the input folder without the extension (the file stem of an image given by name): rename or move these images, or process them in separate runs",
-            clashes.len(),
-            clashes.join("; ")
-        );
-    }
-    Ok(out)
-}
-
-/// An image that could not be read: its path and why.
-pub struct Skipped {
-    /// The file.
-    pub path: PathBuf,
-    /// The error.
-    pub why: String,
-}
-
-/// Decodes each of `items` (index among all inputs, input) once with `load` before any work:
-/// an unreadable one is skipped with a warning, or is an error when `strict`. Fails when
-/// images were given but none can be read. Returns the readable ones and the skipped ones.
-#[allow(clippy::type_complexity)] // (index, input) pairs in, the readable ones and the skipped out
-pub fn readable(
-    items: Vec<(usize, &Input)>,
-    strict: bool,
-    load: impl Fn(&Path) -> Result<Image>,
-) -> Result<(Vec<(usize, &Input)>, Vec<Skipped>)> {
-    let total = items.len();
-    let (mut good, mut skipped) = (Vec::new(), Vec::new());
-    for (index, input) in items {
-        match load(&input.path) {
-            Ok(_) => good.push((index, input)),
-            Err(e) => {
-                let why = error_text(&e);
-                if strict {
-                    bail!("{why} (--strict: an unreadable image is an error)");
-                }
-                eprintln!("warning: skipping an unreadable image: {why}");
-                skipped.push(Skipped {
-                    path: input.path.clone(),
-                    why,
-                });
-            }
-        }
-    }
-    if good.is_empty() && !skipped.is_empty() {
-        bail!(
-            "none of the {total} images could be read (the first: {})",
-            skipped[0].why
-        );
-    }
-    Ok((good, skipped))
-}
-
-/// `first, second, … (and N more)`: at most ten of `names`.
-pub fn first_ten(names: &[String]) -> String {
-    let mut text = names
-        .iter()
-        .take(10)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > 10 {
-        text.push_str(&format!(" (and {} more)", names.len() - 10));
-    }
-    text
-}
-
-/// The closing warning on skipped images: "N of M images skipped", naming them.
-pub fn warn_skipped(skipped: &[Skipped], total: usize) {
-    if skipped.is_empty() {
-        return;
-    }
-    let names: Vec<String> = skipped
-        .iter()
-        .map(|s| s.path.display().to_string())
-        .collect();
-    eprintln!(
-        "warning: {} of {total} images skipped (unreadable): {}",
-        skipped.len(),
-        first_ten(&names)
-    );
-}
-
-/// Loads an image, centre-crops it (to `crop`, or the largest square) and resizes it.
-pub fn load_cropped(path: &Path, crop: Option<usize>, size: usize) -> Result<Image> {
-    let opts = tweedie_train::DatasetOptions { size, crop };
-    tweedie_train::prepare_checked(&tweedie_io::load_image(path)?, &opts)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-}
-
-fn stem(p: &Path) -> String {
-    p.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into())
-}
-
-fn one(x: &Tensor<4>) -> Image {
-    tweedie_io::from_tensor(x)
-        .expect("3-channel tensor")
-        .remove(0)
-}
-
-fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
-    tweedie_io::write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-pub fn denoise(a: DenoiseArgs) -> Result<()> {
-    let c = &a.common;
-    let schedule = Schedule::linear_default();
-    for &t in &a.t {
-        schedule
-            .check_timestep(t)
-            .map_err(|e| anyhow::anyhow!("--t {t}: {e}"))?;
-    }
-    let inputs = named_inputs(&a.inputs)?;
-    check_out(&c.out)?;
-    let device = model::device(&c.backend)?;
-    let net = model::load(&c.model, c.config.as_deref(), &device)?;
-    let lpips = Lpips::alex_default(&device)?;
-    let size = net.net.config().image_size;
-    let (usable, skipped) = readable(inputs.iter().enumerate().collect(), a.strict, |p| {
-        Ok(tweedie_io::load_image_sized(p, size)?)
-    })?;
-    let mut titles = vec!["x0".to_string()];
-    for t in &a.t {
-        titles.push(format!("x_t t={t}"));
-        titles.push(format!("x0^ t={t}"));
-    }
-    let mut grid = Grid::new(128).with_titles(&titles);
-    let mut records = Vec::new();
-    let mut noise = NoiseSource::new(c.seed);
-    for (_, input) in &usable {
-        let img = tweedie_io::load_image_sized(&input.path, size)?;
-        let x0 = tweedie_io::to_tensor(std::slice::from_ref(&img), &device)?;
-        let mut row = vec![GridCell::new(img.clone(), "PSNR/LPIPS")];
-        let name = &input.name;
-        for &t in &a.t {
-            let d = tweedie_samplers::denoise(&net, &schedule, x0.clone(), t, &mut noise)?;
-            let s_noisy = tasks::score(&lpips, &d.x_t.clone().clamp(-1.0, 1.0), &x0)?[0];
-            let s = tasks::score(&lpips, &d.x0_hat.clone().clamp(-1.0, 1.0), &x0)?[0];
-            tweedie_io::save_png(&one(&d.x_t), c.out.join(format!("{name}_t{t}_noisy.png")))?;
-            tweedie_io::save_png(
-                &one(&d.x0_hat),
-                c.out.join(format!("{name}_t{t}_denoised.png")),
-            )?;
-            row.push(GridCell::new(one(&d.x_t), &s_noisy.caption()));
-            row.push(GridCell::new(one(&d.x0_hat), &s.caption()));
-            records.push(json!({"image": name, "t": t, "noisy": s_noisy, "denoised": s}));
-        }
-        grid.push_row(row);
-    }
-    grid.save(c.out.join("denoise_grid.png"))?;
-    write_json(&c.out.join("denoise_metrics.json"), &json!(records))?;
-    for r in &records {
-        println!(
-            "{} t={}: PSNR {:.2} dB  SSIM {:.3}  LPIPS {:.4}",
-            r["image"].as_str().unwrap_or(""),
-            r["t"],
-            r["denoised"]["psnr"].as_f64().unwrap_or(0.0),
-            r["denoised"]["ssim"].as_f64().unwrap_or(0.0),
-            r["denoised"]["lpips"].as_f64().unwrap_or(0.0)
-        );
-    }
-    println!(
-        "wrote {} (denoise_grid.png, denoise_metrics.json)",
-        c.out.display()
-    );
-    warn_skipped(&skipped, inputs.len());
-    Ok(())
+Examples:
+  tweedie restore --measured blurred.png --op gaussian-blur --sigma 0.02 --method dps --steps 250
+  tweedie restore --measured y.png --op motion-blur --kernel y_kernel.npy --reference x.png --fit crop
+  tweedie restore --measured lowres_8x8.png --op sr4 --method ald --samples 8")]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Images or folders of images (centre-cropped and resized to the model resolution): a
+    /// measurement y = A(x) + σn is simulated from each and restored. Not with --measured.
+    #[arg(required_unless_present = "measured", conflicts_with = "measured")]
+    pub inputs: Vec<PathBuf>,
+    /// Restore this measured image y instead (no ground truth needed): a blurred or masked
+    /// image of the model's size, or for sr4/sr4-box the low-resolution image itself (8×8 for
+    /// a 32 px model). Another size is an error unless --fit is given. --op motion-blur needs
+    /// --kernel, masks need --op inpaint-mask --mask (random operators are refused); --sigma
+    /// is the noise level assumed for y.
+    #[arg(long, value_name = "FILE")]
+    pub measured: Option<PathBuf>,
+    /// With --measured: the ground truth, for PSNR/SSIM/LPIPS (without it none are computed).
+    /// It must have the model's size, or is fitted by --fit like the measurement.
+    #[arg(long, value_name = "FILE", requires = "measured")]
+    pub reference: Option<PathBuf>,
+    /// With --measured: bring an image of another size to the size needed: `crop` (centre
+    /// square, then resize) or `resize` (resize directly). Without it nothing is resized.
+    #[arg(long, value_enum, requires = "measured")]
+    pub fit: Option<FitArg>,
+    /// Draw K ≥ 2 posterior samples of each measurement in one batched chain and write their
+    /// mean (<name>_<method>_mean.png), per-pixel standard deviation (mean over channels, a
+    /// heat map from black = 0 to yellow = its maximum: <name>_<method>_std.png), each sample
+    /// (<name>_<method>_sample_<k>.png) and a figure (<name>_<method>_samples.png: mean | std
+    /// | up to 4 samples, the std's scale in its caption), instead of <name>_<method>.png.
+    #[arg(long, value_name = "K")]
+    pub samples: Option<usize>,
+    /// Restoration method.
+    #[arg(long, value_enum, default_value_t = Method::Dps)]
+    pub method: Method,
+    /// Measurement operator (DPS's settings scaled to the model's resolution).
+    #[arg(long, value_enum, default_value_t = crate::operator_args::OpArg::InpaintBox)]
+    pub op: crate::operator_args::OpArg,
+    #[command(flatten)]
+    pub operator: crate::operator_args::OperatorArgs,
+    #[command(flatten)]
+    pub solver: SolverArgs,
+    /// Fail on an unreadable image instead of skipping it with a warning.
+    #[arg(long)]
+    pub strict: bool,
+    /// Simulated restores: images restored at once, in one batched chain. The results do not
+    /// depend on it: each image draws its operator, measurement noise and sampler noise from
+    /// its own seed (`--seed` + its index). Not with --samples (which batches its K samples).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
 }
 
 /// `--fit`: how `restore --measured` brings an image of another size to the size it needs.
@@ -350,9 +171,9 @@ fn scores_of(
     })
 }
 
-pub fn restore(a: RestoreArgs) -> Result<()> {
+pub fn run(a: RestoreArgs) -> Result<()> {
     let c = &a.common;
-    let method: Method = a.method.into();
+    let method: Method = a.method;
     // Validate the options before loading anything.
     a.solver.validate()?;
     if let Some(k) = a.samples
@@ -393,11 +214,11 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
     };
     check_out(&c.out)?;
     let schedule = Schedule::linear_default();
-    let device = model::device(&c.backend)?;
+    let device = model::device(c.backend.as_str())?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let size = net.net.config().image_size;
     let spec = a.operator.spec(a.op, size)?;
-    let method_name = crate::commands::value_name(&a.method);
+    let method_name = crate::args::value_name(&a.method);
     // (index among all inputs, output name, job); each simulated image's seed is `--seed`
     // plus its index among all inputs, skipped ones included.
     let mut jobs: Vec<(usize, String, Job)> = Vec::new();
@@ -475,7 +296,7 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
     // Simulated restores run `--batch` images per chain; their results wait here.
     let mut ready: std::collections::VecDeque<tasks::Restoration> = Default::default();
     // Without a terminal, a line per image with an ETA.
-    let mut progress = crate::commands::Progress::lines(jobs.len(), "restore");
+    let mut progress = crate::progress::Progress::lines(jobs.len(), "restore");
     for (j, (i, name, job)) in jobs.iter().enumerate() {
         let seed = c.seed.wrapping_add(*i as u64);
         let settings = a
@@ -636,7 +457,7 @@ pub fn restore(a: RestoreArgs) -> Result<()> {
         if let Job::Measured { .. } = job {
             record["measured"] = json!(a.measured);
             record["reference"] = json!(a.reference);
-            record["fit"] = json!(a.fit.map(|f| crate::commands::value_name(&f)));
+            record["fit"] = json!(a.fit.map(|f| crate::args::value_name(&f)));
         } else {
             record["operator_files"] = json!(params);
         }
@@ -743,192 +564,4 @@ fn write_samples(
         extra.push(("sample_scores", json!(s)));
     }
     Ok((files, extra))
-}
-
-/// The images of `dir` by their path relative to it (`/`-separated, with the extension).
-fn relative_images(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
-    Ok(tweedie_io::list_images(dir)?
-        .into_iter()
-        .map(|f| {
-            let rel = f
-                .strip_prefix(dir)
-                .unwrap_or(&f)
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join("/");
-            (rel, f)
-        })
-        .collect())
-}
-
-/// SSIM's window is 11×11: smaller images have none.
-const SSIM_MIN_SIDE: usize = 11;
-
-pub fn metrics(a: MetricsArgs) -> Result<()> {
-    if let Some(out) = &a.out {
-        check_out(out)?;
-    }
-    let device = burn::tensor::Device::flex();
-    let lpips = match (a.net.as_str(), &a.lpips_weights) {
-        ("alex", None) => Lpips::alex_default(&device)?,
-        ("alex", Some(p)) => Lpips::load(tweedie_metrics::Backbone::Alex, p, &device)?,
-        ("vgg", Some(p)) => Lpips::load(tweedie_metrics::Backbone::Vgg, p, &device)?,
-        ("vgg", None) => bail!(
-            "--net vgg needs --lpips-weights (get them with `cargo xtask fetch-weights lpips-vgg`)"
-        ),
-        (other, _) => bail!("unknown --net {other:?}: expected alex or vgg"),
-    };
-    let pairs: Vec<(String, PathBuf, PathBuf)> = if a.reference.is_dir() {
-        if !a.restored.is_dir() {
-            bail!(
-                "{} is a folder but {} is not",
-                a.reference.display(),
-                a.restored.display()
-            );
-        }
-        // Matched by the path relative to each folder.
-        let reference = relative_images(&a.reference)?;
-        let restored = relative_images(&a.restored)?;
-        let v: Vec<(String, PathBuf, PathBuf)> = reference
-            .iter()
-            .filter_map(|(name, r)| {
-                restored
-                    .get(name)
-                    .map(|x| (name.clone(), r.clone(), x.clone()))
-            })
-            .collect();
-        if v.is_empty() {
-            bail!(
-                "no file names in common between {} and {}",
-                a.reference.display(),
-                a.restored.display()
-            );
-        }
-        // Say which images were left out, both ways.
-        for (from, other, names, theirs) in [
-            (&a.reference, &a.restored, &reference, &restored),
-            (&a.restored, &a.reference, &restored, &reference),
-        ] {
-            let unmatched: Vec<String> = names
-                .keys()
-                .filter(|n| !theirs.contains_key(*n))
-                .cloned()
-                .collect();
-            if !unmatched.is_empty() {
-                eprintln!(
-                    "warning: {} of {} images in {} have no counterpart in {} and are left out: {}",
-                    unmatched.len(),
-                    names.len(),
-                    from.display(),
-                    other.display(),
-                    first_ten(&unmatched)
-                );
-            }
-        }
-        v
-    } else {
-        vec![(stem(&a.restored), a.reference.clone(), a.restored.clone())]
-    };
-    // (name, scores, whether SSIM was measured)
-    let mut rows = Vec::new();
-    for (name, r, x) in &pairs {
-        let (ri, xi) = (tweedie_io::load_image(r)?, tweedie_io::load_image(x)?);
-        if (ri.width, ri.height) != (xi.width, xi.height) {
-            bail!(
-                "{} is {}×{} but {} is {}×{}: sizes must match",
-                r.display(),
-                ri.width,
-                ri.height,
-                x.display(),
-                xi.width,
-                xi.height
-            );
-        }
-        let has_ssim = ri.width.min(ri.height) >= SSIM_MIN_SIDE;
-        let rt = tweedie_io::to_tensor(&[ri], &device)?;
-        let xt = tweedie_io::to_tensor(&[xi], &device)?;
-        let s = tasks::score(&lpips, &xt, &rt)?[0];
-        rows.push((name.clone(), s, has_ssim));
-    }
-    let n = rows.len() as f64;
-    let with_ssim: Vec<f64> = rows.iter().filter(|r| r.2).map(|r| r.1.ssim).collect();
-    // The mean SSIM is over the images that have one (None when none has).
-    let mean_ssim =
-        (!with_ssim.is_empty()).then(|| with_ssim.iter().sum::<f64>() / with_ssim.len() as f64);
-    let mean = Scores {
-        psnr: rows.iter().map(|r| r.1.psnr).sum::<f64>() / n,
-        ssim: mean_ssim.unwrap_or(f64::NAN),
-        lpips: rows.iter().map(|r| r.1.lpips).sum::<f64>() / n,
-    };
-    let too_small = format!("too small for SSIM (needs ≥ {SSIM_MIN_SIDE}×{SSIM_MIN_SIDE} px)");
-    let ssim_text = |v: Option<f64>| match v {
-        Some(v) => format!("SSIM {v:.4}"),
-        None => format!("SSIM –, {too_small}"),
-    };
-    for (name, s, has_ssim) in &rows {
-        println!(
-            "{name}: PSNR {:.2} dB  {}  LPIPS {:.4}",
-            s.psnr,
-            ssim_text(has_ssim.then_some(s.ssim)),
-            s.lpips
-        );
-    }
-    let small = rows.iter().filter(|r| !r.2).count();
-    if rows.len() > 1 {
-        println!(
-            "mean over {}: PSNR {:.2} dB  {}{}  LPIPS {:.4}",
-            rows.len(),
-            mean.psnr,
-            ssim_text(mean_ssim),
-            if small > 0 && mean_ssim.is_some() {
-                format!(
-                    " (over {} of {} images: {small} too small for SSIM)",
-                    with_ssim.len(),
-                    rows.len()
-                )
-            } else {
-                String::new()
-            },
-            mean.lpips
-        );
-    }
-    if let Some(out) = &a.out {
-        let scores_json = |s: &Scores, ssim: Option<f64>| {
-            let mut v = json!({"psnr": s.psnr, "ssim": ssim, "lpips": s.lpips});
-            if ssim.is_none() {
-                v["ssim_note"] = json!(too_small);
-            }
-            v
-        };
-        write_json(
-            &out.join("metrics.json"),
-            &json!({
-                "images": rows
-                    .iter()
-                    .map(|(n, s, has)| json!({"image": n, "scores": scores_json(s, has.then_some(s.ssim))}))
-                    .collect::<Vec<_>>(),
-                "mean": scores_json(&mean, mean_ssim),
-                "ssim_images": with_ssim.len(),
-            }),
-        )?;
-        let ssim_csv = |v: Option<f64>| v.map(|v| format!("{v:.5}")).unwrap_or_default();
-        let mut csv = String::from("image,psnr,ssim,lpips\n");
-        for (name, s, has) in &rows {
-            csv.push_str(&format!(
-                "{name},{:.4},{},{:.5}\n",
-                s.psnr,
-                ssim_csv(has.then_some(s.ssim)),
-                s.lpips
-            ));
-        }
-        csv.push_str(&format!(
-            "mean,{:.4},{},{:.5}\n",
-            mean.psnr,
-            ssim_csv(mean_ssim),
-            mean.lpips
-        ));
-        tweedie_io::write_atomic(&out.join("metrics.csv"), csv.as_bytes())?;
-    }
-    Ok(())
 }

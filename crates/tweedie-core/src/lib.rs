@@ -19,7 +19,7 @@ pub mod priors;
 pub mod schedule;
 pub mod tensor;
 
-pub use error::CoreError;
+pub use error::{CoreError, InvalidParameter};
 pub use model::{EpsModel, NoiseLevel};
 pub use noise::NoiseSource;
 pub use schedule::{Schedule, ScheduleKind, Transition};

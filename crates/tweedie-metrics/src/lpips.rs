@@ -180,14 +180,15 @@ impl Lpips {
         self.backbone
     }
 
-    fn features(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+    /// Runs the backbone on `[−1, 1]` images (after LPIPS's scaling layer), handing every
+    /// conv's post-ReLU output to `tap` with the conv's feature index; returns the last one.
+    fn run_backbone(&self, x: Tensor<4>, mut tap: impl FnMut(usize, &Tensor<4>)) -> Tensor<4> {
         let device = x.device();
         let shift =
             tweedie_core::tensor::from_vec(vec![-0.030, -0.088, -0.188], [1, 3, 1, 1], &device);
         let scale =
             tweedie_core::tensor::from_vec(vec![0.458, 0.448, 0.450], [1, 3, 1, 1], &device);
         let mut h = (x - shift) / scale;
-        let mut taps = Vec::new();
         for c in &self.convs {
             if let Some((k, s)) = c.pool {
                 h = max_pool2d(h, MaxPoolOptions::new([k, k]).with_stride([s, s]));
@@ -199,11 +200,25 @@ impl Lpips {
                 ConvOptions::new([c.stride; 2], [c.padding; 2], [1, 1], 1),
             );
             h = burn::tensor::activation::relu(h);
-            if self.backbone.taps().contains(&c.index) {
+            tap(c.index, &h);
+        }
+        h
+    }
+
+    fn features(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+        let mut taps = Vec::new();
+        self.run_backbone(x, |index, h| {
+            if self.backbone.taps().contains(&index) {
                 taps.push(h.clone());
             }
-        }
+        });
         taps
+    }
+
+    /// The last conv's output after its ReLU (AlexNet: conv5, `[B, 256, h, w]`) for `[−1, 1]`
+    /// images, through LPIPS's scaling layer `(x − shift)/scale` first.
+    pub(crate) fn last_conv_features(&self, x: Tensor<4>) -> Tensor<4> {
+        self.run_backbone(x, |_, _| {})
     }
 
     /// LPIPS distance per batch item between `[−1, 1]` images `a` and `b`.

@@ -4,12 +4,17 @@
 //! input size ("deconvolution" problems). The adjoint is the transposed convolution followed by
 //! the adjoint of the reflect padding (mirrored borders folded back).
 //!
+//! With [`Padding::Circular`] the image wraps around instead, so `A = F⁻¹ diag(K̂) F` is
+//! diagonalised by the 2-D DFT and `A⁺` and `prox_l2` have closed forms (computed on the host
+//! in `f64`); reflect padding (the default, DPS's) uses the conjugate-gradient defaults.
+//!
 //! Kernels: DPS's Gaussian ([`gaussian_kernel`], `scipy.ndimage.gaussian_filter` of a delta),
 //! DPS's random motion blur ([`motion_kernel`], a port of the `motionblur` package), or a kernel
 //! file (`.npy`, safetensors, PNG, JSON: [`Blur::load`]).
 
+use crate::fft;
 use crate::kernel_io::{self, KernelData};
-use crate::{Operator, OperatorError};
+use crate::{CG_MAX_ITERATIONS, CG_TOLERANCE, Operator, OperatorError};
 use burn::tensor::module::{conv_transpose2d, conv2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
 use burn::tensor::{Device, Tensor};
@@ -110,12 +115,29 @@ struct KernelFile {
     values: Vec<f32>,
 }
 
-/// Convolution with a fixed kernel, per channel, with reflect padding (output size = input).
+/// How a [`Blur`] extends the image beyond its border (by the kernel radius k/2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Padding {
+    /// Mirror without repeating the edge (`… c b | a b c … | b a …`): DPS's
+    /// `nn.ReflectionPad2d`, the default.
+    #[default]
+    Reflect,
+    /// Wrap around (`x[i mod H, j mod W]`): the blur is a circulant, diagonal in the DFT basis.
+    Circular,
+}
+
+/// Frequencies where `|K̂| ≤ CIRCULAR_PINV_RCOND · max |K̂|` count as zero in a circular blur's
+/// pseudo-inverse (the relative cut-off of a truncated SVD; measurements are `f32`).
+pub const CIRCULAR_PINV_RCOND: f64 = 1e-6;
+
+/// Convolution with a fixed kernel, per channel, with reflect (default) or circular padding
+/// (output size = input).
 #[derive(Debug, Clone)]
 pub struct Blur {
     kernel: Vec<f32>,
     size: usize,
     label: String,
+    padding: Padding,
 }
 
 impl Blur {
@@ -138,7 +160,20 @@ impl Blur {
             kernel,
             size,
             label: label.into(),
+            padding: Padding::Reflect,
         })
+    }
+
+    /// The same kernel with another border rule, e.g.
+    /// `Blur::gaussian(9, 2.0)?.with_padding(Padding::Circular)`.
+    pub fn with_padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// The border rule.
+    pub fn padding(&self) -> Padding {
+        self.padding
     }
 
     /// DPS's Gaussian blur with the [`gaussian_kernel`] (DPS: 61×61, σ = 3.0 at 256²).
@@ -321,12 +356,60 @@ fn reflect_pad_adjoint(g: Tensor<4>, dim: usize, p: usize) -> Tensor<4> {
     out
 }
 
+/// Circular padding by `p` along `dim`: `[x[n−p..n], x, x[0..p]]`.
+fn circular_pad(x: Tensor<4>, dim: usize, p: usize) -> Tensor<4> {
+    if p == 0 {
+        return x;
+    }
+    let n = x.dims()[dim];
+    let head = x.clone().narrow(dim, n - p, p);
+    let tail = x.clone().narrow(dim, 0, p);
+    Tensor::cat(vec![head, x, tail], dim)
+}
+
+/// Adjoint of [`circular_pad`]: the wrapped borders are added back where they came from.
+fn circular_pad_adjoint(g: Tensor<4>, dim: usize, p: usize) -> Tensor<4> {
+    if p == 0 {
+        return g;
+    }
+    let n = g.dims()[dim] - 2 * p;
+    let core = g.clone().narrow(dim, p, n);
+    let head = g.clone().narrow(dim, 0, p); // came from x[n−p..n]
+    let tail = g.narrow(dim, p + n, p); // came from x[0..p]
+    let zeros = |len: usize| {
+        let mut dims = core.dims();
+        dims[dim] = len;
+        Tensor::<4>::zeros(dims, &core.device())
+    };
+    let head = if n > p {
+        Tensor::cat(vec![zeros(n - p), head], dim)
+    } else {
+        head
+    };
+    let tail = if n > p {
+        Tensor::cat(vec![tail, zeros(n - p)], dim)
+    } else {
+        tail
+    };
+    core + head + tail
+}
+
+impl Blur {
+    /// `K̂` of the circular blur on `h × w` images (see [`fft::transfer_function`]).
+    fn transfer(&self, h: usize, w: usize) -> Vec<rustfft::num_complex::Complex64> {
+        fft::transfer_function(&self.kernel, self.size, h, w)
+    }
+}
+
 impl Operator for Blur {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [_, c, h, w] = x.dims();
         self.check_fits(h, w);
         let p = self.size / 2;
-        let padded = x.pad([(0, 0), (0, 0), (p, p), (p, p)], PadMode::Reflect);
+        let padded = match self.padding {
+            Padding::Reflect => x.pad([(0, 0), (0, 0), (p, p), (p, p)], PadMode::Reflect),
+            Padding::Circular => circular_pad(circular_pad(x, 2, p), 3, p),
+        };
         let device = padded.device();
         conv2d(
             padded,
@@ -347,11 +430,61 @@ impl Operator for Blur {
             None,
             ConvTransposeOptions::new([1, 1], [0, 0], [0, 0], [1, 1], c),
         );
-        reflect_pad_adjoint(reflect_pad_adjoint(full, 2, p), 3, p)
+        match self.padding {
+            Padding::Reflect => reflect_pad_adjoint(reflect_pad_adjoint(full, 2, p), 3, p),
+            Padding::Circular => circular_pad_adjoint(circular_pad_adjoint(full, 2, p), 3, p),
+        }
+    }
+
+    /// Reflect padding: the CG default ([`crate::least_squares_cg`]). Circular padding:
+    /// `A⁺y = F⁻¹( ŷ / K̂ where |K̂| > ε, else 0 )` with `ε = CIRCULAR_PINV_RCOND · max |K̂|`
+    /// (`1/K̂ = conj(K̂)/|K̂|²`), on the host in `f64` (not differentiable).
+    fn pseudo_inverse(&self, y: Tensor<4>) -> Tensor<4> {
+        match self.padding {
+            Padding::Reflect => crate::least_squares_cg(self, y, CG_TOLERANCE, CG_MAX_ITERATIONS).x,
+            Padding::Circular => {
+                let [_, _, h, w] = y.dims();
+                self.check_fits(h, w);
+                let k_hat = self.transfer(h, w);
+                let eps = CIRCULAR_PINV_RCOND * k_hat.iter().map(|k| k.norm()).fold(0.0, f64::max);
+                fft::per_frequency(&k_hat, &[y], |k, v| {
+                    if k.norm() > eps { v[0] / k } else { 0.0.into() }
+                })
+            }
+        }
+    }
+
+    /// Reflect padding: the CG default ([`crate::prox_l2_cg`]). Circular padding:
+    /// `x = F⁻¹( (ẑ + γ conj(K̂) ŷ) / (1 + γ|K̂|²) )`, on the host in `f64` (not
+    /// differentiable).
+    fn prox_l2(&self, z: Tensor<4>, y: Tensor<4>, gamma: f64) -> Tensor<4> {
+        crate::cg::check_gamma(gamma);
+        match self.padding {
+            Padding::Reflect => {
+                crate::prox_l2_cg(self, z, y, gamma, CG_TOLERANCE, CG_MAX_ITERATIONS).x
+            }
+            Padding::Circular => {
+                let [_, _, h, w] = y.dims();
+                self.check_fits(h, w);
+                let k_hat = self.transfer(h, w);
+                fft::per_frequency(&k_hat, &[z, y], |k, v| {
+                    (v[0] + k.conj() * v[1] * gamma) / (1.0 + gamma * k.norm_sqr())
+                })
+            }
+        }
+    }
+
+    /// The measurement itself: a blurred image is already a good image-space start (better
+    /// than `A⁺y`, which amplifies noise where `K̂` is small).
+    fn initialise(&self, y: Tensor<4>) -> Tensor<4> {
+        y
     }
 
     fn describe(&self) -> String {
-        self.label.clone()
+        match self.padding {
+            Padding::Reflect => self.label.clone(),
+            Padding::Circular => format!("{} (circular)", self.label),
+        }
     }
 
     fn save_params(&self, dir: &Path, stem: &str) -> Result<Vec<PathBuf>, OperatorError> {

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use tweedie_core::NoiseSource;
 use tweedie_io::{Image, load_image, save_png};
 
-/// A pixel mask `[1, 1, H, W]`, shared by all channels and batch items. Self-adjoint and
-/// idempotent, so A⁺ = Aᵀ = A.
+/// A pixel mask `[1, 1, H, W]`, shared by all channels and batch items. Self-adjoint, and for a
+/// binary mask idempotent, so A⁺ = Aᵀ = A. (`A⁺` and `prox_l2` are written for any diagonal
+/// `m`, binary or not.)
 #[derive(Debug, Clone)]
 pub struct Mask {
     mask: Tensor<4>,
@@ -313,8 +314,20 @@ impl Operator for Mask {
     fn adjoint(&self, y: Tensor<4>) -> Tensor<4> {
         self.forward(y)
     }
-    fn pseudo_inverse(&self, y: Tensor<4>) -> Option<Tensor<4>> {
-        Some(self.forward(y))
+    /// `A⁺y = m y / m²` where `m ≠ 0`, else 0 (`= m ⊙ y` for a binary mask).
+    fn pseudo_inverse(&self, y: Tensor<4>) -> Tensor<4> {
+        let m = self.mask.clone().to_device(&y.device());
+        let m2 = m.clone().powf_scalar(2.0);
+        let zero = m2.clone().equal_elem(0.0);
+        y * m / m2.mask_fill(zero, 1.0)
+    }
+    /// `x = (z + γ m y) / (1 + γ m²)` (`AᵀA = m²`; `= (z + γ m y)/(1 + γ m)` for a binary
+    /// mask): observed pixels move towards `y`, missing ones keep `z`.
+    fn prox_l2(&self, z: Tensor<4>, y: Tensor<4>, gamma: f64) -> Tensor<4> {
+        crate::cg::check_gamma(gamma);
+        let m = self.mask.clone().to_device(&y.device());
+        let den = m.clone().powf_scalar(2.0).mul_scalar(gamma).add_scalar(1.0);
+        (z + y * m.mul_scalar(gamma)) / den
     }
     fn describe(&self) -> String {
         format!("inpainting ({})", self.label)

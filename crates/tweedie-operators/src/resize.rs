@@ -278,15 +278,12 @@ impl Operator for Resizer {
         separable(y, &self.mh, self.in_hw.0, &self.mw, self.in_hw.1)
     }
 
-    fn pseudo_inverse(&self, y: Tensor<4>) -> Option<Tensor<4>> {
+    /// `A⁺(Y) = M_h⁺ Y M_w⁺ᵀ` with `M⁺ = Mᵀ(MMᵀ)⁻¹`: the Moore–Penrose inverse of the
+    /// Kronecker product, `(M_h ⊗ M_w)⁺ = M_h⁺ ⊗ M_w⁺` (both factors have full row rank, so
+    /// `A A⁺ = I`).
+    fn pseudo_inverse(&self, y: Tensor<4>) -> Tensor<4> {
         self.check(y.dims(), false);
-        Some(separable(
-            y,
-            &self.ph_t,
-            self.in_hw.0,
-            &self.pw_t,
-            self.in_hw.1,
-        ))
+        separable(y, &self.ph_t, self.in_hw.0, &self.pw_t, self.in_hw.1)
     }
 
     fn describe(&self) -> String {
@@ -340,7 +337,7 @@ mod tests {
             assert!(err < 1e-5, "{h}×{w}/{f}: adjoint error {err}");
             let (oh, ow) = op.output_size();
             let y = NoiseSource::new(5).normal([1, 3, oh, ow], &Device::flex());
-            let back = op.forward(op.pseudo_inverse(y.clone()).unwrap());
+            let back = op.forward(op.pseudo_inverse(y.clone()));
             let e = tweedie_core::tensor::to_vec(&(back - y).abs().max())[0];
             assert!(e < 1e-4, "{h}×{w}/{f}: A A⁺ y − y = {e}");
         }

@@ -3,8 +3,10 @@
 //! name `sr4-box`).
 //!
 //! This is not DPS's operator (that is the antialiased bicubic [`crate::Resizer`], spec
-//! `super-resolution`); it is kept because it has an exact, cheap adjoint (nearest-neighbour
-//! upsampling / f²) and pseudo-inverse (nearest-neighbour upsampling, since A Aᵀ = I/f²).
+//! `super-resolution`); it is kept because everything about it is exact and cheap: the adjoint
+//! is nearest-neighbour upsampling / f², so `A Aᵀ = I/f²`, the pseudo-inverse
+//! `A⁺ = Aᵀ(AAᵀ)⁻¹ = f²Aᵀ` is nearest-neighbour upsampling, and `prox_l2` follows from
+//! Woodbury.
 
 use crate::{Operator, OperatorError};
 use burn::tensor::Tensor;
@@ -55,8 +57,18 @@ impl Operator for Downsample {
         let f2 = (self.factor * self.factor) as f64;
         self.upsample(y).div_scalar(f2)
     }
-    fn pseudo_inverse(&self, y: Tensor<4>) -> Option<Tensor<4>> {
-        Some(self.upsample(y))
+    /// `A⁺y = Aᵀ(AAᵀ)⁻¹y = f²Aᵀy`: nearest-neighbour upsampling (`AAᵀ = I/f²`).
+    fn pseudo_inverse(&self, y: Tensor<4>) -> Tensor<4> {
+        self.upsample(y)
+    }
+    /// Woodbury with `AAᵀ = cI`, `c = 1/f²`: `(I + γAᵀA)⁻¹ = I − γ/(1 + γc) AᵀA`, so with
+    /// `u = z + γAᵀy`, `x = u − γ/(1 + γc) Aᵀ(A u)`.
+    fn prox_l2(&self, z: Tensor<4>, y: Tensor<4>, gamma: f64) -> Tensor<4> {
+        crate::cg::check_gamma(gamma);
+        let c = 1.0 / (self.factor * self.factor) as f64;
+        let u = z + self.adjoint(y).mul_scalar(gamma);
+        let au = self.forward(u.clone());
+        u - self.adjoint(au).mul_scalar(gamma / (1.0 + gamma * c))
     }
     fn describe(&self) -> String {
         format!("{}× super-resolution (box filter)", self.factor)
@@ -77,7 +89,7 @@ mod tests {
         let d = Device::flex();
         let y = NoiseSource::new(2).normal([1, 3, 4, 4], &d);
         // A A⁺ y = y.
-        let back = op.forward(op.pseudo_inverse(y.clone()).unwrap());
+        let back = op.forward(op.pseudo_inverse(y.clone()));
         let err = tweedie_core::tensor::to_vec(&(back - y).abs().max())[0];
         assert!(err < 1e-6);
         assert!(Downsample::new(0).is_err());

@@ -1,12 +1,15 @@
 //! Task 5: Score-ALD — the ancestral step followed by a likelihood gradient step on x_t.
 
-use crate::chain::{Run, check_eta};
+use crate::chain::check_eta;
 use crate::dps::measurement_gradient;
-use crate::{ChainOptions, Observer, SampleError, SampleOutput, ancestral_step};
-use burn::tensor::{Device, Tensor};
+use crate::solver::non_negative;
+use crate::{
+    ChainOptions, Denoiser, Knobs, Observer, Problem, SampleError, Solution, Solver, Step,
+    StepRule, ancestral_step, drive,
+};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
-use tweedie_core::{EpsModel, NoiseSource, Schedule, Transition};
-use tweedie_operators::Operator;
+use tweedie_core::{NoiseSource, Transition};
 
 /// The annealing noise level γ_t of the approximate likelihood p(y | x_t) ≈ N(A x_t, σ² + γ_t²).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -37,6 +40,7 @@ impl Gamma {
 /// Which Score-ALD likelihood step is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum AldRule {
     /// Ours: `λ · β_t/√α_t · 1/(2(σ² + γ_t²)) · ∇‖A(x_t) − y‖²`, the likelihood score weighted
     /// as the score-form step weights the prior score (stable; see docs/samplers.md).
@@ -47,13 +51,11 @@ pub enum AldRule {
     Sheet,
 }
 
-/// Score-ALD settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AldOptions {
-    /// The reverse chain's settings.
-    pub chain: ChainOptions,
-    /// Measurement noise σ (in the [−1, 1] scale), as used to make y.
-    pub sigma: f64,
+/// Score-ALD (Task 5): x_T ~ N(0, I); for each step: x̂0 = Tweedie(x_t), x_{t−1} = ancestral
+/// step, x_{t−1} ← x_{t−1} − [`ald_step_size`] · ∇_{x_t}‖A(x_t) − y‖² (gradient by
+/// burn-autodiff). The likelihood's σ is the problem's (at least 1e-3).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScoreAld {
     /// The γ_t schedule.
     pub gamma: Gamma,
     /// Multiplier λ of the gradient step. The step is
@@ -67,11 +69,9 @@ pub struct AldOptions {
     pub rule: AldRule,
 }
 
-impl Default for AldOptions {
+impl Default for ScoreAld {
     fn default() -> Self {
         Self {
-            chain: ChainOptions::default(),
-            sigma: 0.05,
             gamma: Gamma::Tweedie,
             scale: 1.0,
             rule: AldRule::Stabilised,
@@ -79,53 +79,99 @@ impl Default for AldOptions {
     }
 }
 
-/// The step size multiplying ∇‖A(x_t) − y‖² at a transition.
-pub fn ald_step_size(opts: &AldOptions, tr: &Transition) -> f64 {
-    let gamma = opts.gamma.at(tr.alpha_bar_t);
-    let weight = match opts.rule {
+/// The step size multiplying ∇‖A(x_t) − y‖² at a transition, for measurement noise `sigma`.
+pub fn ald_step_size(ald: &ScoreAld, sigma: f64, tr: &Transition) -> f64 {
+    let gamma = ald.gamma.at(tr.alpha_bar_t);
+    let weight = match ald.rule {
         AldRule::Stabilised => tr.beta() / tr.alpha().sqrt(),
         AldRule::Sheet => 1.0,
     };
-    opts.scale * weight / (2.0 * (opts.sigma * opts.sigma + gamma * gamma))
+    ald.scale * weight / (2.0 * (sigma * sigma + gamma * gamma))
 }
 
-/// Score-ALD: x_T ~ N(0, I); for each step: x̂0 = Tweedie(x_t), x_{t−1} = ancestral step,
-/// x_{t−1} ← x_{t−1} − ald_step_size · ∇_{x_t}‖A(x_t) − y‖² (gradient by burn-autodiff).
-#[allow(clippy::too_many_arguments)] // problem, chain and context: grouped in the sampler redesign
-pub fn score_ald(
-    model: &dyn EpsModel,
-    schedule: &Schedule,
-    op: &dyn Operator,
-    y: Tensor<4>,
-    image_shape: [usize; 4],
-    opts: &AldOptions,
-    noise: &mut NoiseSource,
-    device: &Device,
-    observer: &mut Observer,
-) -> Result<SampleOutput, SampleError> {
-    check_eta(&opts.chain)?;
-    if !(opts.sigma >= 0.0 && opts.sigma.is_finite()) {
-        return Err(SampleError::invalid(
-            "sigma",
-            opts.sigma,
-            "must be finite and ≥ 0",
-        ));
+impl Solver for ScoreAld {
+    const TITLE: &'static str = "Score-ALD";
+    const ALIASES: &'static [&'static str] = &["score-ald"];
+
+    /// γ_t = Tweedie's, λ = `ald_scale` (1), the stabilised update unless `ald_rule` says
+    /// otherwise.
+    fn configure(knobs: &Knobs, _notes: &mut Vec<String>) -> Result<Self, SampleError> {
+        Ok(ScoreAld {
+            gamma: Gamma::Tweedie,
+            scale: non_negative("ald-scale", knobs.ald_scale.unwrap_or(1.0))?,
+            rule: knobs.ald_rule.unwrap_or_default(),
+        })
     }
-    if !(opts.scale >= 0.0 && opts.scale.is_finite()) {
-        return Err(SampleError::invalid(
-            "scale",
-            opts.scale,
-            "must be finite and ≥ 0",
-        ));
+
+    fn summary(&self) -> String {
+        match self.rule {
+            AldRule::Stabilised => format!("stabilised λ={}", self.scale),
+            AldRule::Sheet => format!("sheet-literal λ={}", self.scale),
+        }
     }
-    let chain = schedule.chain(schedule.num_steps(), opts.chain.steps)?;
-    let mut run = Run::new(chain.len(), &opts.chain, observer);
-    let mut x_t = noise.normal(image_shape, device);
-    for tr in &chain {
-        let (x_prev, x0_hat) = ancestral_step(model, schedule, x_t.clone(), tr, &opts.chain, noise);
-        let grad = measurement_gradient(op, x_t, y.clone());
-        x_t = x_prev - grad.mul_scalar(ald_step_size(opts, tr));
-        run.after_step(tr, &x_t, &x0_hat)?;
+
+    fn solve(
+        &self,
+        den: &Denoiser,
+        problem: &Problem,
+        shape: [usize; 4],
+        chain: &ChainOptions,
+        noise: &mut NoiseSource,
+        observer: &mut Observer,
+    ) -> Result<Solution, SampleError> {
+        check_eta(chain)?;
+        problem.check()?;
+        non_negative("scale", self.scale)?;
+        let transitions = den.schedule.chain(den.schedule.num_steps(), chain.steps)?;
+        let x_t = noise.normal(shape, &problem.y.device());
+        let mut rule = AldSampler {
+            ald: self,
+            problem,
+            sigma: problem.sigma.max(1e-3),
+            chain,
+        };
+        let output = drive(
+            &mut rule,
+            den,
+            x_t,
+            &transitions,
+            chain.snapshot_every,
+            noise,
+            observer,
+        )?;
+        Ok(Solution {
+            output,
+            initialisation: problem.op.initialise(problem.y.clone()),
+        })
     }
-    Ok(run.finish(x_t))
+}
+
+/// Score-ALD as a step object.
+pub struct AldSampler<'p> {
+    /// The settings.
+    pub ald: &'p ScoreAld,
+    /// The inverse problem.
+    pub problem: &'p Problem<'p>,
+    /// The likelihood's σ.
+    pub sigma: f64,
+    /// The chain's settings.
+    pub chain: &'p ChainOptions,
+}
+
+impl StepRule for AldSampler<'_> {
+    fn step(
+        &mut self,
+        den: &Denoiser,
+        x_t: Tensor<4>,
+        tr: &Transition,
+        noise: &mut NoiseSource,
+    ) -> Step {
+        let (x_prev, x0_hat) =
+            ancestral_step(den.model, den.schedule, x_t.clone(), tr, self.chain, noise);
+        let grad = measurement_gradient(self.problem.op, x_t, self.problem.y.clone());
+        Step {
+            x: x_prev - grad.mul_scalar(ald_step_size(self.ald, self.sigma, tr)),
+            x0_hat,
+        }
+    }
 }

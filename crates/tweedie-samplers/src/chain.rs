@@ -3,7 +3,9 @@
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use tweedie_core::diffusion::{self, StepVariance};
-use tweedie_core::{EpsModel, NoiseSource, Schedule, Transition};
+use tweedie_core::{EpsModel, InvalidParameter, NoiseSource, Schedule, Transition};
+
+use crate::driver::{Denoiser, Observer, Step, StepRule, drive};
 
 /// Options of a reverse chain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,15 +52,11 @@ pub enum SampleError {
         what: String,
     },
     /// A parameter was out of range.
-    #[error("invalid {name} = {value}: {reason}")]
-    Invalid {
-        /// Parameter name.
-        name: &'static str,
-        /// Value.
-        value: String,
-        /// Valid range.
-        reason: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] InvalidParameter),
+    /// A schedule or shape error from the core crate (e.g. a timestep past T).
+    #[error(transparent)]
+    Core(#[from] tweedie_core::CoreError),
 }
 
 impl SampleError {
@@ -67,32 +65,7 @@ impl SampleError {
         value: impl ToString,
         reason: impl Into<String>,
     ) -> Self {
-        SampleError::Invalid {
-            name,
-            value: value.to_string(),
-            reason: reason.into(),
-        }
-    }
-}
-
-impl From<tweedie_core::CoreError> for SampleError {
-    fn from(e: tweedie_core::CoreError) -> Self {
-        match e {
-            tweedie_core::CoreError::InvalidParameter {
-                name,
-                value,
-                reason,
-            } => SampleError::Invalid {
-                name,
-                value,
-                reason,
-            },
-            other => SampleError::Invalid {
-                name: "input",
-                value: String::new(),
-                reason: other.to_string(),
-            },
-        }
+        InvalidParameter::new(name, value, reason).into()
     }
 }
 
@@ -123,97 +96,6 @@ pub struct SampleOutput {
     pub x0: Tensor<4>,
     /// x̂0 snapshots (see [`ChainOptions::snapshot_every`]).
     pub snapshots: Vec<Snapshot>,
-}
-
-/// Hooks called after every step: progress reporting (the CLI draws a bar with it).
-#[derive(Default)]
-pub struct Observer<'a> {
-    progress: Option<Box<dyn FnMut(StepInfo) + 'a>>,
-}
-
-impl<'a> Observer<'a> {
-    /// An observer that calls `f` after each step.
-    pub fn with_progress(f: impl FnMut(StepInfo) + 'a) -> Self {
-        Self {
-            progress: Some(Box::new(f)),
-        }
-    }
-
-    pub(crate) fn report(&mut self, info: StepInfo) {
-        if let Some(f) = self.progress.as_mut() {
-            f(info);
-        }
-    }
-}
-
-/// A state with any |x| above this has blown up: images lie in [−1, 1] and
-/// x_t = √ᾱ_t x0 + √(1 − ᾱ_t) z stays within a few units (|z| > 10 has probability < 1e-22 per
-/// value), so 1000 leaves room for any guidance that still converges.
-pub const DIVERGENCE_BOUND: f64 = 1e3;
-
-/// Bookkeeping of a running chain: divergence check, progress, snapshots.
-pub(crate) struct Run<'o, 'a> {
-    pub total: usize,
-    step: usize,
-    every: usize,
-    pub snapshots: Vec<Snapshot>,
-    observer: &'o mut Observer<'a>,
-}
-
-impl<'o, 'a> Run<'o, 'a> {
-    pub fn new(total: usize, opts: &ChainOptions, observer: &'o mut Observer<'a>) -> Self {
-        Self {
-            total,
-            step: 0,
-            every: opts.snapshot_every,
-            snapshots: Vec::new(),
-            observer,
-        }
-    }
-
-    /// Records a finished step; errors if `x` is not finite.
-    pub fn after_step(
-        &mut self,
-        tr: &Transition,
-        x: &Tensor<4>,
-        x0_hat: &Tensor<4>,
-    ) -> Result<(), SampleError> {
-        self.step += 1;
-        let max = tweedie_core::tensor::max_abs(x);
-        if max > DIVERGENCE_BOUND {
-            return Err(SampleError::Diverged {
-                step: self.step,
-                total: self.total,
-                t: tr.t,
-                what: if max.is_finite() {
-                    format!(
-                        "max |x| = {max:.3e} exceeds {DIVERGENCE_BOUND:e} (images lie in [−1, 1]; x_t = √ᾱ x0 + √(1 − ᾱ) z stays within a few units)"
-                    )
-                } else {
-                    "the state contains NaN or Inf".into()
-                },
-            });
-        }
-        if self.every > 0 && (self.step.is_multiple_of(self.every) || self.step == self.total) {
-            self.snapshots.push(Snapshot {
-                t: tr.t,
-                x0_hat: x0_hat.clone(),
-            });
-        }
-        self.observer.report(StepInfo {
-            step: self.step,
-            total: self.total,
-            t: tr.t,
-        });
-        Ok(())
-    }
-
-    pub fn finish(self, x0: Tensor<4>) -> SampleOutput {
-        SampleOutput {
-            x0,
-            snapshots: self.snapshots,
-        }
-    }
 }
 
 /// Tweedie's estimate x̂0 at a transition's timestep (clamped to [−1, 1] if `clip`).
@@ -313,24 +195,46 @@ pub(crate) fn check_eta(opts: &ChainOptions) -> Result<(), SampleError> {
     Ok(())
 }
 
+/// The unguided ancestral chain as a step object: [`ancestral_step`] at every transition.
+#[derive(Debug, Clone)]
+pub struct Ancestral {
+    /// The chain's settings.
+    pub opts: ChainOptions,
+}
+
+impl StepRule for Ancestral {
+    fn step(
+        &mut self,
+        den: &Denoiser,
+        x_t: Tensor<4>,
+        tr: &Transition,
+        noise: &mut NoiseSource,
+    ) -> Step {
+        let (x, x0_hat) = ancestral_step(den.model, den.schedule, x_t, tr, &self.opts, noise);
+        Step { x, x0_hat }
+    }
+}
+
 /// Runs the unguided reverse chain from `x` = x_{t_start} down to x_0 (`opts.steps` steps at
 /// most). `generate` and `sdedit` are this chain from x_T ~ N(0, I) and from a noised image.
 pub fn reverse_chain(
-    model: &dyn EpsModel,
-    schedule: &Schedule,
-    mut x: Tensor<4>,
+    den: &Denoiser,
+    x: Tensor<4>,
     t_start: usize,
     opts: &ChainOptions,
     noise: &mut NoiseSource,
     observer: &mut Observer,
 ) -> Result<SampleOutput, SampleError> {
     check_eta(opts)?;
-    let chain = schedule.chain(t_start, opts.steps.min(t_start))?;
-    let mut run = Run::new(chain.len(), opts, observer);
-    for tr in &chain {
-        let (x_s, x0_hat) = ancestral_step(model, schedule, x, tr, opts, noise);
-        x = x_s;
-        run.after_step(tr, &x, &x0_hat)?;
-    }
-    Ok(run.finish(x))
+    let chain = den.schedule.chain(t_start, opts.steps.min(t_start))?;
+    let mut rule = Ancestral { opts: opts.clone() };
+    drive(
+        &mut rule,
+        den,
+        x,
+        &chain,
+        opts.snapshot_every,
+        noise,
+        observer,
+    )
 }

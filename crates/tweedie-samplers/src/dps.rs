@@ -1,13 +1,17 @@
 //! Task 6: Diffusion Posterior Sampling — the gradient of ‖A(x̂0(x_t)) − y‖² flows through
 //! the model into x_t (burn-autodiff).
 
-use crate::chain::{Run, check_eta};
-use crate::{ChainOptions, Observer, SampleError, SampleOutput, predict, reverse_step};
-use burn::tensor::{Device, Tensor};
+use crate::chain::check_eta;
+use crate::solver::non_negative;
+use crate::{
+    ChainOptions, Denoiser, Knobs, Observer, Preset, Problem, SampleError, Solution, Solver,
+    Step, StepRule, drive, reverse_step,
+};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use tweedie_core::diffusion::StepVariance;
-use tweedie_core::{EpsModel, NoiseSource, Schedule, Transition};
-use tweedie_operators::Operator;
+use tweedie_core::{NoiseSource, Transition};
+use tweedie_operators::{Operator, OperatorSpec};
 
 /// How the DPS gradient step is scaled.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -29,21 +33,150 @@ pub enum DpsStep {
     },
 }
 
-/// DPS settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DpsOptions {
-    /// The reverse chain's settings.
-    pub chain: ChainOptions,
+/// The DPS step rule without its ζ (a command-line knob).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum DpsRule {
+    /// x −= ζ ∇‖A(x̂0) − y‖ (the DPS code).
+    Residual,
+    /// x −= ζ ∇‖A(x̂0) − y‖² / ‖∇‖A(x̂0) − y‖²‖ (the sheet).
+    Normalized,
+}
+
+impl DpsStep {
+    /// ζ.
+    pub fn zeta(&self) -> f64 {
+        match *self {
+            DpsStep::Normalized { zeta } | DpsStep::Residual { zeta } => zeta,
+        }
+    }
+
+    /// The same rule with another ζ.
+    pub fn with_zeta(self, zeta: f64) -> Self {
+        match self {
+            DpsStep::Normalized { .. } => DpsStep::Normalized { zeta },
+            DpsStep::Residual { .. } => DpsStep::Residual { zeta },
+        }
+    }
+
+    /// The rule of `rule` with ζ.
+    pub fn new(rule: DpsRule, zeta: f64) -> Self {
+        match rule {
+            DpsRule::Residual => DpsStep::Residual { zeta },
+            DpsRule::Normalized => DpsStep::Normalized { zeta },
+        }
+    }
+}
+
+/// The DPS configs' `scale` for an operator: 0.5 for inpainting (boxes, random pixels, masks),
+/// 0.3 for Gaussian blur, motion blur and super-resolution (and anything else).
+pub fn dps_config_scale(op: &OperatorSpec) -> f64 {
+    match op {
+        OperatorSpec::InpaintBox { .. }
+        | OperatorSpec::InpaintRandom { .. }
+        | OperatorSpec::InpaintRandomBox { .. }
+        | OperatorSpec::InpaintRandomRange { .. }
+        | OperatorSpec::InpaintMask { .. } => 0.5,
+        _ => 0.3,
+    }
+}
+
+/// Diffusion Posterior Sampling (Chung et al., ICLR 2023; Task 6): x_T ~ N(0, I), then
+/// [`dps_step`] at every transition.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Dps {
     /// The guidance step.
     pub step: DpsStep,
 }
 
-impl Default for DpsOptions {
-    fn default() -> Self {
-        Self {
-            chain: ChainOptions::default(),
-            step: DpsStep::Residual { zeta: 1.0 },
+impl Solver for Dps {
+    const TITLE: &'static str = "DPS";
+
+    /// Preset `dps`: the residual rule with the configs' ζ (0.5 inpainting, 0.3 otherwise);
+    /// preset `sheet`: the normalised rule with ζ = 1. `zeta` and `dps_rule` override;
+    /// `scale_zeta_with_stride` multiplies ζ by T/steps (with a note).
+    fn configure(knobs: &Knobs, notes: &mut Vec<String>) -> Result<Self, SampleError> {
+        let (rule, zeta) = match knobs.preset {
+            Preset::Sheet => (DpsRule::Normalized, 1.0),
+            Preset::Dps => (DpsRule::Residual, dps_config_scale(&knobs.op)),
+        };
+        let mut zeta = non_negative("zeta", knobs.zeta.unwrap_or(zeta))?;
+        if knobs.scale_zeta_with_stride && knobs.steps > 0 && knobs.steps < knobs.timesteps {
+            let scaled = zeta * knobs.timesteps as f64 / knobs.steps as f64;
+            notes.push(format!(
+                "DPS ζ = {zeta} × {}/{} = {scaled} (scaled with the stride)",
+                knobs.timesteps, knobs.steps
+            ));
+            zeta = scaled;
         }
+        Ok(Dps {
+            step: DpsStep::new(knobs.dps_rule.unwrap_or(rule), zeta),
+        })
+    }
+
+    fn summary(&self) -> String {
+        match self.step {
+            DpsStep::Residual { zeta } => format!("residual ζ={zeta}"),
+            DpsStep::Normalized { zeta } => format!("normalized ζ={zeta}"),
+        }
+    }
+
+    fn solve(
+        &self,
+        den: &Denoiser,
+        problem: &Problem,
+        shape: [usize; 4],
+        chain: &ChainOptions,
+        noise: &mut NoiseSource,
+        observer: &mut Observer,
+    ) -> Result<Solution, SampleError> {
+        check_eta(chain)?;
+        problem.check()?;
+        non_negative("zeta", self.step.zeta())?;
+        let transitions = den.schedule.chain(den.schedule.num_steps(), chain.steps)?;
+        let x_t = noise.normal(shape, &problem.y.device());
+        let mut rule = DpsSampler {
+            problem,
+            step: self.step,
+            chain,
+        };
+        let output = drive(
+            &mut rule,
+            den,
+            x_t,
+            &transitions,
+            chain.snapshot_every,
+            noise,
+            observer,
+        )?;
+        Ok(Solution {
+            output,
+            initialisation: problem.op.initialise(problem.y.clone()),
+        })
+    }
+}
+
+/// DPS as a step object: [`dps_step`] at every transition.
+pub struct DpsSampler<'p> {
+    /// The inverse problem.
+    pub problem: &'p Problem<'p>,
+    /// The guidance step.
+    pub step: DpsStep,
+    /// The chain's settings.
+    pub chain: &'p ChainOptions,
+}
+
+impl StepRule for DpsSampler<'_> {
+    fn step(
+        &mut self,
+        den: &Denoiser,
+        x_t: Tensor<4>,
+        tr: &Transition,
+        noise: &mut NoiseSource,
+    ) -> Step {
+        let (x, x0_hat) = dps_step(den, self.problem, x_t, tr, self.step, self.chain, noise);
+        Step { x, x0_hat }
     }
 }
 
@@ -71,33 +204,24 @@ fn residual_sq(op: &dyn Operator, x0_hat: Tensor<4>, y: Tensor<4>) -> Tensor<1> 
 ///
 /// This is the official DPS code's `p_sample` followed by `PosteriorSampling.conditioning`
 /// when `step` is [`DpsStep::Residual`] and the chain uses learned variance.
-#[allow(clippy::too_many_arguments)]
 pub fn dps_step(
-    model: &dyn EpsModel,
-    schedule: &Schedule,
-    op: &dyn Operator,
-    y: Tensor<4>,
+    den: &Denoiser,
+    problem: &Problem,
     x_t: Tensor<4>,
     tr: &Transition,
-    opts: &DpsOptions,
+    step: DpsStep,
+    chain: &ChainOptions,
     noise: &mut NoiseSource,
 ) -> (Tensor<4>, Tensor<4>) {
     let b = x_t.dims()[0];
-    let learned = opts.chain.eta.is_none() && opts.chain.variance == StepVariance::Learned;
+    let learned = chain.eta.is_none() && chain.variance == StepVariance::Learned;
     let x_track = x_t.clone().autodiff().require_grad();
-    let pred = predict(
-        model,
-        schedule,
-        x_track.clone(),
-        tr,
-        opts.chain.clip_x0,
-        learned,
-    );
-    let sq = residual_sq(op, pred.x0_hat.clone(), y);
+    let pred = den.predict(x_track.clone(), tr, chain.clip_x0, learned);
+    let sq = residual_sq(problem.op, pred.x0_hat.clone(), problem.y.clone());
     let x0_hat = pred.x0_hat.without_autodiff();
     let variance = pred.variance.map(|v| v.without_autodiff());
-    let x_prime = reverse_step(x_t, x0_hat.clone(), variance, tr, &opts.chain, noise);
-    let (loss, normalise, zeta) = match opts.step {
+    let x_prime = reverse_step(x_t, x0_hat.clone(), variance, tr, chain, noise);
+    let (loss, normalise, zeta) = match step {
         DpsStep::Normalized { zeta } => (sq.sum(), true, zeta),
         DpsStep::Residual { zeta } => (sq.sqrt().sum(), false, zeta),
     };
@@ -115,35 +239,4 @@ pub fn dps_step(
         grad
     };
     (x_prime - step.mul_scalar(zeta), x0_hat)
-}
-
-/// DPS: x_T ~ N(0, I), then [`dps_step`] for every transition of the (strided) chain.
-#[allow(clippy::too_many_arguments)] // problem, chain and context: grouped in the sampler redesign
-pub fn dps(
-    model: &dyn EpsModel,
-    schedule: &Schedule,
-    op: &dyn Operator,
-    y: Tensor<4>,
-    image_shape: [usize; 4],
-    opts: &DpsOptions,
-    noise: &mut NoiseSource,
-    device: &Device,
-    observer: &mut Observer,
-) -> Result<SampleOutput, SampleError> {
-    check_eta(&opts.chain)?;
-    let zeta = match opts.step {
-        DpsStep::Normalized { zeta } | DpsStep::Residual { zeta } => zeta,
-    };
-    if !(zeta >= 0.0 && zeta.is_finite()) {
-        return Err(SampleError::invalid("zeta", zeta, "must be finite and ≥ 0"));
-    }
-    let chain = schedule.chain(schedule.num_steps(), opts.chain.steps)?;
-    let mut run = Run::new(chain.len(), &opts.chain, observer);
-    let mut x_t = noise.normal(image_shape, device);
-    for tr in &chain {
-        let (x_s, x0_hat) = dps_step(model, schedule, op, y.clone(), x_t, tr, opts, noise);
-        x_t = x_s;
-        run.after_step(tr, &x_t, &x0_hat)?;
-    }
-    Ok(run.finish(x_t))
 }

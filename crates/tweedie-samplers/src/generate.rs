@@ -1,9 +1,9 @@
 //! Task 3: unconditional generation with the x̂0-form ancestral step.
 
 use crate::chain::reverse_chain;
-use crate::{ChainOptions, Observer, SampleError, SampleOutput};
+use crate::{ChainOptions, Denoiser, Observer, SampleError, SampleOutput};
 use burn::tensor::Device;
-use tweedie_core::{EpsModel, NoiseSource, Schedule};
+use tweedie_core::NoiseSource;
 
 /// x_T ~ N(0, I); for t = T … 1: x̂0 = Tweedie(x_t), x_{t−1} = ancestral step (z = 0 at t = 1).
 ///
@@ -14,7 +14,7 @@ use tweedie_core::{EpsModel, NoiseSource, Schedule};
 /// use tweedie_core::diffusion::StepVariance;
 /// use tweedie_core::priors::GaussianPrior;
 /// use tweedie_core::{Device, NoiseSource, Schedule, Tensor, tensor};
-/// use tweedie_samplers::{ChainOptions, Observer, generate};
+/// use tweedie_samplers::{ChainOptions, Denoiser, Observer, generate};
 ///
 /// let device = Device::flex();
 /// // Prior N(0.5, 0.1² I) over 1×4×4 "images".
@@ -25,9 +25,9 @@ use tweedie_core::{EpsModel, NoiseSource, Schedule};
 /// let moments = |variance| {
 ///     let opts = ChainOptions { steps: 50, variance, ..Default::default() };
 ///     let mut done = 0;
+///     let schedule = Schedule::linear_default();
 ///     let out = generate(
-///         &prior,
-///         &Schedule::linear_default(),
+///         &Denoiser::new(&prior, &schedule),
 ///         [64, 1, 4, 4],
 ///         &opts,
 ///         &mut NoiseSource::new(0),
@@ -50,8 +50,7 @@ use tweedie_core::{EpsModel, NoiseSource, Schedule};
 /// assert!(sd_large < 0.15 && sd_small > 0.05);
 /// ```
 pub fn generate(
-    model: &dyn EpsModel,
-    schedule: &Schedule,
+    den: &Denoiser,
     shape: [usize; 4],
     opts: &ChainOptions,
     noise: &mut NoiseSource,
@@ -66,13 +65,5 @@ pub fn generate(
         ));
     }
     let x_t = noise.normal(shape, device);
-    reverse_chain(
-        model,
-        schedule,
-        x_t,
-        schedule.num_steps(),
-        opts,
-        noise,
-        observer,
-    )
+    reverse_chain(den, x_t, den.schedule.num_steps(), opts, noise, observer)
 }

@@ -53,8 +53,7 @@ fn generation_with_exact_score_reproduces_gaussian_prior() {
     let prior = gaussian_prior([1, 1, 8, 8], 0.25, 1);
     let mut noise = NoiseSource::new(2);
     let out = generate(
-        &prior,
-        &schedule,
+        &Denoiser::new(&prior, &schedule),
         [64, 1, 8, 8],
         &unclipped(1000),
         &mut noise,
@@ -74,8 +73,7 @@ fn posterior_variance_chain_and_ddim_also_reproduce_the_prior() {
         ..unclipped(1000)
     };
     let out = generate(
-        &prior,
-        &schedule,
+        &Denoiser::new(&prior, &schedule),
         [64, 1, 8, 8],
         &opts,
         &mut NoiseSource::new(4),
@@ -90,8 +88,7 @@ fn posterior_variance_chain_and_ddim_also_reproduce_the_prior() {
         ..unclipped(100)
     };
     let out = generate(
-        &prior,
-        &schedule,
+        &Denoiser::new(&prior, &schedule),
         [64, 1, 8, 8],
         &opts,
         &mut NoiseSource::new(5),
@@ -108,8 +105,7 @@ fn sdedit_from_t_max_is_unconditional_generation() {
     let prior = gaussian_prior([1, 1, 8, 8], 0.25, 6);
     let init = Tensor::<4>::ones([64, 1, 8, 8], &dev()); // any start: ᾱ_T ≈ 4e-5 erases it
     let out = sdedit(
-        &prior,
-        &schedule,
+        &Denoiser::new(&prior, &schedule),
         init,
         1000,
         &unclipped(1000),
@@ -171,8 +167,7 @@ fn same_seed_same_output_and_progress_is_reported() {
                 ..unclipped(20)
             };
             generate(
-                &prior,
-                &schedule,
+                &Denoiser::new(&prior, &schedule),
                 [2, 3, 4, 4],
                 &opts,
                 &mut NoiseSource::new(seed),
@@ -205,8 +200,7 @@ impl EpsModel for Exploding {
 fn divergence_is_reported_with_the_step() {
     let schedule = Schedule::linear_default();
     let err = generate(
-        &Exploding,
-        &schedule,
+        &Denoiser::new(&Exploding, &schedule),
         [1, 3, 4, 4],
         &unclipped(10),
         &mut NoiseSource::new(1),
@@ -222,8 +216,7 @@ fn divergence_is_reported_with_the_step() {
     };
     assert!(
         generate(
-            &Exploding,
-            &schedule,
+            &Denoiser::new(&Exploding, &schedule),
             [1, 3, 4, 4],
             &bad,
             &mut NoiseSource::new(1),
@@ -297,50 +290,40 @@ fn dps_and_score_ald_approach_the_posterior_and_beat_sdedit() {
     let batch = 32;
     let p = inpainting_problem(batch);
     let shape = [batch, 3, 8, 8];
-    let d = dev();
     let chain = unclipped(1000);
 
-    let dps_opts = DpsOptions {
-        chain: chain.clone(),
+    let den = Denoiser::new(&p.prior, &schedule);
+    let problem = Problem::new(&p.mask, p.y.clone(), p.sigma);
+    let dps = Dps {
         step: DpsStep::Residual { zeta: 0.5 },
     };
-    let x_dps = dps(
-        &p.prior,
-        &schedule,
-        &p.mask,
-        p.y.clone(),
-        shape,
-        &dps_opts,
-        &mut NoiseSource::new(30),
-        &d,
-        &mut Observer::default(),
-    )
-    .unwrap()
-    .x0;
-    let ald_opts = AldOptions {
-        chain: chain.clone(),
-        sigma: p.sigma,
-        gamma: Gamma::Tweedie,
-        scale: 1.0,
-        rule: Default::default(),
-    };
-    let x_ald = score_ald(
-        &p.prior,
-        &schedule,
-        &p.mask,
-        p.y.clone(),
-        shape,
-        &ald_opts,
-        &mut NoiseSource::new(31),
-        &d,
-        &mut Observer::default(),
-    )
-    .unwrap()
-    .x0;
+    let x_dps = dps
+        .solve(
+            &den,
+            &problem,
+            shape,
+            &chain,
+            &mut NoiseSource::new(30),
+            &mut Observer::default(),
+        )
+        .unwrap()
+        .output
+        .x0;
+    let x_ald = ScoreAld::default()
+        .solve(
+            &den,
+            &problem,
+            shape,
+            &chain,
+            &mut NoiseSource::new(31),
+            &mut Observer::default(),
+        )
+        .unwrap()
+        .output
+        .x0;
     let init = p.mask.initialise(p.y.clone());
     let x_sde = sdedit(
-        &p.prior,
-        &schedule,
+        &Denoiser::new(&p.prior, &schedule),
         init,
         500,
         &chain,
@@ -409,8 +392,7 @@ fn learned_variance_interpolates_the_fixed_chains() {
             ..unclipped(50)
         };
         let out = generate(
-            model,
-            &schedule,
+            &Denoiser::new(model, &schedule),
             [4, 1, 8, 8],
             &opts,
             &mut NoiseSource::new(9),
@@ -478,22 +460,16 @@ fn sheet_literal_score_ald_diverges_and_the_stabilised_one_does_not() {
     let batch = 4;
     let p = inpainting_problem(batch);
     let run = |rule: AldRule| {
-        let opts = AldOptions {
-            chain: unclipped(100),
-            sigma: p.sigma,
-            gamma: Gamma::Tweedie,
-            scale: 1.0,
+        let ald = ScoreAld {
             rule,
+            ..Default::default()
         };
-        score_ald(
-            &p.prior,
-            &schedule,
-            &p.mask,
-            p.y.clone(),
+        ald.solve(
+            &Denoiser::new(&p.prior, &schedule),
+            &Problem::new(&p.mask, p.y.clone(), p.sigma),
             [batch, 3, 8, 8],
-            &opts,
+            &unclipped(100),
             &mut NoiseSource::new(40),
-            &dev(),
             &mut Observer::default(),
         )
     };
@@ -509,22 +485,19 @@ fn sheet_literal_score_ald_diverges_and_the_stabilised_one_does_not() {
 fn a_blown_up_chain_is_reported_before_any_nan() {
     let schedule = Schedule::linear_default();
     let p = inpainting_problem(1);
-    let opts = DpsOptions {
-        chain: unclipped(10),
+    let dps = Dps {
         step: DpsStep::Residual { zeta: 1e12 },
     };
-    let err = dps(
-        &p.prior,
-        &schedule,
-        &p.mask,
-        p.y.clone(),
-        [1, 3, 8, 8],
-        &opts,
-        &mut NoiseSource::new(3),
-        &dev(),
-        &mut Observer::default(),
-    )
-    .unwrap_err();
+    let err = dps
+        .solve(
+            &Denoiser::new(&p.prior, &schedule),
+            &Problem::new(&p.mask, p.y.clone(), p.sigma),
+            [1, 3, 8, 8],
+            &unclipped(10),
+            &mut NoiseSource::new(3),
+            &mut Observer::default(),
+        )
+        .unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("step 1 of 10") && text.contains("exceeds"),

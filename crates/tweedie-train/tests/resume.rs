@@ -353,3 +353,112 @@ fn bad_crop_and_grad_clip_are_errors() {
     }
     std::fs::remove_dir_all(&root).ok();
 }
+
+fn weights(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let mut w = WeightMap::load(path).unwrap();
+    let shapes: Vec<(String, Vec<usize>)> =
+        w.shapes().map(|(k, s)| (k.clone(), s.clone())).collect();
+    shapes
+        .into_iter()
+        .map(|(k, s)| {
+            let v = w.take(&k, &s).unwrap();
+            (k, v)
+        })
+        .collect()
+}
+
+/// The EMA kept on the device follows θ̄_s = d_s·θ̄_{s−1} + (1 − d_s)·θ_s from θ̄_0 = θ_0, with
+/// d_s = min(decay, (1 + s)/(10 + s)), and is what the checkpoint and model.safetensors hold.
+#[test]
+fn the_ema_follows_its_formula_step_by_step() {
+    let root = fresh_root("ema");
+    let device = Device::flex();
+    let mut o1 = options(&root, "one", 1);
+    o1.checkpoint_every = 1;
+    train(&o1, Start::New, &device, &mut |_| {}).unwrap();
+    let mut o2 = options(&root, "two", 2);
+    o2.checkpoint_every = 1;
+    train(&o2, Start::New, &device, &mut |_| {}).unwrap();
+    let theta0 = tweedie_unet::UNet::init(&o1.unet, o1.seed, &device)
+        .unwrap()
+        .export();
+    let theta1 = weights(&root.join("one/checkpoint/model.safetensors"));
+    let ema1 = weights(&root.join("one/checkpoint/ema.safetensors"));
+    let theta2 = weights(&root.join("two/checkpoint/model.safetensors"));
+    let ema2 = weights(&root.join("two/checkpoint/ema.safetensors"));
+    assert_eq!(ema2, weights(&root.join("two/model.safetensors")));
+    let (d1, d2) = (0.9f64.min(2.0 / 11.0), 0.9f64.min(3.0 / 12.0));
+    let (mut worst, mut moved) = (0f64, 0f64);
+    for (k, (_, t0)) in &theta0 {
+        for i in 0..t0.len() {
+            let e1 = d1 * t0[i] as f64 + (1.0 - d1) * theta1[k][i] as f64;
+            let e2 = d2 * e1 + (1.0 - d2) * theta2[k][i] as f64;
+            worst = worst
+                .max((ema1[k][i] as f64 - e1).abs())
+                .max((ema2[k][i] as f64 - e2).abs());
+            moved = moved.max((theta2[k][i] - t0[i]).abs() as f64);
+        }
+    }
+    assert!(moved > 1e-4, "the weights did not change: {moved}");
+    assert!(worst < 1e-6, "EMA off its formula by {worst}");
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// With `learn_sigma` the network has 6 output channels, the loss log carries the VLB term,
+/// the config and checkpoint record the setting, a resume continues exactly, and resuming
+/// with the other setting is refused.
+#[test]
+fn learned_sigma_trains_records_and_resumes() {
+    let root = fresh_root("sigma");
+    let device = Device::flex();
+    let sigma = |out: &str, steps: usize| {
+        let mut o = options(&root, out, steps);
+        o.unet.learn_sigma = true;
+        o
+    };
+    train(&sigma("full", 4), Start::New, &device, &mut |_| {}).unwrap();
+    let mut vlbs = Vec::new();
+    train(&sigma("split", 2), Start::New, &device, &mut |r| {
+        vlbs.push(r.vlb)
+    })
+    .unwrap();
+    assert!(
+        vlbs.iter()
+            .all(|v| v.is_some_and(|v| v.is_finite() && v > 0.0)),
+        "{vlbs:?}"
+    );
+    let state = std::fs::read_to_string(root.join("split/checkpoint/state.json")).unwrap();
+    assert!(state.contains("\"learn_sigma\":true"), "{state}");
+    // Resuming without learned sigma is refused, naming the setting.
+    let err = train(
+        &options(&root, "split", 4),
+        Start::Resume,
+        &device,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("learn_sigma") && err.contains("state.json"),
+        "{err}"
+    );
+    train(&sigma("split", 4), Start::Resume, &device, &mut |_| {}).unwrap();
+    let (a, b) = (losses(&root.join("full")), losses(&root.join("split")));
+    assert_eq!(a[0], "step,loss,lr,vlb");
+    assert_eq!(a.len(), 5, "{a:?}");
+    for (la, lb) in a.iter().zip(&b).skip(1) {
+        let cols =
+            |l: &str| -> Vec<f64> { l.split(',').skip(1).map(|c| c.parse().unwrap()).collect() };
+        let (va, vb) = (cols(la), cols(lb));
+        assert_eq!(va.len(), 3, "{la}");
+        for (x, y) in va.iter().zip(&vb) {
+            assert!((x - y).abs() < 1e-4 * x.abs().max(1.0), "{la} vs {lb}");
+        }
+        // loss = MSE + (T/1000)·VLB with T = 1000: the loss exceeds the VLB term.
+        assert!(va[0] > va[2], "{la}");
+    }
+    let cfg = UNetConfig::from_json_file(root.join("full/model.json")).unwrap();
+    assert!(cfg.learn_sigma && cfg.out_channels() == 6);
+    tweedie_unet::UNet::load(&cfg, root.join("full/model.safetensors"), &device).unwrap();
+    std::fs::remove_dir_all(&root).ok();
+}

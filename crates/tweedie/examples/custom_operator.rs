@@ -23,7 +23,9 @@ use std::path::Path;
 use tweedie::core::{Device, NoiseSource, Schedule, Tensor, tensor};
 use tweedie::io::{from_tensor, load_image_sized, save_png, to_tensor};
 use tweedie::operators::{Operator, measure};
-use tweedie::samplers::{ChainOptions, DpsOptions, DpsStep, Observer, dps, measurement_gradient};
+use tweedie::samplers::{
+    ChainOptions, Denoiser, Dps, DpsStep, Observer, Problem, Solver, measurement_gradient,
+};
 use tweedie::tasks::Preset;
 use tweedie::unet::{UNet, UNetConfig, UNetEps};
 
@@ -41,8 +43,8 @@ impl Operator for Grayscale {
         y.repeat_dim(1, 3).div_scalar(3.0)
     }
     /// A⁺ = Aᵀ(AAᵀ)⁻¹ with AAᵀ = I/3: the grey value in every channel.
-    fn pseudo_inverse(&self, y: Tensor<4>) -> Option<Tensor<4>> {
-        Some(y.repeat_dim(1, 3))
+    fn pseudo_inverse(&self, y: Tensor<4>) -> Tensor<4> {
+        y.repeat_dim(1, 3)
     }
     fn describe(&self) -> String {
         "grayscale (channel mean)".into()
@@ -87,7 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let grad_err = tensor::max_abs(&(grad - by_adjoint.clone())) / tensor::max_abs(&by_adjoint);
     println!("gradient  autodiff vs 2Aᵀ(Ax − y): relative max error {grad_err:.1e}");
     // A A⁺ = I: the pseudo-inverse is a right inverse.
-    let round_trip = op.forward(op.pseudo_inverse(op.forward(x.clone())).unwrap());
+    let round_trip = op.forward(op.pseudo_inverse(op.forward(x.clone())));
     let pinv_err = tensor::max_abs(&(round_trip - op.forward(x)));
     println!("pinv      max |A A⁺ A x − A x| = {pinv_err:.1e}");
     if rel > 1e-5 || grad_err > 1e-5 || pinv_err > 1e-5 {
@@ -107,28 +109,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // and residual rule, with the DPS configs' ζ for operators other than inpainting (0.3),
     // × 1000/steps so that the strided chain keeps the 1000-step chain's total guidance.
     let preset = Preset::Dps;
-    let opts = DpsOptions {
-        chain: ChainOptions {
-            steps,
-            variance: preset.variance(),
-            clip_x0: true,
-            ..Default::default()
-        },
+    let chain = ChainOptions {
+        steps,
+        variance: preset.variance(),
+        clip_x0: true,
+        ..Default::default()
+    };
+    let dps = Dps {
         step: DpsStep::Residual {
             zeta: 0.3 * 1000.0 / steps as f64,
         },
     };
-    let out = dps(
-        &model,
-        &Schedule::linear_default(),
-        &op,
-        y.clone(),
-        x.dims(),
-        &opts,
-        &mut noise,
-        &device,
-        &mut Observer::default(),
-    )?;
+    let schedule = Schedule::linear_default();
+    let out = dps
+        .solve(
+            &Denoiser::new(&model, &schedule),
+            &Problem::new(&op, y.clone(), 0.05),
+            x.dims(),
+            &chain,
+            &mut noise,
+            &mut Observer::default(),
+        )?
+        .output;
     let x_hat = out.x0.clamp(-1.0, 1.0);
     let grey = op.initialise(y.clone()).clamp(-1.0, 1.0);
 
@@ -144,7 +146,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{}, σ_y = 0.05; DPS: {steps} steps, {:?}",
         op.describe(),
-        opts.step
+        dps.step
     );
     println!("residual  RMS of A x̂ − y per pixel: {rms:.3} (σ_y = 0.05)");
     println!(

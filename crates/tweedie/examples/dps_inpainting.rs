@@ -16,7 +16,7 @@ use std::path::Path;
 use tweedie::core::{Device, NoiseSource, Schedule};
 use tweedie::io::{from_tensor, load_image_sized, save_png, to_tensor};
 use tweedie::operators::{OperatorSpec, build, measure};
-use tweedie::samplers::{ChainOptions, DpsOptions, DpsStep, Observer, dps};
+use tweedie::samplers::{ChainOptions, Denoiser, Dps, Knobs, Observer, Problem, Solver};
 use tweedie::tasks::Preset;
 use tweedie::unet::{UNet, UNetConfig, UNetEps};
 
@@ -51,30 +51,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The DPS preset's settings, with ζ × 1000/steps for the strided chain.
     let preset = Preset::Dps;
-    let mut step = preset.dps_step(&spec, None);
-    let (DpsStep::Residual { zeta } | DpsStep::Normalized { zeta }) = &mut step;
-    *zeta *= 1000.0 / steps as f64;
-    let opts = DpsOptions {
-        chain: ChainOptions {
-            steps,
-            variance: preset.variance(),
-            clip_x0: true,
-            ..Default::default()
-        },
-        step,
+    let knobs = Knobs {
+        scale_zeta_with_stride: true,
+        ..Knobs::new(preset, spec, steps)
+    };
+    let dps = Dps::configure(&knobs, &mut Vec::new())?;
+    let chain = ChainOptions {
+        steps,
+        variance: preset.variance(),
+        clip_x0: true,
+        ..Default::default()
     };
     let schedule = Schedule::linear_default();
-    let out = dps(
-        &model,
-        &schedule,
-        op.as_ref(),
-        y.clone(),
-        x.dims(),
-        &opts,
-        &mut noise,
-        &device,
-        &mut Observer::default(),
-    )?;
+    let out = dps
+        .solve(
+            &Denoiser::new(&model, &schedule),
+            &Problem::new(op.as_ref(), y.clone(), 0.05),
+            x.dims(),
+            &chain,
+            &mut noise,
+            &mut Observer::default(),
+        )?
+        .output;
     let x_hat = out.x0.clamp(-1.0, 1.0);
 
     // Save and score (the measurement as an image is A⁺y: the hole left black).
@@ -89,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{}, σ_y = 0.05; DPS: {} steps, {:?}",
         op.describe(),
         steps,
-        opts.step
+        dps.step
     );
     println!(
         "PSNR  measurement (A⁺y) {:.2} dB → DPS {:.2} dB",

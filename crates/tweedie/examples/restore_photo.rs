@@ -16,7 +16,7 @@ use tweedie::core::{Device, NoiseSource, Schedule};
 use tweedie::io::{from_tensor, load_image, load_image_sized, save_png, to_tensor};
 use tweedie::operators::{OperatorSpec, build, measure};
 use tweedie::samplers::Observer;
-use tweedie::tasks::{Method, Preset, RestoreSettings, restore_measured};
+use tweedie::tasks::{Knobs, Method, Preset, RestoreSettings, restore_measured};
 use tweedie::unet::{UNet, UNetConfig, UNetEps};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -64,17 +64,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // One call: the DPS preset on a Gaussian blur given by the kernel file, σ_y = 0.05.
     let y = to_tensor(&[load_image(&photo)?], &device)?;
-    let mut settings = RestoreSettings {
-        steps,
-        ..RestoreSettings::new(
-            Method::Dps,
+    // The DPS code's ζ is per step of a 1000-step chain: keep its total guidance.
+    let knobs = Knobs {
+        scale_zeta_with_stride: true,
+        ..Knobs::new(
             Preset::Dps,
             OperatorSpec::KernelBlur { path: kernel },
+            steps,
         )
-    }
-    .for_model(&model);
-    // The DPS code's ζ is per step of a 1000-step chain: keep its total guidance.
-    settings.dps_step = Preset::Dps.dps_step(&settings.op, Some(0.3 * 1000.0 / steps as f64));
+    };
+    let settings = RestoreSettings::configure(Method::Dps, &knobs)?.for_model(&model);
     let started = std::time::Instant::now();
     let r = restore_measured(
         &model,

@@ -72,24 +72,18 @@ pub const SIGMA_TOLERANCE: f64 = 1e-3;
 pub const SIGMA_MIN: f64 = 0.1;
 
 /// The image-space view of a measurement `y` of an image of shape `image_dims`:
-///
-/// - `A⁺y` when the operator has a pseudo-inverse: masks (`A⁺y = m ⊙ y`, so missing pixels
-///   read 0 = mid-grey and carry no noise), super-resolution (`M_h⁺ Y M_w⁺ᵀ`, box: block
-///   replication) and the identity (`y`);
-/// - else `y` itself when it already has the image's shape (blurs: the blurred, noisy image);
-/// - else `Aᵀy` (no operator of ours reaches this case).
-///
-/// This is [`Operator::initialise`] plus the adjoint fallback; it decides from the operator
-/// alone, since blurs are exactly the image-shaped operators without a pseudo-inverse.
+/// [`Operator::initialise`], i.e. `A⁺y` for masks (`A⁺y = m ⊙ y`, so missing pixels read
+/// 0 = mid-grey and carry no noise), super-resolution (`M_h⁺ Y M_w⁺ᵀ`, box: block
+/// replication) and the identity (`y`), and `y` itself for blurs (the blurred, noisy image,
+/// without the noise a deconvolution would amplify).
 pub fn measurement_image(op: &dyn Operator, y: Tensor<4>, image_dims: [usize; 4]) -> Tensor<4> {
-    if let Some(v) = op.pseudo_inverse(y.clone()) {
-        return v;
-    }
-    if y.dims() == image_dims {
-        y
-    } else {
-        op.adjoint(y)
-    }
+    let v = op.initialise(y);
+    debug_assert_eq!(
+        v.dims(),
+        image_dims,
+        "an operator's initialise maps to image space"
+    );
+    v
 }
 
 /// Checks an image list and returns the smallest side `min(H, W)` over it.

@@ -19,7 +19,9 @@
 //! use tweedie::core::priors::GaussianPrior;
 //! use tweedie::core::{Device, NoiseSource, Schedule, Tensor, tensor};
 //! use tweedie::operators::{Mask, Operator, measure};
-//! use tweedie::samplers::{ChainOptions, DpsOptions, DpsStep, Observer, dps, generate};
+//! use tweedie::samplers::{
+//!     ChainOptions, Denoiser, Dps, DpsStep, Observer, Problem, Solver, generate,
+//! };
 //!
 //! let device = Device::flex();
 //! let schedule = Schedule::linear_default();
@@ -32,14 +34,13 @@
 //!
 //! // The full 1000-step chain and the official DPS code's rule and ζ for inpainting.
 //! let chain = ChainOptions { steps: 1000, clip_x0: false, ..Default::default() };
-//! let opts = DpsOptions { chain: chain.clone(), step: DpsStep::Residual { zeta: 0.5 } };
-//! let shape = x.dims();
-//! let restored = dps(
-//!     &prior, &schedule, &mask, y, shape, &opts, &mut noise, &device, &mut Observer::default(),
-//! )?;
-//! let unguided = generate(
-//!     &prior, &schedule, shape, &chain, &mut noise, &device, &mut Observer::default(),
-//! )?;
+//! let dps = Dps { step: DpsStep::Residual { zeta: 0.5 } };
+//! let (den, shape) = (Denoiser::new(&prior, &schedule), x.dims());
+//! let problem = Problem::new(&mask, y, 0.05);
+//! let restored = dps
+//!     .solve(&den, &problem, shape, &chain, &mut noise, &mut Observer::default())?
+//!     .output;
+//! let unguided = generate(&den, shape, &chain, &mut noise, &device, &mut Observer::default())?;
 //!
 //! // RMS error on the 3 · 48 observed values: DPS fits the measurement to about its noise
 //! // (σ_y = 0.05), a sample from the prior alone does not.

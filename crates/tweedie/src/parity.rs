@@ -18,7 +18,7 @@ use tweedie_core::diffusion::StepVariance;
 use tweedie_core::tensor::{from_vec, to_vec};
 use tweedie_core::{EpsModel, NoiseSource, Schedule};
 use tweedie_operators::{Blur, Mask, Operator, OperatorSpec, build};
-use tweedie_samplers::{ChainOptions, DpsOptions, DpsStep, ancestral_step, dps_step};
+use tweedie_samplers::{ChainOptions, Denoiser, DpsStep, Problem, ancestral_step, dps_step};
 
 /// Why a fixture could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -266,10 +266,10 @@ impl DpsFixture {
 
     /// The sampler settings the case used: learned-range variance (σ² = β without a variance
     /// output), x̂0 clipping, and the residual rule with the case's DPS `scale`.
-    pub fn dps_options(&self) -> DpsOptions {
+    pub fn dps_options(&self) -> (ChainOptions, DpsStep) {
         let s = &self.settings;
-        DpsOptions {
-            chain: ChainOptions {
+        (
+            ChainOptions {
                 steps: s.steps,
                 variance: if s.variance == "learned_range" {
                     StepVariance::Learned
@@ -280,10 +280,10 @@ impl DpsFixture {
                 clip_x0: s.clip_x0,
                 snapshot_every: 0,
             },
-            step: DpsStep::Residual {
+            DpsStep::Residual {
                 zeta: s.dps_scale.unwrap_or(0.0),
             },
-        }
+        )
     }
 }
 
@@ -337,7 +337,8 @@ pub fn check_dps_case(
     }
     let op = fx.operator(device)?;
     let y = fx.tensor4("y", None, device)?;
-    let opts = fx.dps_options();
+    let (chain_opts, dps) = fx.dps_options();
+    let den = Denoiser::new(model, &schedule);
     let operator_error = match &op {
         Some(op) => max_abs_diff(
             &op.forward(fx.tensor4("x0", None, device)?),
@@ -348,16 +349,15 @@ pub fn check_dps_case(
     let len = fx.values("x_T")?.len();
     let step = |x: Tensor<4>, k: usize, noise: &mut NoiseSource| match &op {
         Some(op) => dps_step(
-            model,
-            &schedule,
-            op.as_ref(),
-            y.clone(),
+            &den,
+            &Problem::new(op.as_ref(), y.clone(), s.sigma),
             x,
             &chain[k],
-            &opts,
+            dps,
+            &chain_opts,
             noise,
         ),
-        None => ancestral_step(model, &schedule, x, &chain[k], &opts.chain, noise),
+        None => ancestral_step(model, &schedule, x, &chain[k], &chain_opts, noise),
     };
     let noise_k =
         |k: usize| Ok::<_, FixtureError>(fx.values("noise")?[k * len..(k + 1) * len].to_vec());

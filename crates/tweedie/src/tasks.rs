@@ -6,9 +6,7 @@ use tweedie_core::diffusion::StepVariance;
 use tweedie_core::{EpsModel, NoiseSource, Schedule};
 use tweedie_metrics::{Lpips, psnr, ssim};
 use tweedie_operators::{Operator, OperatorSpec, build, measure};
-use tweedie_samplers::{
-    AldOptions, AldRule, ChainOptions, DpsOptions, DpsStep, Gamma, Observer, SampleError,
-};
+use tweedie_samplers::{ChainOptions, Denoiser, Observer, Problem, SampleError};
 
 /// Errors of the pipelines.
 #[derive(Debug, thiserror::Error)]
@@ -91,107 +89,15 @@ pub fn score(
         .collect())
 }
 
-/// Which restoration algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Task 4.
-    Sdedit,
-    /// Task 5.
-    Ald,
-    /// Task 6.
-    Dps,
-}
-
-impl std::str::FromStr for Method {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "sdedit" => Ok(Method::Sdedit),
-            "ald" | "score-ald" => Ok(Method::Ald),
-            "dps" => Ok(Method::Dps),
-            other => Err(format!(
-                "unknown method {other:?}: expected sdedit, ald or dps"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Method::Sdedit => "SDEdit",
-            Method::Ald => "Score-ALD",
-            Method::Dps => "DPS",
-        })
-    }
-}
-
-/// A named set of sampler settings, so that a run reproduces a known reference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Preset {
-    /// The problem sheet's formulas: σ² = β, DPS with ζ_t = ζ/‖∇_{x_t}‖A(x̂0) − y‖²‖ (ζ = 1
-    /// unless given), Score-ALD with the stabilised update unless the sheet's literal one is
-    /// asked for.
-    Sheet,
-    /// The official DPS code and configs: learned-range variance (σ² = β where the model has
-    /// no variance output, guided-diffusion's `fixed_large`), the residual rule
-    /// x −= ζ∇‖y − A(x̂0)‖ with `scale` ζ = 0.5 for inpainting and 0.3 for blur and SR, x̂0
-    /// clipped to [−1, 1].
-    Dps,
-}
-
-impl Preset {
-    /// The reverse-step variance of the preset.
-    pub fn variance(self) -> StepVariance {
-        match self {
-            Preset::Sheet => StepVariance::Beta,
-            Preset::Dps => StepVariance::Learned,
-        }
-    }
-
-    /// The DPS step of the preset for `op`, with ζ overridden by `zeta` when given.
-    pub fn dps_step(self, op: &OperatorSpec, zeta: Option<f64>) -> DpsStep {
-        match self {
-            Preset::Sheet => DpsStep::Normalized {
-                zeta: zeta.unwrap_or(1.0),
-            },
-            Preset::Dps => DpsStep::Residual {
-                zeta: zeta.unwrap_or_else(|| dps_config_scale(op)),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for Preset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Preset::Sheet => "sheet",
-            Preset::Dps => "dps",
-        })
-    }
-}
-
-/// The DPS configs' `scale` for an operator: 0.5 for inpainting (boxes, random pixels, masks), 0.3 for
-/// Gaussian blur, motion blur and super-resolution (and anything else).
-pub fn dps_config_scale(op: &OperatorSpec) -> f64 {
-    match op {
-        OperatorSpec::InpaintBox { .. }
-        | OperatorSpec::InpaintRandom { .. }
-        | OperatorSpec::InpaintRandomBox { .. }
-        | OperatorSpec::InpaintRandomRange { .. }
-        | OperatorSpec::InpaintMask { .. } => 0.5,
-        _ => 0.3,
-    }
-}
+pub use tweedie_samplers::{Knobs, Method, Preset, Settings, dps_config_scale};
 
 /// Settings of a restoration run: everything that decides its result, written to the run's
-/// JSON and shown in the report.
+/// JSON (`{"method": "dps", "step": …, "preset": "dps", "op": …, …}`) and shown in the report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreSettings {
-    /// Algorithm.
-    pub method: Method,
+    /// The method and its own settings (DPS's step, SDEdit's t0, …).
+    #[serde(flatten)]
+    pub solver: Settings,
     /// The preset the sampler settings came from (`None`: set one by one).
     pub preset: Option<Preset>,
     /// Measurement.
@@ -200,16 +106,6 @@ pub struct RestoreSettings {
     pub sigma: f64,
     /// Reverse steps.
     pub steps: usize,
-    /// SDEdit starting timestep.
-    pub t0: usize,
-    /// DPS step.
-    pub dps_step: DpsStep,
-    /// Score-ALD γ_t schedule and multiplier.
-    pub ald_gamma: Gamma,
-    /// Score-ALD step multiplier λ.
-    pub ald_scale: f64,
-    /// Score-ALD update: stabilised (ours) or the sheet's literal one.
-    pub ald_rule: AldRule,
     /// Seed (operator randomness, measurement noise, sampler).
     pub seed: u64,
     /// Injected variance of the reverse steps, as run (see [`RestoreSettings::for_model`]).
@@ -220,33 +116,41 @@ pub struct RestoreSettings {
     /// `variance`).
     #[serde(default)]
     pub eta: Option<f64>,
-    /// What was adjusted for the model (e.g. learned variance without a variance output).
+    /// What was adjusted (e.g. learned variance without a variance output, ζ scaled).
     #[serde(default)]
     pub notes: Vec<String>,
 }
 
 impl RestoreSettings {
-    /// The settings of `preset` for `method` on `op`, with the sheet's defaults for the rest:
-    /// σ_y = 0.05, 1000 steps, SDEdit t0 = 500, Score-ALD γ_t = Tweedie's, λ = 1, the
-    /// stabilised update, seed 0.
-    pub fn new(method: Method, preset: Preset, op: OperatorSpec) -> Self {
-        Self {
-            method,
-            preset: Some(preset),
-            dps_step: preset.dps_step(&op, None),
-            op,
+    /// The settings of `method` for `knobs` (its preset, operator, steps and overrides), with
+    /// the sheet's defaults for the rest: σ_y = 0.05, the preset's variance, x̂0 clipped, seed 0.
+    pub fn configure(method: Method, knobs: &Knobs) -> Result<Self, TaskError> {
+        let mut notes = Vec::new();
+        let solver = method.configure(knobs, &mut notes)?;
+        Ok(Self {
+            solver,
+            preset: Some(knobs.preset),
+            op: knobs.op.clone(),
             sigma: 0.05,
-            steps: 1000,
-            t0: 500,
-            ald_gamma: Gamma::Tweedie,
-            ald_scale: 1.0,
-            ald_rule: AldRule::Stabilised,
+            steps: knobs.steps,
             seed: 0,
-            variance: preset.variance(),
+            variance: knobs.preset.variance(),
             clip_x0: true,
             eta: None,
-            notes: Vec::new(),
-        }
+            notes,
+        })
+    }
+
+    /// The settings of `preset` for `method` on `op` with 1000 steps and every method's
+    /// defaults (see [`RestoreSettings::configure`]).
+    pub fn new(method: Method, preset: Preset, op: OperatorSpec) -> Self {
+        Self::configure(method, &Knobs::new(preset, op, 1000))
+            .expect("every method's defaults are valid")
+    }
+
+    /// The method.
+    pub fn method(&self) -> Method {
+        self.solver.method()
     }
 
     /// Adjusts the settings to what `model` can run and says so in [`RestoreSettings::notes`]:
@@ -286,20 +190,12 @@ impl RestoreSettings {
         } else {
             ""
         };
-        let rule = match self.method {
-            Method::Dps => match self.dps_step {
-                DpsStep::Residual { zeta } => format!("residual ζ={zeta}{scaled}, "),
-                DpsStep::Normalized { zeta } => format!("normalized ζ={zeta}{scaled}, "),
-            },
-            Method::Ald => match self.ald_rule {
-                AldRule::Stabilised => format!("stabilised λ={}, ", self.ald_scale),
-                AldRule::Sheet => format!("sheet-literal λ={}, ", self.ald_scale),
-            },
-            Method::Sdedit => format!("t0={}, ", self.t0),
-        };
         format!(
-            "{}{preset}: {rule}{variance}, {} steps, σ_y={}",
-            self.method, self.steps, self.sigma
+            "{}{preset}: {}{scaled}, {variance}, {} steps, σ_y={}",
+            self.method(),
+            self.solver.summary(),
+            self.steps,
+            self.sigma
         )
     }
 }
@@ -512,10 +408,8 @@ fn run_method(
     shape: [usize; 4],
     settings: &RestoreSettings,
     noise: &mut NoiseSource,
-    device: &Device,
     observer: &mut Observer,
 ) -> Result<(Tensor<4>, Tensor<4>), TaskError> {
-    let init = op.initialise(y.clone());
     let chain = ChainOptions {
         steps: settings.steps,
         variance: settings.variance,
@@ -523,50 +417,16 @@ fn run_method(
         eta: settings.eta,
         ..Default::default()
     };
-    Ok(match settings.method {
-        Method::Sdedit => {
-            let t0 = settings.t0;
-            schedule.check_timestep(t0).map_err(SampleError::from)?;
-            let steps = (settings.steps * t0).div_ceil(schedule.num_steps()).max(1);
-            let opts = ChainOptions { steps, ..chain };
-            // x_{t0} = √ᾱ_{t0} A⁺y + √(1 − ᾱ_{t0}) z: shown as the initialisation and run from.
-            let z = noise.normal_like(&init);
-            let x_t0 = tweedie_core::diffusion::q_sample(init, z, schedule.alpha_bar[t0]);
-            let out = tweedie_samplers::reverse_chain(
-                model,
-                schedule,
-                x_t0.clone(),
-                t0,
-                &opts,
-                noise,
-                observer,
-            )?;
-            (out.x0, x_t0)
-        }
-        Method::Ald => {
-            let opts = AldOptions {
-                chain,
-                sigma: settings.sigma.max(1e-3),
-                gamma: settings.ald_gamma,
-                scale: settings.ald_scale,
-                rule: settings.ald_rule,
-            };
-            let out = tweedie_samplers::score_ald(
-                model, schedule, op, y, shape, &opts, noise, device, observer,
-            )?;
-            (out.x0, init)
-        }
-        Method::Dps => {
-            let opts = DpsOptions {
-                chain,
-                step: settings.dps_step,
-            };
-            let out = tweedie_samplers::dps(
-                model, schedule, op, y, shape, &opts, noise, device, observer,
-            )?;
-            (out.x0, init)
-        }
-    })
+    let problem = Problem::new(op, y, settings.sigma);
+    let solution = settings.solver.solve(
+        &Denoiser::new(model, schedule),
+        &problem,
+        shape,
+        &chain,
+        noise,
+        observer,
+    )?;
+    Ok((solution.output.x0, solution.initialisation))
 }
 
 /// Restores the measurement of `observation` with the method of `settings` (the operator from
@@ -589,7 +449,6 @@ pub fn restore_from(
         shape,
         settings,
         &mut noise,
-        device,
         observer,
     )?;
     Ok(Restoration {
@@ -676,15 +535,17 @@ impl Operator for PerItem<'_> {
     fn adjoint(&self, y: Tensor<4>) -> Tensor<4> {
         self.each(y, |op, y| op.adjoint(y))
     }
-    fn pseudo_inverse(&self, y: Tensor<4>) -> Option<Tensor<4>> {
-        if self
-            .ops
-            .iter()
-            .any(|op| op.pseudo_inverse(y.clone().narrow(0, 0, 1)).is_none())
-        {
-            return None;
-        }
-        Some(self.each(y, |op, y| op.pseudo_inverse(y).expect("checked above")))
+    fn pseudo_inverse(&self, y: Tensor<4>) -> Tensor<4> {
+        self.each(y, |op, y| op.pseudo_inverse(y))
+    }
+    fn prox_l2(&self, z: Tensor<4>, y: Tensor<4>, gamma: f64) -> Tensor<4> {
+        let b = z.dims()[0];
+        let parts = (0..b)
+            .map(|i| {
+                self.ops[i].prox_l2(z.clone().narrow(0, i, 1), y.clone().narrow(0, i, 1), gamma)
+            })
+            .collect();
+        Tensor::cat(parts, 0)
     }
     fn describe(&self) -> String {
         self.ops[0].describe()
@@ -748,7 +609,6 @@ pub fn restore_each(
         x.dims(),
         settings,
         &mut noise,
-        device,
         observer,
     )?;
     drop(per_item);
@@ -823,7 +683,6 @@ pub fn posterior_samples(
         [samples, shape[1], shape[2], shape[3]],
         settings,
         &mut noise,
-        device,
         observer,
     )?;
     let x = if settings.clip_x0 {

@@ -133,7 +133,7 @@ fn draw(method: Method) -> PosteriorSamples {
 #[test]
 fn score_ald_posterior_samples_have_the_exact_per_pixel_std() {
     let p = problem();
-    let out = draw(Method::Ald);
+    let out = draw(Method::ScoreAld);
     assert_eq!(out.samples.dims(), [K, 3, SIDE, SIDE]);
     assert_eq!(out.mean.dims(), [1, 3, SIDE, SIDE]);
     assert_eq!(out.std.dims(), [1, 3, SIDE, SIDE]);
@@ -265,13 +265,15 @@ fn restore_measured_matches_restore_on_the_same_measurement() {
     let p = problem();
     let schedule = Schedule::linear_default();
     let x = p.prior.sample(1, &mut NoiseSource::new(5));
-    for method in [Method::Sdedit, Method::Ald, Method::Dps] {
-        let s = RestoreSettings {
-            sigma: 0.0,
-            steps: 20,
-            t0: 300,
-            ..settings(method)
-        };
+    for method in [Method::Sdedit, Method::ScoreAld, Method::Dps] {
+        let s = with_t0(
+            RestoreSettings {
+                sigma: 0.0,
+                steps: 20,
+                ..settings(method)
+            },
+            300,
+        );
         let a = tasks::restore(
             &p.prior,
             &schedule,
@@ -392,7 +394,7 @@ fn measured_inputs_are_checked() {
             y: &p.y,
             image_size: [SIDE, SIDE],
         },
-        &settings(Method::Ald),
+        &settings(Method::ScoreAld),
         1,
         &dev(),
         &mut Observer::default(),
@@ -406,18 +408,18 @@ fn measured_inputs_are_checked() {
             y: &two,
             image_size: [SIDE, SIDE],
         },
-        &settings(Method::Ald),
+        &settings(Method::ScoreAld),
         2,
         &dev(),
         &mut Observer::default(),
     );
     assert!(batch.is_err());
     // For masks only the observed pixels of y count.
-    let a = tasks::measured(&p.y, [SIDE, SIDE], &settings(Method::Ald), &dev()).unwrap();
+    let a = tasks::measured(&p.y, [SIDE, SIDE], &settings(Method::ScoreAld), &dev()).unwrap();
     let b = tasks::measured(
         &p.y.clone().add_scalar(5.0),
         [SIDE, SIDE],
-        &settings(Method::Ald),
+        &settings(Method::ScoreAld),
         &dev(),
     )
     .unwrap();
@@ -432,4 +434,12 @@ fn measured_inputs_are_checked() {
         3 * (SIDE * SIDE - HOLE * HOLE),
         "only observed pixels move"
     );
+}
+
+/// The settings with SDEdit's t0 set (other methods have none).
+fn with_t0(mut s: RestoreSettings, t0: usize) -> RestoreSettings {
+    if let tweedie::tasks::Settings::Sdedit(sdedit) = &mut s.solver {
+        sdedit.t0 = t0;
+    }
+    s
 }

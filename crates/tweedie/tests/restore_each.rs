@@ -42,15 +42,17 @@ fn a_batched_restore_equals_each_image_restored_alone() {
         OperatorSpec::InpaintRandom { drop: 0.5 },
     ];
     for op in ops {
-        for method in [Method::Sdedit, Method::Ald, Method::Dps] {
+        for method in [Method::Sdedit, Method::ScoreAld, Method::Dps] {
             for eta in [None, Some(0.0)] {
-                let settings = RestoreSettings {
-                    steps: 10,
-                    t0: 300,
-                    clip_x0: false,
-                    eta,
-                    ..RestoreSettings::new(method, Preset::Dps, op.clone())
-                };
+                let settings = with_t0(
+                    RestoreSettings {
+                        steps: 10,
+                        clip_x0: false,
+                        eta,
+                        ..RestoreSettings::new(method, Preset::Dps, op.clone())
+                    },
+                    300,
+                );
                 let batched = tasks::restore_each(
                     &prior,
                     &schedule,
@@ -111,4 +113,12 @@ fn a_batched_restore_equals_each_image_restored_alone() {
         )
         .is_err()
     );
+}
+
+/// The settings with SDEdit's t0 set (other methods have none).
+fn with_t0(mut s: RestoreSettings, t0: usize) -> RestoreSettings {
+    if let tweedie::tasks::Settings::Sdedit(sdedit) = &mut s.solver {
+        sdedit.t0 = t0;
+    }
+    s
 }

@@ -1,0 +1,155 @@
+//! `tweedie fd`: Fréchet distances between two image sets — FD-Alex (LPIPS-AlexNet conv5,
+//! 256-d) and colour-FD (per-image mean RGB, 3-d). Our own sample-quality numbers, **not
+//! FID** (see `tweedie_metrics::fd`).
+
+use crate::model;
+use anyhow::{Result, bail};
+use clap::Args;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use tweedie_metrics::{Lpips, SetFeatures, fd_scores};
+
+/// `tweedie fd A B`.
+#[derive(Args, Debug)]
+pub struct FdArgs {
+    /// First image set: a folder (searched recursively) or one image.
+    pub a: PathBuf,
+    /// Second image set: a folder (searched recursively) or one image.
+    pub b: PathBuf,
+    /// Side the images are brought to first, as training does (centre crop, Catmull-Rom
+    /// resize); the features then resize to 224×224. Default: the embedded model's 32.
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    /// Centre-crop side before resizing (as `train --crop`; default: the largest centred
+    /// square).
+    #[arg(long)]
+    pub crop: Option<usize>,
+    /// Use at most this many images of each set, evenly spaced over its sorted file list.
+    #[arg(long)]
+    pub max: Option<usize>,
+    /// Images per AlexNet batch (at 224×224, ≈ 40 MB each).
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Also write the numbers to this JSON file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// `cpu` (burn flex) or `wgpu` (needs a build with `--features wgpu`).
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+}
+
+/// The image files of a folder, or the one file given; at most `max`, evenly spaced.
+fn files(p: &Path, max: Option<usize>) -> Result<Vec<PathBuf>> {
+    let all = if p.is_dir() {
+        tweedie_io::list_images(p)?
+    } else if p.exists() {
+        vec![p.to_path_buf()]
+    } else {
+        bail!("{} does not exist", p.display());
+    };
+    if all.is_empty() {
+        bail!("{}: no PNG/JPEG images", p.display());
+    }
+    Ok(match max {
+        Some(m) if m < all.len() => (0..m).map(|i| all[i * all.len() / m].clone()).collect(),
+        _ => all,
+    })
+}
+
+/// Loads and featurises one set, 64 images at a time; an unreadable image is reported and
+/// skipped. Returns the features and the skipped files.
+fn set_features(
+    what: &str,
+    paths: &[PathBuf],
+    a: &FdArgs,
+    net: &Lpips,
+    device: &burn::tensor::Device,
+) -> Result<(SetFeatures, Vec<String>)> {
+    let mut feats = SetFeatures::new();
+    let mut skipped = Vec::new();
+    let mut progress = crate::progress::Progress::new(paths.len(), what);
+    for chunk in paths.chunks(64) {
+        let mut imgs = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            match crate::inputs::load_cropped(p, a.crop, a.size) {
+                Ok(img) => imgs.push(img),
+                Err(e) => {
+                    eprintln!(
+                        "warning: skipping an unreadable image: {}",
+                        crate::output::error_text(&e)
+                    );
+                    skipped.push(p.display().to_string());
+                }
+            }
+        }
+        if !imgs.is_empty() {
+            let x = tweedie_io::to_tensor(&imgs, device)?;
+            feats.add(net, &x, a.batch)?;
+        }
+        progress.inc(chunk.len(), "");
+    }
+    progress.finish();
+    if feats.len() < 2 {
+        bail!(
+            "{what}: {} readable image(s) ({} skipped); a covariance needs at least 2",
+            feats.len(),
+            skipped.len()
+        );
+    }
+    Ok((feats, skipped))
+}
+
+/// Runs `tweedie fd`.
+pub fn run(a: FdArgs) -> Result<()> {
+    crate::args::check_crop(a.crop)?;
+    if a.size == 0 || a.batch == 0 || a.max == Some(0) {
+        bail!("--size, --batch and --max must be ≥ 1");
+    }
+    if let Some(j) = &a.json {
+        crate::output::check_out_file(j)?;
+    }
+    let (fa, fb) = (files(&a.a, a.max)?, files(&a.b, a.max)?);
+    let device = model::device(&a.backend)?;
+    let net = Lpips::alex_default(&device)?;
+    let started = std::time::Instant::now();
+    let (sa, skip_a) = set_features("fd A", &fa, &a, &net, &device)?;
+    let (sb, skip_b) = set_features("fd B", &fb, &a, &net, &device)?;
+    let names = (a.a.display().to_string(), a.b.display().to_string());
+    let s = fd_scores(&sa, &sb, (&names.0, &names.1))?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "FD-Alex {:.4}  colour-FD {:.6}  ({} vs {} images at {}×{}, {:.0} s; not FID)",
+        s.fd_alex,
+        s.fd_colour,
+        sa.len(),
+        sb.len(),
+        a.size,
+        a.size,
+        secs
+    );
+    for (what, skipped) in [(&names.0, &skip_a), (&names.1, &skip_b)] {
+        if !skipped.is_empty() {
+            eprintln!(
+                "warning: {} image(s) of {what} skipped (unreadable): {}",
+                skipped.len(),
+                crate::inputs::first_ten(skipped)
+            );
+        }
+    }
+    if let Some(j) = &a.json {
+        let v = json!({
+            "fd_alex": s.fd_alex,
+            "fd_colour": s.fd_colour,
+            "measure": "Fréchet distance of Gaussian fits; FD-Alex: LPIPS-AlexNet conv5 (after ReLU) averaged over positions, images resized to 224×224 bilinear; colour-FD: per-image mean RGB on [0, 1]. Not FID.",
+            "size": a.size,
+            "crop": a.crop,
+            "max": a.max,
+            "seconds": secs,
+            "a": {"path": a.a, "images": sa.len(), "skipped": skip_a},
+            "b": {"path": a.b, "images": sb.len(), "skipped": skip_b},
+        });
+        tweedie_io::write_atomic(j, serde_json::to_string_pretty(&v)?.as_bytes())?;
+        println!("wrote {}", j.display());
+    }
+    Ok(())
+}

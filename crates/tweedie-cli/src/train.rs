@@ -1,0 +1,157 @@
+//! `tweedie train`.
+
+use crate::args::BackendArg;
+use crate::model;
+use crate::output::check_out;
+use crate::progress::bar;
+use anyhow::{Result, bail};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Folder of training images (searched recursively).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output folder: model.safetensors (EMA), model.json, loss.csv, checkpoint/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model resolution.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// Centre-crop side before resizing (≥ 1, at most the smaller image side; default: the
+    /// largest centred square).
+    #[arg(long)]
+    crop: Option<usize>,
+    /// Base channel count.
+    #[arg(long, default_value_t = 64)]
+    channels: usize,
+    /// Channel multipliers per level.
+    #[arg(long, default_value = "1,2,2", value_delimiter = ',')]
+    mult: Vec<f64>,
+    /// Resolutions with self-attention.
+    #[arg(long, default_value = "16,8", value_delimiter = ',')]
+    attention: Vec<usize>,
+    /// Images per step.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Total optimizer steps.
+    #[arg(long, default_value_t = 10000)]
+    steps: usize,
+    /// Peak learning rate (Adam).
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// EMA decay.
+    #[arg(long, default_value_t = 0.999)]
+    ema: f64,
+    /// Clip the gradient norm to this (a finite value ≥ 0; 0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f64,
+    /// Checkpoint interval in steps.
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: usize,
+    /// Continue from OUT/checkpoint exactly (recovering the newest complete checkpoint if a
+    /// save was interrupted).
+    #[arg(long, conflicts_with = "force")]
+    resume: bool,
+    /// Start over in an OUT that already holds a run, deleting its checkpoints, loss.csv and
+    /// weights (without --resume or --force such an OUT is refused).
+    #[arg(long)]
+    force: bool,
+    /// Without a terminal (output to a file), print a progress line every N steps (0: never).
+    #[arg(long, default_value_t = 50)]
+    log_every: usize,
+    /// Seed of initialisation, batches, timesteps and noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// `cpu` (burn flex), `wgpu` or `libtorch` (builds with those features).
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    pub backend: crate::args::BackendArg,
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    crate::args::check_crop(a.crop)?;
+    if !(a.grad_clip.is_finite() && a.grad_clip >= 0.0) {
+        bail!(
+            "--grad-clip must be finite and ≥ 0 (0: no clipping), got {}",
+            a.grad_clip
+        );
+    }
+    let unet = tweedie_unet::UNetConfig::small(a.size, a.channels, &a.mult, &a.attention);
+    unet.validate()?;
+    check_out(&a.out)?;
+    let device = model::device(a.backend.as_str())?;
+    let opts = tweedie_train::TrainOptions {
+        data: a.data,
+        out: a.out.clone(),
+        unet,
+        crop: a.crop,
+        batch_size: a.batch,
+        steps: a.steps,
+        lr: a.lr,
+        warmup: a.warmup,
+        ema_decay: a.ema,
+        grad_clip: (a.grad_clip > 0.0).then_some(a.grad_clip),
+        checkpoint_every: a.checkpoint_every,
+        seed: a.seed,
+    };
+    let pb = bar(a.steps, "train");
+    // Without a terminal (a job in the background, logs to a file) the bar is hidden: print
+    // a plain line every `--log-every` steps instead.
+    let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (mut window, started) = (Vec::new(), std::time::Instant::now());
+    let start = if a.resume {
+        // Say what was recovered before the (long) run starts.
+        if let Some(note) = tweedie_train::recover_checkpoint(&a.out)? {
+            eprintln!("{note}");
+        }
+        tweedie_train::Start::Resume
+    } else if a.force {
+        tweedie_train::Start::Overwrite
+    } else {
+        tweedie_train::Start::New
+    };
+    let summary = tweedie_train::train(&opts, start, &device, &mut |r| {
+        pb.set_position(r.step as u64);
+        pb.set_message(format!(
+            "train loss {:.4} {:.1} img/s",
+            r.loss, r.images_per_sec
+        ));
+        window.push(r.loss);
+        if plain && a.log_every > 0 && (r.step % a.log_every == 0 || r.step == r.total) {
+            let left = (r.total - r.step) as f64 * a.batch as f64 / r.images_per_sec.max(1e-9);
+            eprintln!(
+                "step {}/{}  loss {:.4} (mean of last {})  {:.1} img/s  elapsed {:.0} s  ETA {:.0} s",
+                r.step,
+                r.total,
+                window.iter().sum::<f64>() / window.len() as f64,
+                window.len(),
+                r.images_per_sec,
+                started.elapsed().as_secs_f64(),
+                left
+            );
+            window.clear();
+        }
+    })?;
+    pb.finish();
+    std::fs::write(
+        a.out.join("train_summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    println!(
+        "trained {} steps ({} this run, {} images seen) in {:.0} s ({:.1} img/s); final loss {:.4}; {} images used, {} skipped; weights in {}",
+        summary.steps,
+        summary.steps_this_run,
+        summary.images_seen,
+        summary.wall_seconds,
+        summary.images_per_sec,
+        summary.final_loss,
+        summary.images,
+        summary.skipped,
+        a.out.join("model.safetensors").display()
+    );
+    Ok(())
+}
