@@ -140,6 +140,9 @@ fn run_tweedie(o: &Options, v: &Variant, model: &str) -> Result<BTreeMap<String,
             ("train", _) => ("train".to_string(), r["images_per_s"].as_f64()),
             _ => continue,
         };
+        if let Some(v) = r["min_ms"].as_f64() {
+            out.insert(format!("{key}_min_ms"), v);
+        }
         if let Some(value) = value {
             out.insert(key, value);
         }

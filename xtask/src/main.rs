@@ -23,8 +23,15 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The main target folder: `$CARGO_TARGET_DIR` or the workspace's `target/`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
 fn build_cli(features: &[String]) -> Result<PathBuf> {
-    build_cli_in(features, &root().join("target"), &[])
+    build_cli_in(features, &target_dir(), &[])
 }
 
 /// Builds the release CLI with `features` into `target_dir`, with extra environment.
@@ -247,7 +254,7 @@ fn bench_compare(mut args: Vec<String>) -> Result<()> {
         .unwrap_or_else(|| root().join("../shared/bench"));
     let tch_target = take_value(&mut args, "--tch-target-dir")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/libtorch"));
+        .unwrap_or_else(|| target_dir().join("libtorch"));
     let out = take_value(&mut args, "--out")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/bench_compare.json"));
@@ -266,7 +273,7 @@ fn bench_compare(mut args: Vec<String>) -> Result<()> {
             }),
             "wgpu" => variants.push(compare::Variant {
                 label: "wgpu".into(),
-                bin: build_cli_in(&["wgpu".into()], &root().join("target/wgpu"), &[])?,
+                bin: build_cli_in(&["wgpu".into()], &target_dir().join("wgpu"), &[])?,
                 backend: "wgpu".into(),
                 env: vec![],
             }),

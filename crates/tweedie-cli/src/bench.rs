@@ -72,18 +72,18 @@ fn sync(x: &Tensor<4>) {
     let _ = tweedie_core::tensor::to_vec(&x.clone().slice([0..1, 0..1, 0..1, 0..1]));
 }
 
-/// Median seconds of `f` over `reps` calls after one warm-up call.
-fn time_median(reps: usize, mut f: impl FnMut()) -> f64 {
+/// Seconds of `f` over `reps` calls after one warm-up call: (median, fastest).
+fn timed(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
     f();
-    median(
-        (0..reps.max(1))
-            .map(|_| {
-                let t0 = Instant::now();
-                f();
-                t0.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
+    let times: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+    (median(times), min)
 }
 
 /// The worker threads the CPU backends use: `RAYON_NUM_THREADS` (flex) when set, else the
@@ -129,14 +129,14 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 for &b in &a.batches {
                     let x = NoiseSource::new(1).normal([b, 3, s, s], &device);
                     let ts = vec![500.0f32; b];
-                    let m = time_median(a.reps, || sync(&net.forward(x.clone(), &ts)));
+                    let (m, fastest) = timed(a.reps, || sync(&net.forward(x.clone(), &ts)));
                     println!(
                         "{name} ({:.2} M): forward batch {b}: {:.1} ms/batch, {:.2} ms/image",
                         params as f64 / 1e6,
                         m * 1e3,
                         m * 1e3 / b as f64
                     );
-                    rows.push(row(name, params, "forward", b, m));
+                    rows.push(row(name, params, "forward", b, m, fastest));
                 }
             }
             if wants("dps") {
@@ -145,7 +145,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 let b = 1;
                 let x0 = NoiseSource::new(2).normal([b, 3, s, s], &device);
                 let ts = vec![500.0f32; b];
-                let m = time_median(a.reps, || {
+                let (m, fastest) = timed(a.reps, || {
                     let x = x0.clone().autodiff().require_grad();
                     let loss = net
                         .forward(x.clone(), &ts)
@@ -160,12 +160,12 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                     params as f64 / 1e6,
                     m * 1e3
                 );
-                rows.push(row(name, params, "dps", b, m));
+                rows.push(row(name, params, "dps", b, m, fastest));
             }
         }
         if wants("train") {
             let b = a.train_batch;
-            let (m, fb) = train_step_time(cfg, b, a.reps, &device)?;
+            let (m, fb, fastest) = train_step_time(cfg, b, a.reps, &device)?;
             println!(
                 "{name} ({:.2} M): train step batch {b}: {:.0} ms (forward+backward {:.0} ms) → {:.1} images/s",
                 params as f64 / 1e6,
@@ -173,7 +173,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 fb * 1e3,
                 b as f64 / m
             );
-            let mut r = row(name, params, "train", b, m);
+            let mut r = row(name, params, "train", b, m, fastest);
             r["forward_backward_ms"] = json!(fb * 1e3);
             rows.push(r);
         }
@@ -183,13 +183,13 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         let net = UNet::init(&cfg, 0, &device)?;
         let params = cfg.parameter_count()? as usize;
         let x = NoiseSource::new(1).normal([1, 3, 256, 256], &device);
-        let m = time_median(a.reps, || sync(&net.forward(x.clone(), &[500.0])));
+        let (m, fastest) = timed(a.reps, || sync(&net.forward(x.clone(), &[500.0])));
         println!(
             "ffhq256 ({:.2} M): forward batch 1: {:.0} ms",
             params as f64 / 1e6,
             m * 1e3
         );
-        rows.push(row("ffhq256", params, "forward", 1, m));
+        rows.push(row("ffhq256", params, "forward", 1, m, fastest));
     }
     // Time per step of each sampler on the ADM fixture's config (32×32, 1.4 M parameters).
     if wants("sampler") {
@@ -258,7 +258,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         let mut n = NoiseSource::new(5);
         let x = n.normal([1, 3, 256, 256], &device).clamp(-1.0, 1.0);
         let y = n.normal([1, 3, 256, 256], &device).clamp(-1.0, 1.0);
-        let m = time_median(a.reps.max(3), || {
+        let (m, _) = timed(a.reps.max(3), || {
             let _ = lpips.distance(&x, &y);
         });
         println!("LPIPS-alex, one 256×256 pair: {:.1} ms", m * 1e3);
@@ -271,8 +271,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// One UNet measurement: `seconds` for one call at batch `b`.
-fn row(model: &str, params: usize, kind: &str, b: usize, seconds: f64) -> Value {
+/// One UNet measurement: `seconds` (median) and `fastest` for one call at batch `b`.
+fn row(model: &str, params: usize, kind: &str, b: usize, seconds: f64, fastest: f64) -> Value {
     json!({
         "model": model,
         "params": params,
@@ -281,17 +281,18 @@ fn row(model: &str, params: usize, kind: &str, b: usize, seconds: f64) -> Value 
         "ms": seconds * 1e3,
         "ms_per_image": seconds * 1e3 / b as f64,
         "images_per_s": b as f64 / seconds,
+        "min_ms": fastest * 1e3,
     })
 }
 
-/// Median wall time of one training step (ε-MSE, forward + backward + Adam) and of its
-/// forward + backward part, over `reps` steps after one warm-up step.
+/// Median wall time of one training step (ε-MSE, forward + backward + Adam), of its
+/// forward + backward part, and the fastest step, over `reps` steps after one warm-up step.
 fn train_step_time(
     cfg: &UNetConfig,
     b: usize,
     reps: usize,
     device: &burn::tensor::Device,
-) -> Result<(f64, f64)> {
+) -> Result<(f64, f64, f64)> {
     use burn::optim::{AdamConfig, GradientsParams};
     let ad = device.clone().autodiff();
     let mut net = UNet::init(cfg, 0, &ad)?;
@@ -316,5 +317,6 @@ fn train_step_time(
             fwd_bwd.push(t1);
         }
     }
-    Ok((median(times), median(fwd_bwd)))
+    let fastest = times.iter().copied().fold(f64::INFINITY, f64::min);
+    Ok((median(times), median(fwd_bwd), fastest))
 }

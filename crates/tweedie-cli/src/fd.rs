@@ -20,10 +20,16 @@ pub struct FdArgs {
     /// resize); the features then resize to 224×224. Default: the embedded model's 32.
     #[arg(long, default_value_t = 32)]
     pub size: usize,
-    /// Centre-crop side before resizing (as `train --crop`; default: the largest centred
-    /// square).
+    /// Centre-crop side before resizing, for both sets (as `train --crop`; default: the
+    /// largest centred square).
     #[arg(long)]
     pub crop: Option<usize>,
+    /// Centre-crop side for set A only (overrides `--crop`), e.g. faces against 32×32 samples.
+    #[arg(long)]
+    pub crop_a: Option<usize>,
+    /// Centre-crop side for set B only (overrides `--crop`).
+    #[arg(long)]
+    pub crop_b: Option<usize>,
     /// Use at most this many images of each set, evenly spaced over its sorted file list.
     #[arg(long)]
     pub max: Option<usize>,
@@ -33,9 +39,9 @@ pub struct FdArgs {
     /// Also write the numbers to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// `cpu` (burn flex) or `wgpu` (needs a build with `--features wgpu`).
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    /// `cpu` (burn flex), `wgpu` or `libtorch` (builds with those features).
+    #[arg(long, value_enum, default_value_t = crate::args::BackendArg::Cpu)]
+    pub backend: crate::args::BackendArg,
 }
 
 /// The image files of a folder, or the one file given; at most `max`, evenly spaced.
@@ -61,6 +67,7 @@ fn files(p: &Path, max: Option<usize>) -> Result<Vec<PathBuf>> {
 fn set_features(
     what: &str,
     paths: &[PathBuf],
+    crop: Option<usize>,
     a: &FdArgs,
     net: &Lpips,
     device: &burn::tensor::Device,
@@ -71,7 +78,7 @@ fn set_features(
     for chunk in paths.chunks(64) {
         let mut imgs = Vec::with_capacity(chunk.len());
         for p in chunk {
-            match crate::inputs::load_cropped(p, a.crop, a.size) {
+            match crate::inputs::load_cropped(p, crop, a.size) {
                 Ok(img) => imgs.push(img),
                 Err(e) => {
                     eprintln!(
@@ -101,7 +108,9 @@ fn set_features(
 
 /// Runs `tweedie fd`.
 pub fn run(a: FdArgs) -> Result<()> {
-    crate::args::check_crop(a.crop)?;
+    let (crop_a, crop_b) = (a.crop_a.or(a.crop), a.crop_b.or(a.crop));
+    crate::args::check_crop(crop_a)?;
+    crate::args::check_crop(crop_b)?;
     if a.size == 0 || a.batch == 0 || a.max == Some(0) {
         bail!("--size, --batch and --max must be ≥ 1");
     }
@@ -109,11 +118,11 @@ pub fn run(a: FdArgs) -> Result<()> {
         crate::output::check_out_file(j)?;
     }
     let (fa, fb) = (files(&a.a, a.max)?, files(&a.b, a.max)?);
-    let device = model::device(&a.backend)?;
+    let device = model::device(a.backend.as_str())?;
     let net = Lpips::alex_default(&device)?;
     let started = std::time::Instant::now();
-    let (sa, skip_a) = set_features("fd A", &fa, &a, &net, &device)?;
-    let (sb, skip_b) = set_features("fd B", &fb, &a, &net, &device)?;
+    let (sa, skip_a) = set_features("fd A", &fa, crop_a, &a, &net, &device)?;
+    let (sb, skip_b) = set_features("fd B", &fb, crop_b, &a, &net, &device)?;
     let names = (a.a.display().to_string(), a.b.display().to_string());
     let s = fd_scores(&sa, &sb, (&names.0, &names.1))?;
     let secs = started.elapsed().as_secs_f64();
@@ -142,11 +151,10 @@ pub fn run(a: FdArgs) -> Result<()> {
             "fd_colour": s.fd_colour,
             "measure": "Fréchet distance of Gaussian fits; FD-Alex: LPIPS-AlexNet conv5 (after ReLU) averaged over positions, images resized to 224×224 bilinear; colour-FD: per-image mean RGB on [0, 1]. Not FID.",
             "size": a.size,
-            "crop": a.crop,
-            "max": a.max,
+                        "max": a.max,
             "seconds": secs,
-            "a": {"path": a.a, "images": sa.len(), "skipped": skip_a},
-            "b": {"path": a.b, "images": sb.len(), "skipped": skip_b},
+            "a": {"path": a.a, "crop": crop_a, "images": sa.len(), "skipped": skip_a},
+            "b": {"path": a.b, "crop": crop_b, "images": sb.len(), "skipped": skip_b},
         });
         tweedie_io::write_atomic(j, serde_json::to_string_pretty(&v)?.as_bytes())?;
         println!("wrote {}", j.display());

@@ -15,6 +15,7 @@ mod generate;
 mod inputs;
 mod metrics;
 mod model;
+mod nfe;
 mod operator_args;
 mod output;
 mod parity;
@@ -103,6 +104,11 @@ enum Command {
     ///
     /// Example: tweedie fd samples/ ../shared/data/celeba/val --size 32
     Fd(fd::FdArgs),
+    /// Quality against the number of steps (NFE): PSNR and LPIPS of each method at several
+    /// chain lengths on the same measurements, as a table (nfe.md), a plot (nfe.png) and JSON.
+    ///
+    /// Example: tweedie nfe --faces assets/faces --crop 140 --methods dps,diffpir,ddnm --nfe-steps 20,50,100,250,1000 --out out/nfe
+    Nfe(nfe::NfeArgs),
 }
 
 /// Runs a parsed command line: each command's own `run`.
@@ -122,6 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ParityDps(a) => parity::run_dps(a),
         Command::Calibrate(a) => calibrate::run(a),
         Command::Fd(a) => fd::run(a),
+        Command::Nfe(a) => nfe::run(a),
     }
 }
 

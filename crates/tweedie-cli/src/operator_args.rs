@@ -170,3 +170,21 @@ impl OperatorArgs {
         })
     }
 }
+
+/// The operator spec of `op` at `size`: the calibrated one when the calibration file has it
+/// (and was made for this size), else DPS's settings scaled by pixel size. Also returns where
+/// it came from.
+pub fn operator_spec(
+    op: OpArg,
+    size: usize,
+    calibrations: &[tweedie::calibrate::Calibration],
+) -> Result<(OperatorSpec, &'static str)> {
+    let calibrated = calibrations
+        .iter()
+        .find(|c| c.name == op.name())
+        .and_then(|c| c.chosen.spec.clone());
+    Ok(match calibrated {
+        Some(spec) => (spec, "calibrated"),
+        None => (OperatorSpec::dps_default(&op.name(), size)?, "pixel-scaled"),
+    })
+}

@@ -3,7 +3,7 @@
 //! `cargo xtask run-all` runs this.
 
 use crate::model;
-use crate::operator_args::OpArg;
+use crate::operator_args::{OpArg, operator_spec};
 use crate::progress::bar;
 use anyhow::{Result, bail};
 use burn::tensor::Tensor;
@@ -17,7 +17,6 @@ use tweedie::tasks::{self, Method, Scores};
 use tweedie_core::{NoiseSource, Schedule};
 use tweedie_io::{Grid, GridCell, Image};
 use tweedie_metrics::Lpips;
-use tweedie_operators::OperatorSpec;
 use tweedie_samplers::{ChainOptions, Observer, StepInfo};
 
 #[derive(Args, Debug)]
@@ -58,24 +57,6 @@ pub struct ReportArgs {
     /// perceptual column beside LPIPS-Alex.
     #[arg(long)]
     pub lpips_vgg: Option<PathBuf>,
-}
-
-/// The operator spec of `op` at `size`: the calibrated one when the calibration file has it
-/// (and was made for this size), else DPS's settings scaled by pixel size. Also returns where
-/// it came from.
-fn operator_spec(
-    op: OpArg,
-    size: usize,
-    calibrations: &[Calibration],
-) -> Result<(OperatorSpec, &'static str)> {
-    let calibrated = calibrations
-        .iter()
-        .find(|c| c.name == op.name())
-        .and_then(|c| c.chosen.spec.clone());
-    Ok(match calibrated {
-        Some(spec) => (spec, "calibrated"),
-        None => (OperatorSpec::dps_default(&op.name(), size)?, "pixel-scaled"),
-    })
 }
 
 /// PSNR, SSIM, LPIPS-Alex (and LPIPS-VGG) of each item.

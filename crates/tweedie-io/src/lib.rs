@@ -11,6 +11,7 @@ mod atomic;
 mod grid;
 mod heat;
 mod image_io;
+mod plot;
 
 pub use atomic::{clean_stale_temps, write_atomic, write_atomic_with};
 pub use grid::{Grid, GridCell};
@@ -20,3 +21,4 @@ pub use image_io::{
     load_image, load_image_sized, load_image_sized_with, load_image_with, save_png, to_tensor,
     to_unit,
 };
+pub use plot::{Panel, Series, save_panels};

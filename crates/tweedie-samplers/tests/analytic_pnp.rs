@@ -9,7 +9,9 @@
 //! The measure is the error of the batch mean x̄ of B samples against m, relative to the
 //! Monte-Carlo error an exact posterior sampler would have:
 //! R = mean_i (x̄_i − m_i)² / mean_i (Σ_ii / B). An exact sampler gives R ≈ 1; a sampler that
-//! ignores y (the unguided chain) gives R in the hundreds or more.
+//! ignores y (the unguided chain) gives R of 20–200 here. The spread S (squared error of the
+//! single samples over the posterior variance; 1 + 1/B when exact) is printed for information
+//! only: both methods under-disperse on a 100-step chain (S ≈ 0.4–0.9).
 
 use burn::tensor::{Device, Tensor};
 use tweedie_core::priors::GaussianPrior;

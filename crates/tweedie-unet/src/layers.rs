@@ -261,9 +261,10 @@ impl GroupNorm {
     }
     /// Normalises per group, then applies γ, β and, when given, ADM's scale-shift
     /// `(1 + scale)·y + shift` (`scale`, `shift`: `[B, C]`). γ, β, 1/σ and the modulation
-    /// are folded into one per-(batch, channel) multiply-add on small tensors, so the full
-    /// activation is read or written in 4 element-wise passes instead of 7 (flex runs
-    /// element-wise ops on one core, unfused).
+    /// are folded into one per-(batch, channel) multiply-add on small tensors; without
+    /// autodiff the statistics come from burn's fused layer norm, so the full activation is
+    /// touched by one parallel kernel and two in-place passes instead of 6 element-wise
+    /// passes (flex runs element-wise ops on one core, unfused).
     pub fn forward_modulated(
         &self,
         x: Tensor<4>,
@@ -271,20 +272,52 @@ impl GroupNorm {
     ) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let g = self.groups;
-        let xg = x.reshape([b, g, (c / g) * h * w]);
+        let n = (c / g) * h * w;
+        let xg = x.reshape([b, g, n]);
+        if !xg.is_require_grad() {
+            // Inference: burn's fused layer norm over each group's row (one parallel SIMD
+            // kernel on flex: mean, variance and normalisation with the row cache-hot, ≈ 16×
+            // faster than the composed ops below at [32, 64, 32, 32]), then γ, β and the
+            // modulation as one per-(batch, channel) multiply-add, in place.
+            let device = xg.device();
+            let normed =
+                burn::tensor::module::layer_norm(xg, Tensor::ones([n], &device), None, 1e-5);
+            let (gain, offset) = self.affine(b, c, None, modulation);
+            return normed.reshape([b, c, h, w]) * gain.reshape([b, c, 1, 1])
+                + offset.reshape([b, c, 1, 1]);
+        }
+        // Under autodiff burn would differentiate layer norm's decomposition, which has more
+        // full-size passes than this one.
         let mean = xg.clone().mean_dim(2);
         let centred = xg - mean;
         let var = centred.clone().powf_scalar(2.0).mean_dim(2); // [B, G, 1]
         let inv_std = var.add_scalar(1e-5).sqrt().recip();
         let inv_std = inv_std.expand([b, g, c / g]).reshape([b, c]);
-        let mut gain = inv_std * self.weight.val().reshape([1, c]);
+        let (gain, offset) = self.affine(b, c, Some(inv_std), modulation);
+        centred.reshape([b, c, h, w]) * gain.reshape([b, c, 1, 1]) + offset.reshape([b, c, 1, 1])
+    }
+    /// The per-(batch, channel) gain and offset `[B, C]` applied to the normalised activation:
+    /// `inv_std·γ·(1 + scale)` and `β·(1 + scale) + shift` (`inv_std` omitted when the
+    /// activation is already divided by σ).
+    fn affine(
+        &self,
+        b: usize,
+        c: usize,
+        inv_std: Option<Tensor<2>>,
+        modulation: Option<(Tensor<2>, Tensor<2>)>,
+    ) -> (Tensor<2>, Tensor<2>) {
+        let gamma = self.weight.val().reshape([1, c]);
+        let mut gain = match inv_std {
+            Some(s) => s * gamma,
+            None => gamma.expand([b, c]),
+        };
         let mut offset = self.bias.val().reshape([1, c]).expand([b, c]);
         if let Some((scale, shift)) = modulation {
             let k = scale.add_scalar(1.0);
             gain = gain * k.clone();
             offset = offset * k + shift;
         }
-        centred.reshape([b, c, h, w]) * gain.reshape([b, c, 1, 1]) + offset.reshape([b, c, 1, 1])
+        (gain, offset)
     }
     /// Exports under `prefix`.
     pub fn export(&self, prefix: &str, out: &mut Export) {

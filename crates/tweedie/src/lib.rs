@@ -60,5 +60,6 @@ pub use tweedie_samplers as samplers;
 pub use tweedie_unet as unet;
 
 pub mod calibrate;
+pub mod nfe;
 pub mod parity;
 pub mod tasks;
