@@ -216,7 +216,9 @@ impl Blur {
             size: self.size,
             values: self.kernel.clone(),
         };
-        let json = serde_json::to_vec_pretty(&f).map_err(|e| OperatorError::Io(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&f).map_err(|e| {
+            OperatorError::file_from(format!("{}: encoding the kernel", path.display()), e)
+        })?;
         kernel_io::write(path, &json)
     }
 
@@ -257,7 +259,7 @@ impl Blur {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, OperatorError> {
         let path = path.as_ref();
         let bytes = std::fs::read(path)
-            .map_err(|e| OperatorError::Io(format!("{}: {e}", path.display())))?;
+            .map_err(|e| OperatorError::file_from(path.display().to_string(), e))?;
         let ext = path
             .extension()
             .map(|e| e.to_string_lossy().to_ascii_lowercase())
@@ -269,7 +271,7 @@ impl Blur {
             .into_owned();
         let from_2d = |values: Vec<f32>, shape: Vec<usize>, kind: &str| {
             if shape.len() != 2 {
-                return Err(OperatorError::Io(format!(
+                return Err(OperatorError::file(format!(
                     "{}: the kernel must be a 2-D array, got shape {shape:?}",
                     path.display()
                 )));
@@ -296,10 +298,10 @@ impl Blur {
             from_2d(v, shape, "image")
         } else if ext == "json" || bytes.first() == Some(&b'{') && ext != "safetensors" {
             let f: KernelFile = serde_json::from_slice(&bytes).map_err(|e| {
-                OperatorError::Io(format!("{}: not a kernel file: {e}", path.display()))
+                OperatorError::file_from(format!("{}: not a kernel file", path.display()), e)
             })?;
             if f.values.len() != f.size * f.size {
-                return Err(OperatorError::Io(format!(
+                return Err(OperatorError::file(format!(
                     "{}: not a kernel file: {} values for size {}",
                     path.display(),
                     f.values.len(),

@@ -16,7 +16,20 @@ pub(crate) struct KernelData {
 }
 
 fn io_err(path: &Path, what: impl std::fmt::Display) -> OperatorError {
-    OperatorError::Io(format!("{}: {what}", path.display()))
+    OperatorError::file(format!("{}: {what}", path.display()))
+}
+
+fn io_err_from(
+    path: &Path,
+    what: &str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> OperatorError {
+    let context = if what.is_empty() {
+        path.display().to_string()
+    } else {
+        format!("{}: {what}", path.display())
+    };
+    OperatorError::file_from(context, source)
 }
 
 /// Checks a loaded `rows × cols` kernel: square, odd side, finite values, positive sum.
@@ -173,7 +186,7 @@ pub(crate) fn read_safetensors(
 ) -> Result<(Vec<f32>, Vec<usize>), OperatorError> {
     use safetensors::{Dtype, SafeTensors};
     let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| io_err(path, format!("not a safetensors file: {e}")))?;
+        .map_err(|e| io_err_from(path, "not a safetensors file", e))?;
     let names = st.names();
     let name = if names.len() == 1 {
         names[0].to_string()
@@ -193,7 +206,7 @@ pub(crate) fn read_safetensors(
     };
     let t = st
         .tensor(&name)
-        .map_err(|e| io_err(path, format!("tensor {name}: {e}")))?;
+        .map_err(|e| io_err_from(path, &format!("tensor {name}"), e))?;
     let values: Vec<f32> = match t.dtype() {
         Dtype::F32 => t
             .data()
@@ -220,9 +233,9 @@ pub(crate) fn encode_safetensors(values: &[f32], size: usize) -> Result<Vec<u8>,
     use safetensors::{Dtype, tensor::TensorView};
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let view = TensorView::new(Dtype::F32, vec![size, size], &bytes)
-        .map_err(|e| OperatorError::Io(format!("kernel tensor: {e}")))?;
+        .map_err(|e| OperatorError::file_from("kernel tensor", e))?;
     safetensors::serialize([("kernel", view)], None)
-        .map_err(|e| OperatorError::Io(format!("kernel safetensors: {e}")))
+        .map_err(|e| OperatorError::file_from("kernel safetensors", e))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -232,11 +245,11 @@ pub(crate) fn encode_safetensors(values: &[f32], size: usize) -> Result<Vec<u8>,
 /// its grey levels by their sum.
 pub(crate) fn read_png(path: &Path) -> Result<(Vec<f32>, Vec<usize>), OperatorError> {
     let img = image::ImageReader::open(path)
-        .map_err(|e| io_err(path, e))?
+        .map_err(|e| io_err_from(path, "", e))?
         .with_guessed_format()
-        .map_err(|e| io_err(path, e))?
+        .map_err(|e| io_err_from(path, "", e))?
         .decode()
-        .map_err(|e| io_err(path, format!("cannot decode kernel image: {e}")))?
+        .map_err(|e| io_err_from(path, "cannot decode kernel image", e))?
         .to_luma32f();
     let (w, h) = (img.width() as usize, img.height() as usize);
     let raw = img.into_raw();
@@ -258,19 +271,19 @@ pub(crate) fn encode_png(values: &[f32], size: usize) -> Result<Vec<u8>, Operato
         .map(|v| (v.max(0.0) * scale).round().clamp(0.0, 255.0) as u8)
         .collect();
     let img = image::GrayImage::from_raw(size as u32, size as u32, pixels)
-        .ok_or_else(|| OperatorError::Io("kernel image size mismatch".into()))?;
+        .ok_or_else(|| OperatorError::file("kernel image size mismatch"))?;
     let mut bytes = Vec::new();
     img.write_to(
         &mut std::io::Cursor::new(&mut bytes),
         image::ImageFormat::Png,
     )
-    .map_err(|e| OperatorError::Io(format!("cannot encode kernel PNG: {e}")))?;
+    .map_err(|e| OperatorError::file_from("cannot encode kernel PNG", e))?;
     Ok(bytes)
 }
 
 /// Writes `bytes` to `path` atomically, naming the file in errors.
 pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<(), OperatorError> {
-    tweedie_io::write_atomic(path, bytes).map_err(|e| io_err(path, e))
+    tweedie_io::write_atomic(path, bytes).map_err(|e| io_err_from(path, "", e))
 }
 
 #[cfg(test)]
