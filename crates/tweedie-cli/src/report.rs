@@ -5,7 +5,7 @@
 use crate::model;
 use crate::operator_args::{OpArg, operator_spec};
 use crate::progress::bar;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::Tensor;
 use clap::Args;
 use serde_json::json;
@@ -57,6 +57,10 @@ pub struct ReportArgs {
     /// perceptual column beside LPIPS-Alex.
     #[arg(long)]
     pub lpips_vgg: Option<PathBuf>,
+    /// The output folder of a `tweedie nfe` run (nfe.md, nfe.png, nfe.json): its table and
+    /// plot become the report's section on quality against steps.
+    #[arg(long)]
+    pub nfe: Option<PathBuf>,
 }
 
 /// PSNR, SSIM, LPIPS-Alex (and LPIPS-VGG) of each item.
@@ -418,6 +422,21 @@ pub fn run(a: ReportArgs) -> Result<()> {
     }
     all["restorations"] = json!(restorations);
     writeln!(md, "## All restorations\n\n{summary_table}")?;
+    if let Some(dir) = &a.nfe {
+        let table = std::fs::read_to_string(dir.join("nfe.md"))
+            .with_context(|| format!("--nfe: reading {}", dir.join("nfe.md").display()))?;
+        std::fs::copy(dir.join("nfe.png"), fig.join("nfe.png"))
+            .with_context(|| format!("--nfe: copying {}", dir.join("nfe.png").display()))?;
+        let runs: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("nfe.json"))
+                .with_context(|| format!("--nfe: reading {}", dir.join("nfe.json").display()))?,
+        )?;
+        all["nfe"] = runs;
+        writeln!(
+            md,
+            "## Quality against steps (NFE)\n\nEach method restores the same measurements (`tweedie nfe`: the same faces, operators and seed) with 20 to 1000 strided steps; one network evaluation per step (DPS also back-propagates through the network). Cells: PSNR (dB) / LPIPS-Alex / wall time of the batch. DPS's ζ is scaled by 1000/steps (the DPS preset).\n\n![NFE curves](figures/nfe.png)\n\n{table}"
+        )?;
+    }
     writeln!(
         md,
         "## The problem sheet's numbers (not comparable)\n\nThe sheet reports, for its FFHQ-256 model (93.6 M parameters, 1000 steps, 256×256 images, σ = 3 Gaussian deconvolution and 128×128 box inpainting), PSNR/LPIPS: SDEdit 20.2/0.189 (inpainting), 20.1/0.232 (deconvolution); Score-ALD 28.5/0.0605, 22.2/0.144; DPS 34.0/0.0239, 28.4/0.0518. They are listed here only for orientation: model, image size, steps and LPIPS's receptive field all differ, so they cannot be set beside the tables above.\n"

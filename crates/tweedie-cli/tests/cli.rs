@@ -126,8 +126,8 @@ fn restore_records_its_settings_and_saves_the_kernel() {
     let s = &r["settings"];
     assert_eq!(s["preset"], "dps", "{r}");
     assert_eq!(s["variance"], "learned", "{r}");
-    assert_eq!(s["dps_step"]["kind"], "residual", "{r}");
-    assert_eq!(s["dps_step"]["zeta"], 0.3, "{r}");
+    assert_eq!(s["step"]["kind"], "residual", "{r}");
+    assert_eq!(s["step"]["zeta"], 0.3, "{r}");
     assert_eq!(s["clip_x0"], true, "{r}");
     let kernel = out.join("000444_kernel.npy");
     assert!(
@@ -136,13 +136,13 @@ fn restore_records_its_settings_and_saves_the_kernel() {
     );
     // Inpainting gets the DPS configs' 0.5; the mask is saved.
     let r = run(&["--op", "inpaint-random-range"]);
-    assert_eq!(r["settings"]["dps_step"]["zeta"], 0.5, "{r}");
+    assert_eq!(r["settings"]["step"]["zeta"], 0.5, "{r}");
     assert!(out.join("000444_mask.png").exists());
     // The sheet preset: σ² = β and ζ_t = ζ/‖∇‖ with ζ = 1; single overrides apply on top.
     let r = run(&["--op", "gaussian-blur", "--preset", "sheet"]);
     assert_eq!(r["settings"]["variance"], "beta", "{r}");
-    assert_eq!(r["settings"]["dps_step"]["kind"], "normalized", "{r}");
-    assert_eq!(r["settings"]["dps_step"]["zeta"], 1.0, "{r}");
+    assert_eq!(r["settings"]["step"]["kind"], "normalized", "{r}");
+    assert_eq!(r["settings"]["step"]["zeta"], 1.0, "{r}");
     let r = run(&[
         "--op",
         "gaussian-blur",
@@ -153,7 +153,7 @@ fn restore_records_its_settings_and_saves_the_kernel() {
         "--variance",
         "posterior",
     ]);
-    assert_eq!(r["settings"]["dps_step"]["zeta"], 2.0, "{r}");
+    assert_eq!(r["settings"]["step"]["zeta"], 2.0, "{r}");
     assert_eq!(r["settings"]["variance"], "posterior", "{r}");
     // The saved kernel drives a new run.
     let k = kernel.to_str().unwrap().to_string();

@@ -274,7 +274,7 @@ impl GroupNorm {
         let g = self.groups;
         let n = (c / g) * h * w;
         let xg = x.reshape([b, g, n]);
-        if !xg.is_require_grad() {
+        if !xg.is_tracked() {
             // Inference: burn's fused layer norm over each group's row (one parallel SIMD
             // kernel on flex: mean, variance and normalisation with the row cache-hot, ≈ 16×
             // faster than the composed ops below at [32, 64, 32, 32]), then γ, β and the

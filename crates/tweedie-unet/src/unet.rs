@@ -178,7 +178,7 @@ impl Attention {
         // burn's fused op (flash/naive kernel on flex, a kernel on wgpu); under autodiff burn
         // would differentiate a NaN-guarded composed fallback, slower than the plain softmax.
         let scale = 1.0 / (ch as f64).sqrt();
-        let a = if qkv.is_require_grad() {
+        let a = if qkv.is_tracked() {
             let weights = softmax(pick(0).matmul(pick(1).swap_dims(2, 3)).mul_scalar(scale), 3);
             weights.matmul(pick(2))
         } else {
