@@ -93,6 +93,8 @@ fn restore_runs_every_method() {
         ("dps", "inpaint-box"),
         ("ald", "gaussian-blur"),
         ("sdedit", "sr4"),
+        ("diffpir", "gaussian-blur"),
+        ("ddnm", "sr4"),
     ] {
         let out = tmp(&format!("restore-{method}"));
         let o = out.to_str().unwrap();
@@ -106,6 +108,43 @@ fn restore_runs_every_method() {
         assert!(out.join(format!("{method}_metrics.json")).exists());
         assert!(out.join(format!("{method}_grid.png")).exists());
     }
+}
+
+/// `tweedie nfe` runs every method at every chain length and writes the table, the plot and
+/// the JSON; a method it does not know is refused by clap.
+#[test]
+fn nfe_sweeps_methods_and_steps() {
+    let out = tmp("nfe");
+    let o = out.to_str().unwrap();
+    let text = ok(&with_model(
+        vec![
+            "nfe",
+            "--faces",
+            "assets/faces",
+            "--n-faces",
+            "2",
+            "--ops",
+            "inpaint-box",
+            "--methods",
+            "dps,diffpir,ddnm",
+            "--nfe-steps",
+            "2,3",
+        ],
+        o,
+    ));
+    assert!(text.contains("| inpaint-box | DDNM |"), "{text}");
+    let runs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("nfe.json")).unwrap()).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 6);
+    assert_eq!(runs[5]["method"], "ddnm");
+    assert_eq!(runs[5]["steps"], 3);
+    assert_eq!(runs[5]["settings"]["method"], "ddnm");
+    assert!(out.join("nfe.png").exists() && out.join("nfe.md").exists());
+    fails(
+        &with_model(vec!["nfe", "--methods", "ddpm"], o),
+        "invalid value 'ddpm'",
+    );
 }
 
 /// The run's JSON records every setting of the preset, and the kernel a run used is saved

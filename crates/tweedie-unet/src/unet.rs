@@ -176,7 +176,9 @@ impl Attention {
         let pick = |j: usize| qkv.clone().narrow(0, j, 1).reshape([b, nh, t, ch]);
         // softmax(q kᵀ / √ch) v (ADM's 1/⁴√ch on q and k is the same scale). Inference uses
         // burn's fused op (flash/naive kernel on flex, a kernel on wgpu); under autodiff burn
-        // would differentiate a NaN-guarded composed fallback, slower than the plain softmax.
+        // would differentiate a NaN-guarded composed fallback, slower than the plain softmax
+        // (forward + backward at [8, 128, 16, 16], 4 heads: 72 vs 58 ms on flex). `is_tracked`,
+        // not `is_require_grad`: the latter is true only for leaves, never for activations.
         let scale = 1.0 / (ch as f64).sqrt();
         let a = if qkv.is_tracked() {
             let weights = softmax(pick(0).matmul(pick(1).swap_dims(2, 3)).mul_scalar(scale), 3);
