@@ -52,6 +52,10 @@ pub struct NfeArgs {
     /// pixel size).
     #[arg(long)]
     pub calibration: Option<PathBuf>,
+    /// Instead of sweeping, combine the runs of earlier `nfe.json` files (e.g. one per
+    /// operator, run as separate jobs) into one table, plot and JSON in `--out`.
+    #[arg(long, num_args = 1.., value_name = "NFE_JSON")]
+    pub merge: Vec<PathBuf>,
 }
 
 /// Reads the calibrations of a `tweedie calibrate` file.
@@ -120,6 +124,20 @@ pub fn write_outputs(runs: &[NfeRun], out: &std::path::Path) -> Result<String> {
 /// Runs the sweep and writes its table, plot and JSON.
 pub fn run(a: NfeArgs) -> Result<()> {
     let c = &a.common;
+    if !a.merge.is_empty() {
+        check_out(&c.out)?;
+        let mut runs: Vec<NfeRun> = Vec::new();
+        for p in &a.merge {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let part: Vec<NfeRun> = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not an nfe.json", p.display()))?;
+            runs.extend(part);
+        }
+        let md = write_outputs(&runs, &c.out)?;
+        println!("{md}");
+        return Ok(());
+    }
     a.solver.validate()?;
     for &n in &a.nfe_steps {
         crate::args::check_steps("--nfe-steps", n)?;

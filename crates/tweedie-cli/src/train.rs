@@ -70,6 +70,10 @@ pub struct TrainArgs {
     /// `cpu` (burn flex), `wgpu` or `libtorch` (builds with those features).
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     pub backend: crate::args::BackendArg,
+    /// Also learn the reverse-step variances (6 output channels, Improved DDPM's hybrid loss
+    /// L_simple + λ·L_vlb; sample with `--variance learned`). A resume must repeat it.
+    #[arg(long)]
+    learn_sigma: bool,
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
@@ -80,7 +84,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
             a.grad_clip
         );
     }
-    let unet = tweedie_unet::UNetConfig::small(a.size, a.channels, &a.mult, &a.attention);
+    let mut unet = tweedie_unet::UNetConfig::small(a.size, a.channels, &a.mult, &a.attention);
+    unet.learn_sigma = a.learn_sigma;
     unet.validate()?;
     check_out(&a.out)?;
     let device = model::device(a.backend.as_str())?;

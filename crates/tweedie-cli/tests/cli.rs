@@ -139,8 +139,22 @@ fn nfe_sweeps_methods_and_steps() {
     assert_eq!(runs.len(), 6);
     assert_eq!(runs[5]["method"], "ddnm");
     assert_eq!(runs[5]["steps"], 3);
-    assert_eq!(runs[5]["settings"]["method"], "ddnm");
+    assert_eq!(runs[5]["settings"]["solver"]["method"], "ddnm");
     assert!(out.join("nfe.png").exists() && out.join("nfe.md").exists());
+    // --merge combines earlier runs without sweeping again.
+    let merged = tmp("nfe-merged");
+    let json = out.join("nfe.json");
+    ok(&[
+        "nfe",
+        "--merge",
+        json.to_str().unwrap(),
+        json.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("nfe.json")).unwrap()).unwrap();
+    assert_eq!(m.as_array().unwrap().len(), 12);
     fails(
         &with_model(vec!["nfe", "--methods", "ddpm"], o),
         "invalid value 'ddpm'",
@@ -165,8 +179,8 @@ fn restore_records_its_settings_and_saves_the_kernel() {
     let s = &r["settings"];
     assert_eq!(s["preset"], "dps", "{r}");
     assert_eq!(s["variance"], "learned", "{r}");
-    assert_eq!(s["step"]["kind"], "residual", "{r}");
-    assert_eq!(s["step"]["zeta"], 0.3, "{r}");
+    assert_eq!(s["solver"]["step"]["kind"], "residual", "{r}");
+    assert_eq!(s["solver"]["step"]["zeta"], 0.3, "{r}");
     assert_eq!(s["clip_x0"], true, "{r}");
     let kernel = out.join("000444_kernel.npy");
     assert!(
@@ -175,13 +189,13 @@ fn restore_records_its_settings_and_saves_the_kernel() {
     );
     // Inpainting gets the DPS configs' 0.5; the mask is saved.
     let r = run(&["--op", "inpaint-random-range"]);
-    assert_eq!(r["settings"]["step"]["zeta"], 0.5, "{r}");
+    assert_eq!(r["settings"]["solver"]["step"]["zeta"], 0.5, "{r}");
     assert!(out.join("000444_mask.png").exists());
     // The sheet preset: σ² = β and ζ_t = ζ/‖∇‖ with ζ = 1; single overrides apply on top.
     let r = run(&["--op", "gaussian-blur", "--preset", "sheet"]);
     assert_eq!(r["settings"]["variance"], "beta", "{r}");
-    assert_eq!(r["settings"]["step"]["kind"], "normalized", "{r}");
-    assert_eq!(r["settings"]["step"]["zeta"], 1.0, "{r}");
+    assert_eq!(r["settings"]["solver"]["step"]["kind"], "normalized", "{r}");
+    assert_eq!(r["settings"]["solver"]["step"]["zeta"], 1.0, "{r}");
     let r = run(&[
         "--op",
         "gaussian-blur",
@@ -192,7 +206,7 @@ fn restore_records_its_settings_and_saves_the_kernel() {
         "--variance",
         "posterior",
     ]);
-    assert_eq!(r["settings"]["step"]["zeta"], 2.0, "{r}");
+    assert_eq!(r["settings"]["solver"]["step"]["zeta"], 2.0, "{r}");
     assert_eq!(r["settings"]["variance"], "posterior", "{r}");
     // The saved kernel drives a new run.
     let k = kernel.to_str().unwrap().to_string();

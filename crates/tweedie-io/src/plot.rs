@@ -121,6 +121,8 @@ fn draw_panel<DB: DrawingBackend>(
                 .x_desc(panel.x_label.as_str())
                 .y_desc(panel.y_label.as_str())
                 .label_style(("sans-serif", 14))
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .light_line_style(WHITE)
                 .draw()
                 .map_err(|e| e.to_string())?;
             for (i, s) in panel.series.iter().enumerate() {

@@ -332,12 +332,15 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::silu(x)
 }
 
-/// Nearest-neighbour 2× upsampling.
+/// Nearest-neighbour 2× upsampling (burn's `interpolate`: a native kernel on flex, 2–8×
+/// faster than materialising a broadcast `expand`, forward and backward; same values).
 pub fn upsample2(x: Tensor<4>) -> Tensor<4> {
-    let [b, c, h, w] = x.dims();
-    x.reshape([b, c, h, 1, w, 1])
-        .expand([b, c, h, 2, w, 2])
-        .reshape([b, c, 2 * h, 2 * w])
+    use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+    let [_, _, h, w] = x.dims();
+    burn::tensor::module::interpolate(
+        x,
+        InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([2 * h, 2 * w]),
+    )
 }
 
 /// 2×2 average pooling.

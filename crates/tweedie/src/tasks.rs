@@ -92,11 +92,12 @@ pub fn score(
 pub use tweedie_samplers::{Knobs, Method, Preset, Settings, dps_config_scale};
 
 /// Settings of a restoration run: everything that decides its result, written to the run's
-/// JSON (`{"method": "dps", "step": …, "preset": "dps", "op": …, …}`) and shown in the report.
+/// JSON (`{"solver": {"method": "dps", "step": …}, "preset": "dps", "op": …, …}`) and shown in
+/// the report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreSettings {
-    /// The method and its own settings (DPS's step, SDEdit's t0, …).
-    #[serde(flatten)]
+    /// The method and its own settings (DPS's step, SDEdit's t0, DDNM's η, …), kept apart from
+    /// the run's common settings so that a method's field never collides with them.
     pub solver: Settings,
     /// The preset the sampler settings came from (`None`: set one by one).
     pub preset: Option<Preset>,
