@@ -114,7 +114,7 @@ fn run_tweedie(o: &Options, v: &Variant, model: &str) -> Result<BTreeMap<String,
     let json_path = o.root.join("target/bench_compare_tmp.json");
     let _ = std::fs::remove_file(&json_path);
     let threads = o.threads.to_string();
-    let status = Command::new(&v.bin)
+    let out = Command::new(&v.bin)
         .current_dir(&o.root)
         .args(["bench", "--backend", &v.backend, "--models", model])
         .args(["--only", "forward,dps,train", "--batches", "1,8,32"])
@@ -125,10 +125,16 @@ fn run_tweedie(o: &Options, v: &Variant, model: &str) -> Result<BTreeMap<String,
         .env("OMP_NUM_THREADS", &threads)
         .env("MKL_NUM_THREADS", &threads)
         .envs(v.env.iter().map(|(k, v)| (k, v)))
-        .status()
+        .output()
         .with_context(|| format!("running {}", v.bin.display()))?;
-    if !status.success() {
-        bail!("{} bench --backend {} failed", v.bin.display(), v.backend);
+    if !out.status.success() {
+        bail!(
+            "{} bench --backend {} failed:\n{}{}",
+            v.bin.display(),
+            v.backend,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
     let mut out = BTreeMap::new();

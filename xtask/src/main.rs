@@ -7,10 +7,13 @@
 //!   [--rounds N] [--threads N] [--reps N] [--models A,B]` — the same against PyTorch
 //!   (`../shared/bench/pytorch_adm.py` + `xtask/torch_dps.py`), alternating, medians, ratio
 //!   table; JSON in `target/bench_compare.json` (see docs/backends.md).
+//! - `cargo xtask flex-repro` — minimal burn-flex reproducers of the CPU bottlenecks
+//!   (docs/backends.md); `xtask/flex_repro_torch.py` times the same ops in PyTorch.
 //! - `cargo xtask fetch-weights ffhq|lpips-vgg [--url URL]` — download into the cache.
 
 mod compare;
 mod fetch;
+mod flex_repro;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -99,7 +102,7 @@ fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         bail!(
-            "usage: cargo xtask <run-all [--full] [--model embedded|ffhq|PATH] [--out DIR] | bench [--ffhq] | bench --compare [--python PATH] [--backend cpu,libtorch] [--also LABEL=BIN] [--rounds N] [--threads N] [--reps N] [--models A,B] | fetch-weights ffhq|lpips-vgg [--url URL]>"
+            "usage: cargo xtask <run-all [--full] [--model embedded|ffhq|PATH] [--out DIR] | bench [--ffhq] | bench --compare [--python PATH] [--backend cpu,libtorch] [--also LABEL=BIN] [--rounds N] [--threads N] [--reps N] [--models A,B] | flex-repro | fetch-weights ffhq|lpips-vgg [--url URL]>"
         );
     }
     let cmd = args.remove(0);
@@ -193,6 +196,10 @@ fn main() -> Result<()> {
             ];
             b.extend(args);
             run(&bin, &b)
+        }
+        "flex-repro" => {
+            flex_repro::run();
+            Ok(())
         }
         "fetch-weights" => {
             let what = args

@@ -642,7 +642,7 @@ fn train_and_evaluate_reject_bad_crops_and_grad_clips() {
     );
     fails(
         &train_args(d, r, &["--steps", "1", "--crop", "500"]),
-        "crop 500 is larger than the image (178×218)",
+        "invalid crop = 500: must fit inside the image (178×218)",
     );
     fails(
         &train_args(d, r, &["--steps", "1", "--grad-clip", "nan"]),
@@ -671,7 +671,7 @@ fn train_and_evaluate_reject_bad_crops_and_grad_clips() {
     let args = evaluate("500");
     fails(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        "crop 500 is larger than the image (178×218)",
+        "invalid crop = 500: must fit inside the image (178×218)",
     );
 }
 

@@ -9,12 +9,15 @@ use burn::tensor::module::{conv2d, interpolate, max_pool2d};
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor};
 use std::path::Path;
-use tweedie_unet::WeightMap;
+use tweedie_unet::{WeightError, WeightMap};
 
 /// Errors loading or applying LPIPS.
 #[derive(Debug, thiserror::Error)]
 pub enum LpipsError {
-    /// The weights are unreadable or incomplete.
+    /// The weights file could not be read.
+    #[error("LPIPS weights")]
+    Load(#[from] WeightError),
+    /// The weights are incomplete or mis-shaped, or not where they were looked for.
     #[error("LPIPS weights: {0}")]
     Weights(String),
     /// The two batches differ in shape.
@@ -86,7 +89,7 @@ impl Lpips {
         device: &Device,
     ) -> Result<Self, LpipsError> {
         let path = path.as_ref();
-        let w = WeightMap::load(path).map_err(|e| LpipsError::Weights(e.to_string()))?;
+        let w = WeightMap::load(path)?;
         Self::from_weights(backbone, w, &path.display().to_string(), device)
     }
 
@@ -98,8 +101,7 @@ impl Lpips {
         source: &str,
         device: &Device,
     ) -> Result<Self, LpipsError> {
-        let w = WeightMap::load_safetensors_bytes(bytes, source)
-            .map_err(|e| LpipsError::Weights(e.to_string()))?;
+        let w = WeightMap::load_safetensors_bytes(bytes, source)?;
         Self::from_weights(backbone, w, source, device)
     }
 
@@ -126,7 +128,7 @@ impl Lpips {
             let (_, bv) = get(format!("features.{index}.bias"))?;
             if ws.len() != 4 {
                 return Err(LpipsError::Weights(format!(
-                    "features.{index}.weight has shape {ws:?}"
+                    "{source}: features.{index}.weight has shape {ws:?}, expected 4-D"
                 )));
             }
             let weight = tweedie_core::tensor::from_vec(wv, [ws[0], ws[1], ws[2], ws[3]], device);

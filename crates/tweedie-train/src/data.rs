@@ -3,7 +3,7 @@
 use crate::TrainError;
 use burn::tensor::{Device, Tensor};
 use std::path::{Path, PathBuf};
-use tweedie_core::NoiseSource;
+use tweedie_core::{InvalidParameter, NoiseSource};
 use tweedie_io::{Image, center_crop_square, list_images, load_image};
 
 /// How images are prepared.
@@ -28,24 +28,23 @@ impl Dataset {
     /// smaller than the crop (see [`prepare_checked`]).
     pub fn load(dir: &Path, opts: &DatasetOptions) -> Result<Self, TrainError> {
         if opts.crop == Some(0) {
-            return Err(TrainError::Data(
-                "crop must be ≥ 1 (the side of the centred square, in pixels)".into(),
-            ));
+            return Err(InvalidParameter::new("crop", 0, CROP_AT_LEAST_ONE).into());
         }
-        let files = list_images(dir).map_err(|e| TrainError::Data(e.to_string()))?;
+        let files = list_images(dir)
+            .map_err(|e| TrainError::data_from("cannot list the training images", e))?;
         let mut images = Vec::with_capacity(files.len());
         let mut skipped = Vec::new();
         for f in files {
             match load_image(&f) {
                 Ok(img) => images.push(
                     prepare_checked(&img, opts)
-                        .map_err(|e| TrainError::Data(format!("{}: {e}", f.display())))?,
+                        .map_err(|e| TrainError::data_from(f.display().to_string(), e))?,
                 ),
                 Err(_) => skipped.push(f),
             }
         }
         if images.is_empty() {
-            return Err(TrainError::Data(format!(
+            return Err(TrainError::data(format!(
                 "{}: no readable PNG/JPEG images",
                 dir.display()
             )));
@@ -96,14 +95,17 @@ pub fn prepare(img: &Image, opts: &DatasetOptions) -> Image {
     sq.resize(opts.size, opts.size)
 }
 
+const CROP_AT_LEAST_ONE: &str = "must be ≥ 1 (the side of the centred square, in pixels)";
+
 /// As [`prepare`], but a crop of 0 or one larger than the image is an error (naming both
 /// sizes) instead of an all-black image or a silent fallback to the largest square.
-pub fn prepare_checked(img: &Image, opts: &DatasetOptions) -> Result<Image, String> {
+pub fn prepare_checked(img: &Image, opts: &DatasetOptions) -> Result<Image, InvalidParameter> {
     match opts.crop {
-        Some(0) => Err("crop must be ≥ 1 (the side of the centred square, in pixels)".into()),
-        Some(c) if c > img.width || c > img.height => Err(format!(
-            "crop {c} is larger than the image ({}×{})",
-            img.width, img.height
+        Some(0) => Err(InvalidParameter::new("crop", 0, CROP_AT_LEAST_ONE)),
+        Some(c) if c > img.width || c > img.height => Err(InvalidParameter::new(
+            "crop",
+            c,
+            format!("must fit inside the image ({}×{})", img.width, img.height),
         )),
         _ => Ok(prepare(img, opts)),
     }

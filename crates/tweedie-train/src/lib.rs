@@ -14,6 +14,7 @@ mod vlb;
 
 pub use data::{Dataset, DatasetOptions, prepare, prepare_checked};
 pub use trainer::{
-    Start, StepReport, TrainError, TrainOptions, TrainSummary, recover_checkpoint, train,
+    BoxedSource, Start, StepReport, TrainError, TrainOptions, TrainSummary, recover_checkpoint,
+    train,
 };
 pub use vlb::{posterior_log_variance_clipped, vlb_bits_per_dim, vlb_weight};

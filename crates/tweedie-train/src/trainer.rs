@@ -10,21 +10,41 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tweedie_core::{NoiseSource, Schedule};
-use tweedie_unet::{UNet, UNetConfig, WeightMap};
+use tweedie_core::{InvalidParameter, NoiseSource, Schedule};
+use tweedie_unet::{ConfigError, UNet, UNetConfig, WeightMap};
+
+/// A boxed underlying error, kept as the `source()` of a [`TrainError`].
+pub type BoxedSource = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Training errors.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    /// Data problems.
-    #[error("training data: {0}")]
-    Data(String),
-    /// Invalid options.
-    #[error("invalid training option: {0}")]
-    Invalid(String),
-    /// Checkpoint I/O.
-    #[error("checkpoint: {0}")]
-    Checkpoint(String),
+    /// The training images: what is wrong, with the underlying error (listing the folder,
+    /// preparing an image) as its source when there is one.
+    #[error("training data: {context}")]
+    Data {
+        /// What went wrong, naming the file or folder.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxedSource>,
+    },
+    /// An option is out of range.
+    #[error(transparent)]
+    Invalid(#[from] InvalidParameter),
+    /// The network config is invalid.
+    #[error("invalid training option")]
+    Config(#[from] ConfigError),
+    /// Checkpoint, weights or loss-log I/O: what and where, with the underlying error (I/O,
+    /// JSON, safetensors, optimizer state) as its source when there is one.
+    #[error("checkpoint: {context}")]
+    Checkpoint {
+        /// The file and what went wrong.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxedSource>,
+    },
     /// Divergence.
     #[error("training diverged at step {step}: loss is {loss}")]
     Diverged {
@@ -33,6 +53,40 @@ pub enum TrainError {
         /// Loss value.
         loss: f64,
     },
+}
+
+impl TrainError {
+    /// A [`TrainError::Data`] without an underlying error.
+    pub fn data(context: impl Into<String>) -> Self {
+        TrainError::Data {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A [`TrainError::Data`] caused by `source`.
+    pub fn data_from(context: impl Into<String>, source: impl Into<BoxedSource>) -> Self {
+        TrainError::Data {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A [`TrainError::Checkpoint`] without an underlying error.
+    pub fn checkpoint(context: impl Into<String>) -> Self {
+        TrainError::Checkpoint {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A [`TrainError::Checkpoint`] caused by `source`.
+    pub fn checkpoint_from(context: impl Into<String>, source: impl Into<BoxedSource>) -> Self {
+        TrainError::Checkpoint {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
 }
 
 /// Everything a run needs.
@@ -69,35 +123,41 @@ pub struct TrainOptions {
 
 impl TrainOptions {
     fn validate(&self) -> Result<(), TrainError> {
-        let bad = |m: &str| Err(TrainError::Invalid(m.to_string()));
+        let bad = |name, value: &dyn std::fmt::Display, reason: &str| {
+            Err(InvalidParameter::new(name, value, reason).into())
+        };
         if self.batch_size == 0 {
-            return bad("batch size must be ≥ 1");
+            return bad("batch size", &self.batch_size, "must be ≥ 1");
         }
         if self.steps == 0 {
-            return bad("steps must be ≥ 1");
+            return bad("steps", &self.steps, "must be ≥ 1");
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad("learning rate must be > 0");
+            return bad("learning rate", &self.lr, "must be finite and > 0");
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
-            return bad("EMA decay must lie in [0, 1)");
+            return bad("EMA decay", &self.ema_decay, "must lie in [0, 1)");
         }
         if self.checkpoint_every == 0 {
-            return bad("checkpoint interval must be ≥ 1");
+            return bad("checkpoint interval", &self.checkpoint_every, "must be ≥ 1");
         }
         if self.crop == Some(0) {
-            return bad("crop must be ≥ 1 (the side of the centred square, in pixels)");
+            return bad(
+                "crop",
+                &0,
+                "must be ≥ 1 (the side of the centred square, in pixels)",
+            );
         }
         if let Some(c) = self.grad_clip
             && !(c.is_finite() && c > 0.0)
         {
-            return Err(TrainError::Invalid(format!(
-                "gradient clip must be a finite norm > 0 (None: no clipping), got {c}"
-            )));
+            return bad(
+                "gradient clip",
+                &c,
+                "must be a finite norm > 0 (None: no clipping)",
+            );
         }
-        self.unet
-            .validate()
-            .map_err(|e| TrainError::Invalid(e.to_string()))
+        Ok(self.unet.validate()?)
     }
 }
 
@@ -278,15 +338,16 @@ pub fn recover_checkpoint(out: &Path) -> Result<Option<String>, TrainError> {
     if problems.is_empty() {
         return Ok(None);
     }
-    Err(TrainError::Checkpoint(format!(
+    Err(TrainError::checkpoint(format!(
         "no complete checkpoint in {}: {}",
         out.display(),
         problems.join("; ")
     )))
 }
 
-fn io_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Checkpoint(format!("{}: {e}", path.display()))
+/// A checkpoint error about `path`, caused by `e`.
+fn io_err(path: &Path, e: impl Into<BoxedSource>) -> TrainError {
+    TrainError::checkpoint_from(path.display().to_string(), e)
 }
 
 fn remove_dir_if_present(dir: &Path) -> std::io::Result<()> {
@@ -393,10 +454,6 @@ impl DeviceEma {
     }
 }
 
-fn ckpt_err(e: impl std::fmt::Display) -> TrainError {
-    TrainError::Checkpoint(e.to_string())
-}
-
 /// Trains (a new run, or continuing the one in `opts.out`, as `start` says) and writes
 /// `out/model.safetensors` (EMA weights) + `out/model.json`, `out/loss.csv` and a
 /// checkpoint (`out/checkpoint/`) every `checkpoint_every` steps.
@@ -421,7 +478,7 @@ pub fn train(
                 .filter(|f| opts.out.join(f).exists())
                 .collect();
             if !found.is_empty() {
-                return Err(TrainError::Checkpoint(format!(
+                return Err(TrainError::checkpoint(format!(
                     "{} already holds a training run ({}): pass --resume to continue it, or --force to start over (deleting it)",
                     opts.out.display(),
                     found.join(", ")
@@ -469,51 +526,52 @@ pub fn train(
         let file = |name: &str| ckpt_dir.join(name);
         let state_path = file("state.json");
         let state: CheckpointState = std::fs::read(&state_path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-            .map_err(|e| io_err(&state_path, e))?;
+            .map_err(|e| io_err(&state_path, e))
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| io_err(&state_path, e)))?;
         if let Some(ls) = state.learn_sigma
             && ls != opts.unet.learn_sigma
         {
-            return Err(io_err(
-                &state_path,
-                format!(
-                    "the run was trained with learn_sigma = {ls}; resume it with the same setting (--learn-sigma {})",
-                    if ls { "given" } else { "omitted" }
-                ),
-            ));
+            return Err(TrainError::checkpoint(format!(
+                "{}: the run was trained with learn_sigma = {ls}; resume it with the same setting (--learn-sigma {})",
+                state_path.display(),
+                if ls { "given" } else { "omitted" }
+            )));
         }
-        let model = UNet::load(&opts.unet, file("model.safetensors"), &ad).map_err(ckpt_err)?;
+        let model = UNet::load(&opts.unet, file("model.safetensors"), &ad)
+            .map_err(|e| TrainError::checkpoint_from("cannot load the network", e))?;
         let ema_path = file("ema.safetensors");
-        let mut ema_map = WeightMap::load(&ema_path).map_err(ckpt_err)?;
+        let mut ema_map = WeightMap::load(&ema_path)
+            .map_err(|e| TrainError::checkpoint_from("cannot load the EMA weights", e))?;
         let ema = UNet::from_weights(&opts.unet, &mut ema_map, device).map_err(|e| match e {
             tweedie_unet::UNetLoadError::Weights(tweedie_unet::WeightError::Mismatch {
                 listing,
                 ..
-            }) => io_err(
-                &ema_path,
-                format!(
-                    "does not hold the EMA of every network tensor (resuming would reset it):\n{listing}"
-                ),
-            ),
-            other => ckpt_err(other),
+            }) => TrainError::checkpoint(format!(
+                "{}: does not hold the EMA of every network tensor (resuming would reset it):\n{listing}",
+                ema_path.display()
+            )),
+            other => TrainError::checkpoint_from("cannot load the EMA weights", other),
         })?;
         let ema = DeviceEma { net: ema };
         let optim_path = file("optim.bpk");
         let bytes = std::fs::read(&optim_path).map_err(|e| io_err(&optim_path, e))?;
         optim = optim
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-            .map_err(|e| io_err(&optim_path, format!("not a valid optimizer state: {e:?}")))?;
+            .map_err(|e| {
+                TrainError::checkpoint_from(
+                    format!("{}: not a valid optimizer state", optim_path.display()),
+                    e,
+                )
+            })?;
         (model, ema, state)
     } else {
         if resume {
-            return Err(TrainError::Checkpoint(format!(
+            return Err(TrainError::checkpoint(format!(
                 "--resume given but {} has no checkpoint",
                 ckpt_dir.display()
             )));
         }
-        let model = UNet::init(&opts.unet, opts.seed, &ad)
-            .map_err(|e| TrainError::Invalid(e.to_string()))?;
+        let model = UNet::init(&opts.unet, opts.seed, &ad)?;
         let ema = DeviceEma::new(&model);
         (
             model,
@@ -529,7 +587,7 @@ pub fn train(
     state.learn_sigma = Some(opts.unet.learn_sigma);
     let log_path = opts.out.join("loss.csv");
     // Every error about the loss log names it.
-    let log_err = |e: std::io::Error| ckpt_err(format!("{}: {e}", log_path.display()));
+    let log_err = |e: std::io::Error| io_err(&log_path, e);
     truncate_log(&log_path, state.step).map_err(log_err)?;
     let mut log = std::fs::OpenOptions::new()
         .create(true)
@@ -618,7 +676,7 @@ pub fn train(
             Some(v) => writeln!(log, "{step},{loss_value:.6},{lr:.3e},{v:.6}"),
             None => writeln!(log, "{step},{loss_value:.6},{lr:.3e}"),
         }
-        .map_err(ckpt_err)?;
+        .map_err(log_err)?;
         let done = (step - first_step) * b;
         on_step(&StepReport {
             step,
@@ -629,13 +687,14 @@ pub fn train(
             images_per_sec: done as f64 / loop_start.elapsed().as_secs_f64(),
         });
         if step % opts.checkpoint_every == 0 || step == opts.steps {
-            log.flush().map_err(ckpt_err)?;
+            log.flush().map_err(log_err)?;
             save_checkpoint(&opts.out, &model, &ema, &optim, &state)?;
         }
     }
     WeightMap::save_safetensors(&ema.net.export(), &opts.out.join("model.safetensors"))
-        .map_err(ckpt_err)?;
-    std::fs::write(opts.out.join("model.json"), opts.unet.to_json()).map_err(ckpt_err)?;
+        .map_err(|e| TrainError::checkpoint_from("cannot save the trained weights", e))?;
+    let config_path = opts.out.join("model.json");
+    std::fs::write(&config_path, opts.unet.to_json()).map_err(|e| io_err(&config_path, e))?;
     let final_loss =
         state.recent_losses.iter().sum::<f64>() / state.recent_losses.len().max(1) as f64;
     Ok(TrainSummary {
@@ -668,25 +727,28 @@ fn save_checkpoint(
         ("ema.safetensors", &ema.net.export()),
     ] {
         let path = tmp.join(name);
-        WeightMap::save_safetensors(tensors, &path).map_err(ckpt_err)?;
+        WeightMap::save_safetensors(tensors, &path)
+            .map_err(|e| TrainError::checkpoint_from("cannot save the weights", e))?;
         sync_file(&path)?;
     }
     let bytes = optim
         .into_bytes()
-        .map_err(|e| ckpt_err(format!("optimizer state: {e:?}")))?;
+        .map_err(|e| TrainError::checkpoint_from("cannot serialise the optimizer state", e))?;
     write_synced(&tmp.join("optim.bpk"), &bytes[..])?;
+    let state_path = tmp.join("state.json");
     write_synced(
-        &tmp.join("state.json"),
-        &serde_json::to_vec(state).map_err(ckpt_err)?,
+        &state_path,
+        &serde_json::to_vec(state).map_err(|e| io_err(&state_path, e))?,
     )?;
     sync_dir(&tmp);
     let manifest = Manifest {
         step: state.step,
         files: CHECKPOINT_FILES.iter().map(|f| f.to_string()).collect(),
     };
+    let marker = tmp.join(MARKER);
     write_synced(
-        &tmp.join(MARKER),
-        &serde_json::to_vec(&manifest).map_err(ckpt_err)?,
+        &marker,
+        &serde_json::to_vec(&manifest).map_err(|e| io_err(&marker, e))?,
     )?;
     sync_dir(&tmp);
     remove_dir_if_present(&old).map_err(|e| io_err(&old, e))?;

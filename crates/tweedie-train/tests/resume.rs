@@ -126,6 +126,17 @@ fn empty_data_folder_is_an_error() {
     std::fs::remove_dir_all(&root).ok();
 }
 
+/// The error and its causes, `: `-joined, as the CLI prints them.
+fn chain_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 fn fresh_root(name: &str) -> PathBuf {
     let root = std::env::temp_dir().join(format!("tweedie-train-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
@@ -339,9 +350,7 @@ fn bad_crop_and_grad_clip_are_errors() {
     let run = |f: &dyn Fn(&mut TrainOptions)| {
         let mut o = options(&root, "run", 1);
         f(&mut o);
-        train(&o, Start::New, &device, &mut |_| {})
-            .unwrap_err()
-            .to_string()
+        chain_text(&train(&o, Start::New, &device, &mut |_| {}).unwrap_err())
     };
     let err = run(&|o| o.crop = Some(0));
     assert!(err.contains("crop") && err.contains("≥ 1"), "{err}");

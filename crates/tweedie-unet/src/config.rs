@@ -2,19 +2,28 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use tweedie_core::InvalidParameter;
 
 /// Errors reading or validating a UNet config.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read or parsed.
-    #[error("{path}: {reason}")]
+    /// The file could not be read, or what it holds is not a valid config (the source says
+    /// which).
+    #[error("{path}")]
     File {
         /// The file.
         path: String,
-        /// Why.
-        reason: String,
+        /// The I/O error, or the [`ConfigError`] of its content.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
-    /// The values are inconsistent or unsupported.
+    /// The text is not JSON, or not an object of `create_model` arguments.
+    #[error("invalid UNet config JSON")]
+    Json(#[from] serde_json::Error),
+    /// One argument is out of its range.
+    #[error(transparent)]
+    Parameter(#[from] InvalidParameter),
+    /// The values are inconsistent with each other, or the network would not fit.
     #[error("invalid UNet config: {0}")]
     Invalid(String),
 }
@@ -28,16 +37,21 @@ enum ListArg {
 }
 
 impl ListArg {
-    fn values(&self) -> Result<Vec<f64>, ConfigError> {
+    /// The numbers of the list given as argument `name`.
+    fn values(&self, name: &'static str) -> Result<Vec<f64>, ConfigError> {
         match self {
             ListArg::Numbers(v) => Ok(v.clone()),
             ListArg::Text(s) if s.trim().is_empty() => Ok(Vec::new()),
             ListArg::Text(s) => s
                 .split(',')
                 .map(|p| {
-                    p.trim()
-                        .parse::<f64>()
-                        .map_err(|_| ConfigError::Invalid(format!("cannot parse list {s:?}")))
+                    p.trim().parse::<f64>().map_err(|_| {
+                        ConfigError::from(InvalidParameter::new(
+                            name,
+                            format!("{s:?}"),
+                            "must be a comma-separated list of numbers",
+                        ))
+                    })
                 })
                 .collect(),
         }
@@ -151,25 +165,23 @@ impl UNetConfig {
     /// `guided_diffusion_create_model_args` (the fixture layout).
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let err = |reason: String| ConfigError::File {
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| ConfigError::File {
             path: path.display().to_string(),
-            reason,
+            source,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let cfg = Self::from_json_str(&text).map_err(|e| err(e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.into()))?;
+        let cfg = Self::from_json_str(&text).map_err(|e| err(e.into()))?;
         Ok(cfg)
     }
 
     /// Parses JSON text (see [`UNetConfig::from_json_file`]).
     pub fn from_json_str(text: &str) -> Result<Self, ConfigError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_str(text)?;
         let args = value
             .get("guided_diffusion_create_model_args")
             .cloned()
             .unwrap_or(value);
-        let cfg: Self =
-            serde_json::from_value(args).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let cfg: Self = serde_json::from_value(args)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -181,7 +193,7 @@ impl UNetConfig {
 
     /// Channel multipliers, resolving the empty default as guided-diffusion does.
     pub fn channel_mult(&self) -> Result<Vec<f64>, ConfigError> {
-        let v = self.channel_mult.values()?;
+        let v = self.channel_mult.values("channel_mult")?;
         if !v.is_empty() {
             return Ok(v);
         }
@@ -192,9 +204,12 @@ impl UNetConfig {
             64 => vec![1.0, 2.0, 3.0, 4.0],
             32 => vec![1.0, 2.0, 2.0, 2.0],
             s => {
-                return Err(ConfigError::Invalid(format!(
-                    "no default channel_mult for image_size {s}; give one"
-                )));
+                return Err(InvalidParameter::new(
+                    "image_size",
+                    s,
+                    "has no default channel_mult (32, 64, 128, 256 and 512 have one); give one",
+                )
+                .into());
             }
         })
     }
@@ -202,16 +217,18 @@ impl UNetConfig {
     /// Downsampling factors `ds = image_size / resolution` that get attention.
     pub fn attention_ds(&self) -> Result<Vec<usize>, ConfigError> {
         self.attention_resolutions
-            .values()?
+            .values("attention_resolutions")?
             .into_iter()
             .map(|r| {
                 let whole = r.is_finite() && r >= 1.0 && r.fract() == 0.0 && r <= usize::MAX as f64;
                 let ri = r as usize;
                 if !whole || !self.image_size.is_multiple_of(ri) {
-                    return Err(ConfigError::Invalid(format!(
-                        "attention resolution {r} does not divide image_size {}",
-                        self.image_size
-                    )));
+                    return Err(InvalidParameter::new(
+                        "attention_resolutions",
+                        r,
+                        format!("must divide image_size {}", self.image_size),
+                    )
+                    .into());
                 }
                 Ok(self.image_size / ri)
             })
@@ -488,14 +505,16 @@ impl UNetConfig {
         let mult = self.channel_mult()?;
         self.attention_ds()?;
         if self.class_cond {
-            return Err(ConfigError::Invalid(
-                "class_cond = true is not supported".into(),
-            ));
+            return Err(InvalidParameter::new("class_cond", true, "is not supported").into());
         }
-        if self.num_channels == 0 || self.num_res_blocks == 0 || self.image_size == 0 {
-            return Err(ConfigError::Invalid(
-                "image_size, num_channels and num_res_blocks must be ≥ 1".into(),
-            ));
+        for (name, value) in [
+            ("image_size", self.image_size),
+            ("num_channels", self.num_channels),
+            ("num_res_blocks", self.num_res_blocks),
+        ] {
+            if value == 0 {
+                return Err(InvalidParameter::new(name, value, "must be ≥ 1").into());
+            }
         }
         let levels = mult.len() as u32;
         let factor = 2usize.checked_pow(levels.saturating_sub(1));
@@ -545,10 +564,9 @@ impl UNetConfig {
             }
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(ConfigError::Invalid(format!(
-                "dropout {} is outside [0, 1)",
-                self.dropout
-            )));
+            return Err(
+                InvalidParameter::new("dropout", self.dropout, "must lie in [0, 1)").into(),
+            );
         }
         Ok(())
     }

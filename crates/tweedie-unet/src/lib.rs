@@ -14,4 +14,4 @@ mod weights;
 pub use config::{ConfigError, UNetConfig};
 pub use layers::{Export, Init, ParamSource, RandomInit};
 pub use unet::{UNet, UNetEps, UNetLoadError};
-pub use weights::{WeightError, WeightMap};
+pub use weights::{BoxedSource, WeightError, WeightMap};

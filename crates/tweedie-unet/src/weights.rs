@@ -4,16 +4,31 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+/// A boxed underlying error, kept as the `source()` of a [`WeightError`].
+pub type BoxedSource = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Errors loading or saving weights.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightError {
-    /// The file could not be read or parsed.
+    /// The file is not usable (unknown format, unsupported dtype): what is wrong with it.
     #[error("{path}: {reason}")]
     File {
         /// The file.
         path: String,
         /// Why.
         reason: String,
+    },
+    /// The file could not be read, parsed or written, because of `source` (I/O,
+    /// safetensors, PyTorch pickle).
+    #[error("{path}: {context}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What failed ("cannot read", "not a valid safetensors file", …).
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: BoxedSource,
     },
     /// The checkpoint does not fit the model config.
     #[error("checkpoint {source_name} does not match the model config:\n{listing}")]
@@ -23,6 +38,21 @@ pub enum WeightError {
         /// Human-readable listing of the problems.
         listing: String,
     },
+}
+
+impl WeightError {
+    /// A [`WeightError::Io`]: `context` failed on `path` because of `source`.
+    pub fn io(
+        path: impl AsRef<Path>,
+        context: impl Into<String>,
+        source: impl Into<BoxedSource>,
+    ) -> Self {
+        WeightError::Io {
+            path: path.as_ref().display().to_string(),
+            context: context.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// A flat checkpoint: key → (shape, f32 values), plus bookkeeping of what the model used.
@@ -126,10 +156,7 @@ impl WeightMap {
     /// Reads a safetensors file. Keys under a wrapper (`state_dict.`, `model_state_dict.`,
     /// `model.`, `ema.`, `module.`) are taken out of it, as for `.pt`.
     pub fn load_safetensors(path: &Path) -> Result<Self, WeightError> {
-        let bytes = std::fs::read(path).map_err(|e| WeightError::File {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let bytes = std::fs::read(path).map_err(|e| WeightError::io(path, "cannot read", e))?;
         Self::load_safetensors_bytes(&bytes, &path.display().to_string())
     }
 
@@ -143,7 +170,7 @@ impl WeightMap {
             reason,
         };
         let st = safetensors::SafeTensors::deserialize(bytes)
-            .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+            .map_err(|e| WeightError::io(path, "not a valid safetensors file", e))?;
         let prefix = container_prefix(&st.names());
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
@@ -179,7 +206,7 @@ impl WeightMap {
         // The reader flattens nested dicts to dotted keys (`{'state_dict': {'a.weight': …}}`
         // gives `state_dict.a.weight`); `container_prefix` finds the state dict among them.
         let reader = PytorchReader::new(path)
-            .map_err(|e| err(format!("not a readable PyTorch checkpoint: {e}")))?;
+            .map_err(|e| WeightError::io(path, "not a readable PyTorch checkpoint", e))?;
         let prefix = container_prefix(
             &reader
                 .tensors()
@@ -199,7 +226,9 @@ impl WeightMap {
                 DType::BF16 => "bf16",
                 _ => continue,
             };
-            let bytes = t.read().map_err(|e| err(e.to_string()))?;
+            let bytes = t
+                .read()
+                .map_err(|e| WeightError::io(path, format!("cannot read tensor {name}"), e))?;
             let values = to_f32(&bytes, dtype).map_err(|e| err(format!("{name}: {e}")))?;
             tensors.insert(key.to_string(), (t.shape().to_vec(), values));
         }
@@ -211,10 +240,6 @@ impl WeightMap {
         tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
         path: &Path,
     ) -> Result<(), WeightError> {
-        let err = |reason: String| WeightError::File {
-            path: path.display().to_string(),
-            reason,
-        };
         let bytes: BTreeMap<&String, Vec<u8>> = tensors
             .iter()
             .map(|(k, (_, v))| (k, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
@@ -231,14 +256,16 @@ impl WeightMap {
                 (k.clone(), view)
             })
             .collect();
-        let data = safetensors::serialize(views, None).map_err(|e| err(e.to_string()))?;
+        let data = safetensors::serialize(views, None)
+            .map_err(|e| WeightError::io(path, "cannot serialise", e))?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| WeightError::io(path, "cannot create its folder", e))?;
         }
         let tmp = path.with_extension("safetensors.tmp");
         std::fs::write(&tmp, data)
             .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| err(e.to_string()))
+            .map_err(|e| WeightError::io(path, "cannot write", e))
     }
 
     /// Where these weights came from.

@@ -23,7 +23,7 @@
 
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use tweedie_core::NoiseSource;
+use tweedie_core::{InvalidParameter, NoiseSource};
 use tweedie_metrics::{MetricError, psnr};
 use tweedie_operators::{Operator, OperatorError, OperatorSpec, Resizer, build, measure};
 
@@ -48,15 +48,8 @@ pub enum CalibrationError {
         dims: [usize; 4],
     },
     /// A search target or setting was out of range.
-    #[error("invalid {name} = {value}: {reason}")]
-    Invalid {
-        /// Parameter name.
-        name: &'static str,
-        /// Offending value.
-        value: String,
-        /// Why.
-        reason: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] InvalidParameter),
 }
 
 /// Motion-blur trajectory intensity used at every size (DPS: 0.5).
@@ -348,11 +341,7 @@ pub fn search(
 ) -> Result<Setting, CalibrationError> {
     let side = check_images(images, "calibration")?;
     if target_psnr.is_nan() {
-        return Err(CalibrationError::Invalid {
-            name: "target PSNR",
-            value: target_psnr.to_string(),
-            reason: "must be a number".into(),
-        });
+        return Err(InvalidParameter::new("target PSNR", target_psnr, "must be a number").into());
     }
     let n = images.len();
     let eval = |spec: OperatorSpec, value: f64| -> Result<Setting, CalibrationError> {
@@ -364,10 +353,13 @@ pub fn search(
             .into_iter()
             .map(|(s, v)| eval(s, v))
             .collect::<Result<Vec<_>, _>>()?;
-        closest(settings, target_psnr).ok_or_else(|| CalibrationError::Invalid {
-            name: "image side",
-            value: side.to_string(),
-            reason: format!("too small for any {knob:?} setting"),
+        closest(settings, target_psnr).ok_or_else(|| {
+            InvalidParameter::new(
+                "image side",
+                side,
+                format!("too small for any {knob:?} setting"),
+            )
+            .into()
         })
     };
     match knob {
@@ -474,10 +466,8 @@ pub fn search(
                     images: n,
                 });
             }
-            closest(settings, target_psnr).ok_or_else(|| CalibrationError::Invalid {
-                name: "image side",
-                value: side.to_string(),
-                reason: "must be ≥ 2 to resize".into(),
+            closest(settings, target_psnr).ok_or_else(|| {
+                InvalidParameter::new("image side", side, "must be ≥ 2 to resize").into()
             })
         }
     }

@@ -127,15 +127,18 @@ pub fn table(runs: &[NfeRun]) -> String {
     md
 }
 
+/// One operator's row of [`fastest_within`]: `(op, reference run, fastest run, speed-up)`.
+pub type Fastest<'r> = (String, &'r NfeRun, Option<(&'r NfeRun, f64)>);
+
 /// For each operator: the fastest run within `tolerance_db` of the PSNR of `reference` at
 /// `reference_steps` steps, with its speed-up over that reference (`None` when no run reaches
 /// it or the reference diverged). Returns `(op, reference run, fastest run, speed-up)`.
-pub fn fastest_within<'r>(
-    runs: &'r [NfeRun],
+pub fn fastest_within(
+    runs: &[NfeRun],
     reference: Method,
     reference_steps: usize,
     tolerance_db: f64,
-) -> Vec<(String, &'r NfeRun, Option<(&'r NfeRun, f64)>)> {
+) -> Vec<Fastest<'_>> {
     let mut ops: Vec<&str> = runs.iter().map(|r| r.op.as_str()).collect();
     ops.dedup();
     ops.into_iter()

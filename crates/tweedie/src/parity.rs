@@ -39,6 +39,18 @@ pub enum FixtureError {
         /// What is wrong.
         reason: String,
     },
+    /// A file's content could not be parsed, or its settings give no chain: what, with the
+    /// underlying error (JSON, safetensors, schedule) as its source.
+    #[error("{path}: {context}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The operator could not be built.
     #[error(transparent)]
     Operator(#[from] tweedie_operators::OperatorError),
@@ -87,11 +99,19 @@ impl DpsFixture {
             path: p.to_path_buf(),
             reason,
         };
+        let invalid = |p: &Path, context: &str, e: Box<dyn std::error::Error + Send + Sync>| {
+            FixtureError::Invalid {
+                path: p.to_path_buf(),
+                context: context.into(),
+                source: e,
+            }
+        };
         let settings: DpsFixtureSettings = serde_json::from_slice(&read(json)?)
-            .map_err(|e| format(json, format!("not a DPS fixture settings file: {e}")))?;
+            .map_err(|e| invalid(json, "not a DPS fixture settings file", e.into()))?;
         let path = json.with_extension("safetensors");
         let bytes = read(&path)?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| format(&path, e.to_string()))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| invalid(&path, "not a valid safetensors file", e.into()))?;
         let mut tensors = Vec::new();
         for (name, view) in st.tensors() {
             if view.dtype() != safetensors::Dtype::F32 {
@@ -325,9 +345,14 @@ pub fn check_dps_case(
 ) -> Result<DpsCaseReport, FixtureError> {
     let schedule = Schedule::linear_default();
     let s = &fx.settings;
-    let chain = schedule
-        .chain(schedule.num_steps(), s.steps)
-        .map_err(|e| fx.format_error(e.to_string()))?;
+    let chain =
+        schedule
+            .chain(schedule.num_steps(), s.steps)
+            .map_err(|e| FixtureError::Invalid {
+                path: fx.path.clone(),
+                context: format!("no chain of {} steps", s.steps),
+                source: e.into(),
+            })?;
     let ours: Vec<usize> = chain.iter().map(|tr| tr.t - 1).collect();
     if ours != s.timesteps {
         return Err(fx.format_error(format!(

@@ -4,7 +4,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use tweedie_core::diffusion::StepVariance;
 use tweedie_core::{EpsModel, NoiseSource, Schedule};
-use tweedie_metrics::{Lpips, psnr, ssim};
+use tweedie_metrics::{Lpips, LpipsError, MetricError, psnr, ssim};
 use tweedie_operators::{Operator, OperatorSpec, build, measure};
 use tweedie_samplers::{ChainOptions, Denoiser, Observer, Problem, SampleError};
 
@@ -17,9 +17,12 @@ pub enum TaskError {
     /// Operator construction failure.
     #[error(transparent)]
     Operator(#[from] tweedie_operators::OperatorError),
-    /// Metric failure.
-    #[error("metrics: {0}")]
-    Metric(String),
+    /// A pixel metric (PSNR, SSIM) failed.
+    #[error("metrics")]
+    Metric(#[from] MetricError),
+    /// LPIPS failed.
+    #[error("metrics")]
+    Lpips(#[from] LpipsError),
     /// A measured image whose size does not fit the operator (sizes are width×height).
     #[error(
         "the measurement is {}×{} but {operator} of {}×{} images measures {}×{}",
@@ -74,14 +77,13 @@ pub fn score(
     x: &Tensor<4>,
     reference: &Tensor<4>,
 ) -> Result<Vec<Scores>, TaskError> {
-    let m = |e: String| TaskError::Metric(e);
-    let p = psnr(x, reference).map_err(|e| m(e.to_string()))?;
+    let p = psnr(x, reference)?;
     let s = if x.dims()[2] >= 11 && x.dims()[3] >= 11 {
-        ssim(x, reference).map_err(|e| m(e.to_string()))?
+        ssim(x, reference)?
     } else {
         vec![f64::NAN; p.len()]
     };
-    let l = lpips.distance(x, reference).map_err(|e| m(e.to_string()))?;
+    let l = lpips.distance(x, reference)?;
     Ok(p.into_iter()
         .zip(s)
         .zip(l)
