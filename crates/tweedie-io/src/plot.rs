@@ -155,10 +155,16 @@ fn draw_panel<DB: DrawingBackend>(
         }};
     }
     if panel.log_x {
-        let x0 = x0.max(points().map(|p| p.0).fold(f64::INFINITY, f64::min) * 0.8);
+        // Ticks at the data's own x values (e.g. 20, 50, 100, 250, 1000 steps).
+        let mut keys: Vec<f64> = points().map(|p| p.0).filter(|x| *x > 0.0).collect();
+        keys.sort_by(f64::total_cmp);
+        keys.dedup();
+        let lo = keys.first().copied().unwrap_or(1.0) * 0.8;
+        let hi = keys.last().copied().unwrap_or(10.0) * 1.25;
+        use plotters::coord::combinators::BindKeyPoints;
         body!(
             builder
-                .build_cartesian_2d((x0..x1 * 1.2).log_scale(), y0..y1)
+                .build_cartesian_2d((lo..hi).log_scale().with_key_points(keys), y0..y1)
                 .map_err(|e| e.to_string())?
         );
     } else {
