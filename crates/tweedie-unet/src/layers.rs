@@ -96,6 +96,9 @@ pub struct Conv {
     bias: Param<Tensor<1>>,
     stride: usize,
     padding: usize,
+    /// The checkpoint key prefix, set once when the layer is built and read by `export`.
+    #[module(skip)]
+    key: String,
 }
 
 impl Conv {
@@ -138,6 +141,7 @@ impl Conv {
             ),
             stride,
             padding: k / 2,
+            key: prefix.to_string(),
         }
     }
     /// Applies the convolution.
@@ -150,8 +154,9 @@ impl Conv {
             ConvOptions::new([s, s], [p, p], [1, 1], 1),
         )
     }
-    /// Exports under `prefix`.
-    pub fn export(&self, prefix: &str, out: &mut Export) {
+    /// Exports under the key it was built with.
+    pub fn export(&self, out: &mut Export) {
+        let prefix = &self.key;
         export(
             out,
             format!("{prefix}.weight"),
@@ -174,6 +179,9 @@ pub struct Linear {
     weight: Param<Tensor<2>>,
     bias: Param<Tensor<1>>,
     kernel1d: bool,
+    /// The checkpoint key prefix, set once when the layer is built and read by `export`.
+    #[module(skip)]
+    key: String,
 }
 
 impl Linear {
@@ -206,6 +214,7 @@ impl Linear {
             weight,
             bias: param(src, &format!("{prefix}.bias"), [cout], init, device),
             kernel1d,
+            key: prefix.to_string(),
         }
     }
     /// `x Wᵀ + b` over the last dimension of `[N, in]`.
@@ -213,8 +222,9 @@ impl Linear {
         let [o] = self.bias.val().dims();
         x.matmul(self.weight.val().transpose()) + self.bias.val().reshape([1, o])
     }
-    /// Exports under `prefix`.
-    pub fn export(&self, prefix: &str, out: &mut Export) {
+    /// Exports under the key it was built with.
+    pub fn export(&self, out: &mut Export) {
+        let prefix = &self.key;
         let [o, i] = self.weight.val().dims();
         let shape = if self.kernel1d {
             vec![o, i, 1]
@@ -232,6 +242,9 @@ pub struct GroupNorm {
     weight: Param<Tensor<1>>,
     bias: Param<Tensor<1>>,
     groups: usize,
+    /// The checkpoint key prefix, set once when the layer is built and read by `export`.
+    #[module(skip)]
+    key: String,
 }
 
 impl GroupNorm {
@@ -253,6 +266,7 @@ impl GroupNorm {
                 device,
             ),
             groups: 32,
+            key: prefix.to_string(),
         }
     }
     /// Normalises `[B, C, H, W]` per group.
@@ -319,8 +333,9 @@ impl GroupNorm {
         }
         (gain, offset)
     }
-    /// Exports under `prefix`.
-    pub fn export(&self, prefix: &str, out: &mut Export) {
+    /// Exports under the key it was built with.
+    pub fn export(&self, out: &mut Export) {
+        let prefix = &self.key;
         let c = self.weight.val().dims()[0];
         export(out, format!("{prefix}.weight"), &self.weight, vec![c]);
         export(out, format!("{prefix}.bias"), &self.bias, vec![c]);

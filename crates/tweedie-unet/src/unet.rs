@@ -115,14 +115,14 @@ impl ResBlock {
         x + h
     }
 
-    fn export(&self, p: &str, out: &mut Export) {
-        self.in_norm.export(&format!("{p}.in_layers.0"), out);
-        self.in_conv.export(&format!("{p}.in_layers.2"), out);
-        self.emb.export(&format!("{p}.emb_layers.1"), out);
-        self.out_norm.export(&format!("{p}.out_layers.0"), out);
-        self.out_conv.export(&format!("{p}.out_layers.3"), out);
+    fn export(&self, out: &mut Export) {
+        self.in_norm.export(out);
+        self.in_conv.export(out);
+        self.emb.export(out);
+        self.out_norm.export(out);
+        self.out_conv.export(out);
         if let Some(s) = &self.skip {
-            s.export(&format!("{p}.skip_connection"), out);
+            s.export(out);
         }
     }
 }
@@ -200,10 +200,10 @@ impl Attention {
         x + out
     }
 
-    fn export(&self, p: &str, out: &mut Export) {
-        self.norm.export(&format!("{p}.norm"), out);
-        self.qkv.export(&format!("{p}.qkv"), out);
-        self.proj.export(&format!("{p}.proj_out"), out);
+    fn export(&self, out: &mut Export) {
+        self.norm.export(out);
+        self.qkv.export(out);
+        self.proj.export(out);
     }
 }
 
@@ -282,17 +282,17 @@ impl Layer {
         }
     }
 
-    fn export(&self, p: &str, out: &mut Export) {
+    fn export(&self, out: &mut Export) {
         if let Some(c) = &self.conv {
-            c.export(p, out);
+            c.export(out);
         } else if let Some(r) = &self.res {
-            r.export(p, out);
+            r.export(out);
         } else if let Some(a) = &self.attn {
-            a.export(p, out);
+            a.export(out);
         } else if let Some(c) = &self.down {
-            c.export(&format!("{p}.op"), out);
+            c.export(out);
         } else if let Some(c) = &self.up {
-            c.export(&format!("{p}.conv"), out);
+            c.export(out);
         }
     }
 }
@@ -310,9 +310,9 @@ impl Block {
         }
         x
     }
-    fn export(&self, p: &str, out: &mut Export) {
-        for (i, l) in self.layers.iter().enumerate() {
-            l.export(&format!("{p}.{i}"), out);
+    fn export(&self, out: &mut Export) {
+        for l in &self.layers {
+            l.export(out);
         }
     }
 }
@@ -557,18 +557,19 @@ impl UNet {
 
     /// Every parameter under its guided-diffusion key.
     pub fn export(&self) -> Export {
+        // Every layer exports under the key it was loaded from (set once, in `build`).
         let mut out = Export::new();
-        self.time1.export("time_embed.0", &mut out);
-        self.time2.export("time_embed.2", &mut out);
-        for (i, b) in self.input_blocks.iter().enumerate() {
-            b.export(&format!("input_blocks.{i}"), &mut out);
+        self.time1.export(&mut out);
+        self.time2.export(&mut out);
+        for b in &self.input_blocks {
+            b.export(&mut out);
         }
-        self.middle.export("middle_block", &mut out);
-        for (i, b) in self.output_blocks.iter().enumerate() {
-            b.export(&format!("output_blocks.{i}"), &mut out);
+        self.middle.export(&mut out);
+        for b in &self.output_blocks {
+            b.export(&mut out);
         }
-        self.out_norm.export("out.0", &mut out);
-        self.out_conv.export("out.2", &mut out);
+        self.out_norm.export(&mut out);
+        self.out_conv.export(&mut out);
         out
     }
 
