@@ -141,7 +141,7 @@ impl<'a> Observer<'a> {
 /// value), so 1000 leaves room for any guidance that still converges.
 pub const DIVERGENCE_BOUND: f64 = 1e3;
 
-/// Runs `rule` over every transition of `chain`, starting from `x` = x_{chain[0].t}: after each
+/// Runs `rule` over every transition of `chain`, starting from `x` = `x_{chain[0].t}`: after each
 /// step the state is checked (NaN/Inf or |x| > [`DIVERGENCE_BOUND`] stops the chain with
 /// [`SampleError::Diverged`] naming the step), x̂0 is kept every `snapshot_every` steps (0 =
 /// never; the last step is always kept when > 0), and the observer is told.

@@ -7,7 +7,7 @@ use tweedie_core::NoiseSource;
 
 /// x_T ~ N(0, I); for t = T … 1: x̂0 = Tweedie(x_t), x_{t−1} = ancestral step (z = 0 at t = 1).
 ///
-/// Any [`EpsModel`] will do: here the exact ε-predictor of a Gaussian prior stands in for a
+/// Any [`EpsModel`](tweedie_core::EpsModel) will do: here the exact ε-predictor of a Gaussian prior stands in for a
 /// network, so the samples' distribution is known.
 ///
 /// ```

@@ -6,7 +6,7 @@ use tweedie_core::Schedule;
 
 /// Weight of the per-timestep VLB term in the hybrid loss: guided-diffusion's `RESCALED_MSE`
 /// multiplies it by T/1000. This *is* Improved DDPM's λ = 0.001 on the full bound
-/// L_vlb = Σ_t L_t ≈ T·E_t[L_t]: λ·T·E_t[L_t] = (T/1000)·E_t[L_t] (1 for T = 1000), so no
+/// L_vlb = Σ_t L_t ≈ T·E_t(L_t): λ·T·E_t(L_t) = (T/1000)·E_t(L_t) (1 for T = 1000), so no
 /// further 0.001 applies.
 pub fn vlb_weight(schedule: &Schedule) -> f64 {
     schedule.num_steps() as f64 / 1000.0
