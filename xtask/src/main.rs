@@ -182,8 +182,31 @@ fn main() -> Result<()> {
             if let Some(vgg) = vgg {
                 report.extend(["--lpips-vgg".to_string(), vgg.display().to_string()]);
             }
+            // Quality against steps (DPS, DiffPIR, DDNM on box inpainting and Gaussian
+            // deblurring, 4 faces): 20 and 100 steps by default (≈ 3 min), 20–1000 with --full.
+            // Same model, faces and strengths as the report, which shows its table and plot.
+            let nfe_out = format!("{}/nfe", report[2]);
+            let mut nfe: Vec<String> = vec![
+                "nfe".into(),
+                "--out".into(),
+                nfe_out.clone(),
+                "--n-faces".into(),
+                "4".into(),
+                "--nfe-steps".into(),
+                if full { "20,50,100,250,1000" } else { "20,100" }.into(),
+            ];
+            let mut rest = report[3..].iter();
+            while let Some(a) = rest.next() {
+                if a == "--lpips-vgg" {
+                    rest.next();
+                } else {
+                    nfe.push(a.clone());
+                }
+            }
+            report.extend(["--nfe".to_string(), nfe_out]);
             report.extend(args);
             let bin = build_cli(&features)?;
+            run(&bin, &nfe)?;
             run(&bin, &report)
         }
         "bench" if take_flag(&mut args, "--compare") => bench_compare(args),
