@@ -27,7 +27,7 @@ fn randn<const D: usize>(shape: [usize; D], d: &Device) -> Tensor<D> {
 
 /// One element, so that reading it costs nothing next to the op.
 fn first<const D: usize>(x: Tensor<D>) -> f32 {
-    x.flatten::<1>(0, D - 1).slice([0..1]).into_scalar::<f32>()
+    x.flatten::<1>(0, D - 1).slice(0..1).into_scalar::<f32>()
 }
 
 /// GroupNorm(32) without affine, composed from primitive ops as a model would write it.
@@ -130,7 +130,7 @@ pub fn run() {
     };
     let fused_ad = best(|| {
         let qa = q.clone().autodiff().require_grad();
-        let y = attention(qa.clone(), qa.clone(), qa.clone(), None, None, opts.clone());
+        let y = attention(qa.clone(), qa.clone(), qa.clone(), None, None, opts);
         first(qa.grad(&y.sum().backward()).unwrap())
     });
     let plain_ad = best(|| {
@@ -146,7 +146,7 @@ pub fn run() {
             q.clone(),
             None,
             None,
-            opts.clone()
+            opts
         ))),
         best(|| first(attention_plain(q.clone(), q.clone(), q.clone(), scale))),
     );
