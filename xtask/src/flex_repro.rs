@@ -140,14 +140,7 @@ pub fn run() {
     });
     println!(
         "attention [{b},{h},{t},{ch}]: fused {:.2}   plain {:.2}   | autodiff fwd+bwd: fused {fused_ad:.2}   plain {plain_ad:.2}",
-        best(|| first(attention(
-            q.clone(),
-            q.clone(),
-            q.clone(),
-            None,
-            None,
-            opts
-        ))),
+        best(|| first(attention(q.clone(), q.clone(), q.clone(), None, None, opts))),
         best(|| first(attention_plain(q.clone(), q.clone(), q.clone(), scale))),
     );
 
