@@ -7,7 +7,6 @@ use crate::output::check_out;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
-use tweedie::calibrate::Calibration;
 use tweedie::nfe::{NfeRun, fastest_within, plot, sweep, table};
 use tweedie::tasks::Method;
 use tweedie_core::Schedule;
@@ -56,16 +55,6 @@ pub struct NfeArgs {
     /// operator, run as separate jobs) into one table, plot and JSON in `--out`.
     #[arg(long, num_args = 1.., value_name = "NFE_JSON")]
     pub merge: Vec<PathBuf>,
-}
-
-/// Reads the calibrations of a `tweedie calibrate` file.
-pub fn read_calibrations(path: &std::path::Path) -> Result<Vec<Calibration>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    serde_json::from_value(v["calibrations"].clone())
-        .with_context(|| format!("{} has no calibrations list", path.display()))
 }
 
 /// The settings of one run of a sweep: the command line's, with `steps`; DPS's ζ × 1000/steps
@@ -163,7 +152,7 @@ pub fn run(a: NfeArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let x = tweedie_io::to_tensor(&faces, &device)?;
     let calibrations = match &a.calibration {
-        Some(p) => read_calibrations(p)?,
+        Some(p) => crate::operator_args::read_calibrations(p, size)?.1,
         None => Vec::new(),
     };
     let ops = a

@@ -188,3 +188,25 @@ pub fn operator_spec(
         None => (OperatorSpec::dps_default(&op.name(), size)?, "pixel-scaled"),
     })
 }
+
+/// Reads a `tweedie calibrate --out` file made for `size`-px images: the whole JSON and its
+/// calibrations. A file made for another size is refused (its strengths would be wrong).
+pub fn read_calibrations(
+    path: &std::path::Path,
+    size: usize,
+) -> Result<(serde_json::Value, Vec<tweedie::calibrate::Calibration>)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--calibration {}: {e}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("--calibration {}: {e}", path.display()))?;
+    if v["size"].as_u64() != Some(size as u64) {
+        bail!(
+            "--calibration {} was made for {} px images, the model is {size} px",
+            path.display(),
+            v["size"]
+        );
+    }
+    let cals = serde_json::from_value(v["calibrations"].clone())
+        .map_err(|e| anyhow::anyhow!("--calibration {}: {e}", path.display()))?;
+    Ok((v, cals))
+}

@@ -200,25 +200,11 @@ pub fn run(a: ReportArgs) -> Result<()> {
     }
 
     // Tasks 4–6.
-    let calibration: Option<(serde_json::Value, Vec<Calibration>)> = match &a.calibration {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| anyhow::anyhow!("--calibration {}: {e}", p.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("--calibration {}: {e}", p.display()))?;
-            if v["size"].as_u64() != Some(size as u64) {
-                bail!(
-                    "--calibration {} was made for {} px images, the model is {size} px",
-                    p.display(),
-                    v["size"]
-                );
-            }
-            let cals: Vec<Calibration> = serde_json::from_value(v["calibrations"].clone())
-                .map_err(|e| anyhow::anyhow!("--calibration {}: {e}", p.display()))?;
-            Some((v, cals))
-        }
-        None => None,
-    };
+    let calibration: Option<(serde_json::Value, Vec<Calibration>)> = a
+        .calibration
+        .as_deref()
+        .map(|p| crate::operator_args::read_calibrations(p, size))
+        .transpose()?;
     let calibrations: &[Calibration] = calibration.as_ref().map_or(&[], |(_, c)| c);
     let vgg = a
         .lpips_vgg

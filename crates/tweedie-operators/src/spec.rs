@@ -107,6 +107,19 @@ pub const DPS_OPERATOR_NAMES: &[&str] = &[
 ];
 
 impl OperatorSpec {
+    /// Whether the operator is a mask (inpainting: A = A², y is an image whose missing pixels
+    /// carry nothing).
+    pub fn is_mask(&self) -> bool {
+        matches!(
+            self,
+            OperatorSpec::InpaintBox { .. }
+                | OperatorSpec::InpaintRandom { .. }
+                | OperatorSpec::InpaintRandomBox { .. }
+                | OperatorSpec::InpaintRandomRange { .. }
+                | OperatorSpec::InpaintMask { .. }
+        )
+    }
+
     /// The DPS paper's settings, scaled to an image of side `side` (their values are for 256):
     /// `name` ∈ [`DPS_OPERATOR_NAMES`]:
     /// - `identity`;

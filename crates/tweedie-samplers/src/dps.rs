@@ -72,14 +72,7 @@ impl DpsStep {
 /// The DPS configs' `scale` for an operator: 0.5 for inpainting (boxes, random pixels, masks),
 /// 0.3 for Gaussian blur, motion blur and super-resolution (and anything else).
 pub fn dps_config_scale(op: &OperatorSpec) -> f64 {
-    match op {
-        OperatorSpec::InpaintBox { .. }
-        | OperatorSpec::InpaintRandom { .. }
-        | OperatorSpec::InpaintRandomBox { .. }
-        | OperatorSpec::InpaintRandomRange { .. }
-        | OperatorSpec::InpaintMask { .. } => 0.5,
-        _ => 0.3,
-    }
+    if op.is_mask() { 0.5 } else { 0.3 }
 }
 
 /// Diffusion Posterior Sampling (Chung et al., ICLR 2023; Task 6): x_T ~ N(0, I), then

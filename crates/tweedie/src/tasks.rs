@@ -295,18 +295,6 @@ pub fn is_random(op: &OperatorSpec) -> bool {
     )
 }
 
-/// Whether `op` is a mask (A = A², y is an image whose missing pixels carry nothing).
-fn is_mask(op: &OperatorSpec) -> bool {
-    matches!(
-        op,
-        OperatorSpec::InpaintBox { .. }
-            | OperatorSpec::InpaintRandom { .. }
-            | OperatorSpec::InpaintRandomBox { .. }
-            | OperatorSpec::InpaintRandomRange { .. }
-            | OperatorSpec::InpaintMask { .. }
-    )
-}
-
 /// The `[height, width]` of A(x) for `[height, width]` images (e.g. `[8, 8]` for ×4
 /// super-resolution of 32×32 images).
 pub fn measurement_size(op: &dyn Operator, image_size: [usize; 2], device: &Device) -> [usize; 2] {
@@ -368,7 +356,7 @@ fn measured_with(
             operator: operator.describe(),
         });
     }
-    let y = if is_mask(spec) {
+    let y = if spec.is_mask() {
         operator.forward(y.clone())
     } else {
         y.clone()
