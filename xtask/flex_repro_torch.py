@@ -36,7 +36,7 @@ for b, c, s in [(1, 128, 16), (1, 64, 32), (32, 64, 32)]:
         xa = x.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(F.conv2d(xa, w, bias, padding=1).sum(), xa)
     gflop = 2 * b * c * c * 9 * s * s / 1e9
-    print(f"conv3x3 [{b},{c},{s},{s}] {c}→{c}: forward {fwd:.2} ({gflop / (fwd / 1e3):.1f} GFLOP/s)   forward + input grad {best(fb):.2f}")
+    print(f"conv3x3 [{b},{c},{s},{s}] {c}→{c}: forward {fwd:.2f} ({gflop / (fwd / 1e3):.1f} GFLOP/s)   forward + input grad {best(fb):.2f}")
 q = torch.randn(8, 4, 256, 32)
 with torch.no_grad():
     sdpa = best(lambda: F.scaled_dot_product_attention(q, q, q))
