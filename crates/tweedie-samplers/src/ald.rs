@@ -5,7 +5,7 @@ use crate::dps::measurement_gradient;
 use crate::solver::non_negative;
 use crate::{
     ChainOptions, Denoiser, Knobs, Observer, Problem, SampleError, Solution, Solver, Step,
-    StepRule, ancestral_step, drive,
+    StepRule, ancestral_step, solve_from_noise,
 };
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -122,27 +122,13 @@ impl Solver for ScoreAld {
         check_eta(chain)?;
         problem.check()?;
         non_negative("scale", self.scale)?;
-        let transitions = den.schedule.chain(den.schedule.num_steps(), chain.steps)?;
-        let x_t = noise.normal(shape, &problem.y.device());
         let mut rule = AldSampler {
             ald: self,
             problem,
             sigma: problem.sigma.max(1e-3),
             chain,
         };
-        let output = drive(
-            &mut rule,
-            den,
-            x_t,
-            &transitions,
-            chain.snapshot_every,
-            noise,
-            observer,
-        )?;
-        Ok(Solution {
-            output,
-            initialisation: problem.op.initialise(problem.y.clone()),
-        })
+        solve_from_noise(&mut rule, den, problem, shape, chain, noise, observer)
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::chain::check_eta;
 use crate::{
     ChainOptions, Denoiser, Knobs, Observer, Problem, SampleError, Solution, Solver, Step,
-    StepRule, drive,
+    StepRule, solve_from_noise,
 };
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -101,26 +101,12 @@ impl Solver for Ddnm {
         check_eta(chain)?;
         problem.check()?;
         let eta = Ddnm::unit_interval("eta", chain.eta.unwrap_or(self.eta))?;
-        let transitions = den.schedule.chain(den.schedule.num_steps(), chain.steps)?;
-        let x_t = noise.normal(shape, &problem.y.device());
         let mut rule = DdnmRule {
             eta,
             problem,
             clip: chain.clip_x0,
         };
-        let output = drive(
-            &mut rule,
-            den,
-            x_t,
-            &transitions,
-            chain.snapshot_every,
-            noise,
-            observer,
-        )?;
-        Ok(Solution {
-            output,
-            initialisation: problem.op.initialise(problem.y.clone()),
-        })
+        solve_from_noise(&mut rule, den, problem, shape, chain, noise, observer)
     }
 }
 

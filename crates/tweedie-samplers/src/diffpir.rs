@@ -6,7 +6,7 @@
 use crate::chain::check_eta;
 use crate::{
     ChainOptions, Denoiser, Knobs, Observer, Problem, SampleError, Solution, Solver, Step,
-    StepRule, drive,
+    StepRule, solve_from_noise,
 };
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -124,26 +124,12 @@ impl Solver for DiffPir {
         check_eta(chain)?;
         problem.check()?;
         self.check()?;
-        let transitions = den.schedule.chain(den.schedule.num_steps(), chain.steps)?;
-        let x_t = noise.normal(shape, &problem.y.device());
         let mut rule = DiffPirRule {
             settings: *self,
             problem,
             chain,
         };
-        let output = drive(
-            &mut rule,
-            den,
-            x_t,
-            &transitions,
-            chain.snapshot_every,
-            noise,
-            observer,
-        )?;
-        Ok(Solution {
-            output,
-            initialisation: problem.op.initialise(problem.y.clone()),
-        })
+        solve_from_noise(&mut rule, den, problem, shape, chain, noise, observer)
     }
 }
 

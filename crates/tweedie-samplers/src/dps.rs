@@ -5,7 +5,7 @@ use crate::chain::check_eta;
 use crate::solver::non_negative;
 use crate::{
     ChainOptions, Denoiser, Knobs, Observer, Preset, Problem, SampleError, Solution, Solver,
-    Step, StepRule, drive, reverse_step,
+    Step, StepRule, solve_from_noise, reverse_step,
 };
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -127,26 +127,12 @@ impl Solver for Dps {
         check_eta(chain)?;
         problem.check()?;
         non_negative("zeta", self.step.zeta())?;
-        let transitions = den.schedule.chain(den.schedule.num_steps(), chain.steps)?;
-        let x_t = noise.normal(shape, &problem.y.device());
         let mut rule = DpsSampler {
             problem,
             step: self.step,
             chain,
         };
-        let output = drive(
-            &mut rule,
-            den,
-            x_t,
-            &transitions,
-            chain.snapshot_every,
-            noise,
-            observer,
-        )?;
-        Ok(Solution {
-            output,
-            initialisation: problem.op.initialise(problem.y.clone()),
-        })
+        solve_from_noise(&mut rule, den, problem, shape, chain, noise, observer)
     }
 }
 

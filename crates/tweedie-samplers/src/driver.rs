@@ -2,7 +2,10 @@
 //! x_t → x_s), and [`drive`] owns the chain, the divergence check, the snapshots and the
 //! observer (candle's scheduler/step split; k-diffusion's callback with x and x̂0).
 
-use crate::chain::{Prediction, SampleError, SampleOutput, Snapshot, StepInfo, predict};
+use crate::chain::{
+    ChainOptions, Prediction, SampleError, SampleOutput, Snapshot, StepInfo, predict,
+};
+use crate::solver::Solution;
 use burn::tensor::Tensor;
 use tweedie_core::{EpsModel, NoiseSource, Schedule, Transition};
 use tweedie_operators::Operator;
@@ -178,6 +181,36 @@ pub fn drive(
         });
     }
     Ok(SampleOutput { x0: x, snapshots })
+}
+
+/// Runs `rule` over the whole (strided) chain from x_T ~ N(0, I) of `shape`, drawn from
+/// `noise`, and returns the output with the initialisation shown for `problem`
+/// ([`Operator::initialise`]: A⁺y, or y for blurs). DPS, Score-ALD, DiffPIR and DDNM are this
+/// with their own step; a new method's `Solver::solve` checks its settings and calls it.
+pub fn solve_from_noise(
+    rule: &mut dyn StepRule,
+    den: &Denoiser,
+    problem: &Problem,
+    shape: [usize; 4],
+    chain: &ChainOptions,
+    noise: &mut NoiseSource,
+    observer: &mut Observer,
+) -> Result<Solution, SampleError> {
+    let transitions = den.schedule.chain(den.schedule.num_steps(), chain.steps)?;
+    let x_t = noise.normal(shape, &problem.y.device());
+    let output = drive(
+        rule,
+        den,
+        x_t,
+        &transitions,
+        chain.snapshot_every,
+        noise,
+        observer,
+    )?;
+    Ok(Solution {
+        output,
+        initialisation: problem.op.initialise(problem.y.clone()),
+    })
 }
 
 fn check_bounded(x: &Tensor<4>, step: usize, total: usize, t: usize) -> Result<(), SampleError> {

@@ -20,7 +20,10 @@ pub use chain::{
 };
 pub use denoise::{Denoised, denoise};
 pub use dps::{DpsRule, DpsSampler, DpsStep, dps_config_scale, dps_step, measurement_gradient};
-pub use driver::{DIVERGENCE_BOUND, Denoiser, Observer, Problem, Step, StepRule, StepView, drive};
+pub use driver::{
+    DIVERGENCE_BOUND, Denoiser, Observer, Problem, Step, StepRule, StepView, drive,
+    solve_from_noise,
+};
 pub use generate::generate;
 pub use sdedit::sdedit;
 pub use solver::{Knobs, Preset, Solution, Solver};
