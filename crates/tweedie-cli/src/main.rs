@@ -13,6 +13,7 @@ mod evaluate;
 mod fd;
 mod generate;
 mod inputs;
+mod memorisation;
 mod metrics;
 mod model;
 mod nfe;
@@ -104,6 +105,11 @@ enum Command {
     ///
     /// Example: tweedie fd samples/ ../shared/data/celeba/val --size 32
     Fd(fd::FdArgs),
+    /// Memorisation check: each sample's distance to its nearest training image (pixel RMSE
+    /// with mirror images, and LPIPS), against the same for held-out images.
+    ///
+    /// Example: tweedie memorisation samples/ --train ../shared/data/celeba/train --val ../shared/data/celeba/val --crop 140
+    Memorisation(memorisation::MemorisationArgs),
     /// Quality against the number of steps (NFE): PSNR and LPIPS of each method at several
     /// chain lengths on the same measurements, as a table (nfe.md), a plot (nfe.png) and JSON.
     ///
@@ -128,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ParityDps(a) => parity::run_dps(a),
         Command::Calibrate(a) => calibrate::run(a),
         Command::Fd(a) => fd::run(a),
+        Command::Memorisation(a) => memorisation::run(a),
         Command::Nfe(a) => nfe::run(a),
     }
 }

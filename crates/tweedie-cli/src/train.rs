@@ -74,6 +74,70 @@ pub struct TrainArgs {
     /// L_simple + λ·L_vlb; sample with `--variance learned`). A resume must repeat it.
     #[arg(long)]
     learn_sigma: bool,
+    /// Held-out images (e.g. ../shared/data/celeba/val): every `--eval-every` steps the EMA
+    /// network's validation loss (fixed t and noise) and the FD of its samples against these
+    /// images go into OUT/eval.csv.
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Evaluation interval in steps (with `--val`).
+    #[arg(long, default_value_t = 1000, requires = "val")]
+    eval_every: usize,
+    /// Samples drawn per evaluation for FD-Alex and colour-FD against `--val` (seed 0, σ² = β;
+    /// 0: no samples, only the validation loss). FD from few samples is biased upwards: it
+    /// tracks the run; the model card's numbers use 256.
+    #[arg(long, default_value_t = 128, requires = "val")]
+    eval_samples: usize,
+    /// Strided ancestral steps per evaluation sample.
+    #[arg(long, default_value_t = 50, requires = "val")]
+    eval_sample_steps: usize,
+}
+
+/// FD-Alex and colour-FD of the EMA network's samples against the validation images, for
+/// [`tweedie_train::Evaluation::extra`].
+struct SampleFd {
+    lpips: tweedie_metrics::Lpips,
+    reference: tweedie_metrics::SetFeatures,
+    samples: usize,
+    steps: usize,
+    size: usize,
+    device: burn::tensor::Device,
+}
+
+impl SampleFd {
+    fn measure(
+        &self,
+        point: &tweedie_train::EvalPoint,
+    ) -> Result<Vec<(String, f64)>, tweedie_train::BoxedSource> {
+        let schedule = tweedie_core::Schedule::linear_default();
+        let eps = tweedie_unet::UNetEps {
+            net: point.ema.clone(),
+        };
+        let opts = tweedie_samplers::ChainOptions {
+            steps: self.steps,
+            ..Default::default()
+        };
+        let mut feats = tweedie_metrics::SetFeatures::new();
+        let mut noise = tweedie_core::NoiseSource::new(0);
+        let mut left = self.samples;
+        while left > 0 {
+            let b = left.min(64);
+            let out = tweedie_samplers::generate(
+                &tweedie_samplers::Denoiser::new(&eps, &schedule),
+                [b, 3, self.size, self.size],
+                &opts,
+                &mut noise,
+                &self.device,
+                &mut tweedie_samplers::Observer::with_progress(|_| {}),
+            )?;
+            feats.add(&self.lpips, &out.x0.clamp(-1.0, 1.0), 32)?;
+            left -= b;
+        }
+        let s = tweedie_metrics::fd_scores(&feats, &self.reference, ("samples", "--val"))?;
+        Ok(vec![
+            ("fd_alex".into(), s.fd_alex),
+            ("colour_fd".into(), s.fd_colour),
+        ])
+    }
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
@@ -119,28 +183,85 @@ pub fn run(a: TrainArgs) -> Result<()> {
     } else {
         tweedie_train::Start::New
     };
-    let summary = tweedie_train::train(&opts, start, &device, &mut |r| {
-        pb.set_position(r.step as u64);
-        pb.set_message(format!(
-            "train loss {:.4} {:.1} img/s",
-            r.loss, r.images_per_sec
-        ));
-        window.push(r.loss);
-        if plain && a.log_every > 0 && (r.step % a.log_every == 0 || r.step == r.total) {
-            let left = (r.total - r.step) as f64 * a.batch as f64 / r.images_per_sec.max(1e-9);
-            eprintln!(
-                "step {}/{}  loss {:.4} (mean of last {})  {:.1} img/s  elapsed {:.0} s  ETA {:.0} s",
-                r.step,
-                r.total,
-                window.iter().sum::<f64>() / window.len() as f64,
-                window.len(),
-                r.images_per_sec,
-                started.elapsed().as_secs_f64(),
-                left
-            );
-            window.clear();
+    // The validation set and, for FD, its AlexNet features (once).
+    let val = match &a.val {
+        Some(dir) => Some(tweedie_train::Dataset::load(
+            dir,
+            &tweedie_train::DatasetOptions {
+                size: a.size,
+                crop: a.crop,
+            },
+        )?),
+        None => None,
+    };
+    if let Some(v) = &val
+        && a.eval_every == 0
+    {
+        bail!("--eval-every must be ≥ 1 ({} validation images)", v.len());
+    }
+    let sample_fd = match &val {
+        Some(v) if a.eval_samples > 0 => {
+            if a.eval_samples < 2 || v.len() < 2 || a.eval_sample_steps == 0 {
+                bail!(
+                    "FD needs ≥ 2 samples and ≥ 2 validation images, and ≥ 1 sampling step (--eval-samples {}, {} images in --val, --eval-sample-steps {})",
+                    a.eval_samples,
+                    v.len(),
+                    a.eval_sample_steps
+                );
+            }
+            let lpips = tweedie_metrics::Lpips::alex_default(&device)?;
+            let mut reference = tweedie_metrics::SetFeatures::new();
+            for chunk in v.images().chunks(64) {
+                reference.add(&lpips, &tweedie_io::to_tensor(chunk, &device)?, 32)?;
+            }
+            Some(SampleFd {
+                lpips,
+                reference,
+                samples: a.eval_samples,
+                steps: a.eval_sample_steps,
+                size: a.size,
+                device: device.clone(),
+            })
         }
-    })?;
+        _ => None,
+    };
+    let mut extra = |p: &tweedie_train::EvalPoint| match &sample_fd {
+        Some(fd) => fd.measure(p),
+        None => Ok(Vec::new()),
+    };
+    let evaluation = val.as_ref().map(|v| tweedie_train::Evaluation {
+        every: a.eval_every,
+        val: Some(v),
+        extra: Some(&mut extra),
+    });
+    let summary = tweedie_train::train_with_eval(
+        &opts,
+        start,
+        &device,
+        &mut |r| {
+            pb.set_position(r.step as u64);
+            pb.set_message(format!(
+                "train loss {:.4} {:.1} img/s",
+                r.loss, r.images_per_sec
+            ));
+            window.push(r.loss);
+            if plain && a.log_every > 0 && (r.step % a.log_every == 0 || r.step == r.total) {
+                let left = (r.total - r.step) as f64 * a.batch as f64 / r.images_per_sec.max(1e-9);
+                eprintln!(
+                    "step {}/{}  loss {:.4} (mean of last {})  {:.1} img/s  elapsed {:.0} s  ETA {:.0} s",
+                    r.step,
+                    r.total,
+                    window.iter().sum::<f64>() / window.len() as f64,
+                    window.len(),
+                    r.images_per_sec,
+                    started.elapsed().as_secs_f64(),
+                    left
+                );
+                window.clear();
+            }
+        },
+        evaluation,
+    )?;
     pb.finish();
     std::fs::write(
         a.out.join("train_summary.json"),

@@ -1675,3 +1675,185 @@ fn parity_rejects_a_corrupt_fixture() {
     safetensors::serialize_to_file(keep, None, &dir.join("io.safetensors")).unwrap();
     fails(&["parity", dir.to_str().unwrap()], "no tensor \"t\"");
 }
+
+/// `train --val` writes `eval.csv` with the EMA weights' validation loss and the FD of their
+/// samples at every `--eval-every` steps and the last one.
+#[test]
+fn train_with_val_writes_eval_csv() {
+    let out = tmp("train-val");
+    let data = train_data(&out);
+    let run = out.join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&train_args(
+        d,
+        r,
+        &[
+            "--steps",
+            "3",
+            "--val",
+            d,
+            "--eval-every",
+            "2",
+            "--eval-samples",
+            "3",
+            "--eval-sample-steps",
+            "2",
+        ],
+    ));
+    let csv = std::fs::read_to_string(run.join("eval.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0], "step,images_seen,train_seconds,val_loss,fd_alex,colour_fd",
+        "{csv}"
+    );
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        lines[1].starts_with("2,4,") && lines[2].starts_with("3,6,"),
+        "{csv}"
+    );
+    for l in &lines[1..] {
+        let v: Vec<f64> = l.split(',').map(|x| x.parse().unwrap()).collect();
+        assert!(
+            v.iter().all(|x| x.is_finite()) && v[3] > 0.0 && v[4] > 0.0,
+            "{l}"
+        );
+    }
+    // One sample cannot make a covariance: refused before training starts.
+    fails(
+        &train_args(
+            d,
+            out.join("run1").to_str().unwrap(),
+            &["--steps", "1", "--val", d, "--eval-samples", "1"],
+        ),
+        "FD needs ≥ 2 samples",
+    );
+    fails(
+        &train_args(
+            d,
+            out.join("run2").to_str().unwrap(),
+            &[
+                "--steps",
+                "1",
+                "--val",
+                out.join("nowhere").to_str().unwrap(),
+            ],
+        ),
+        "nowhere",
+    );
+}
+
+/// `memorisation`: samples that are copies (one mirrored) of training images are flagged;
+/// held-out faces as "samples" are not; a sample of the wrong size is reported and skipped.
+#[test]
+fn memorisation_flags_copies_of_training_images() {
+    let out = tmp("memo");
+    let faces: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("assets/faces"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(faces.len() >= 8, "assets/faces holds {} faces", faces.len());
+    let (train, val, copies) = (out.join("train"), out.join("val"), out.join("copies"));
+    for d in [&train, &val, &copies] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for f in &faces[..5] {
+        std::fs::copy(f, train.join(f.file_name().unwrap())).unwrap();
+    }
+    for f in &faces[5..8] {
+        std::fs::copy(f, val.join(f.file_name().unwrap())).unwrap();
+    }
+    // The "samples": 16×16 copies of three training faces, one mirrored, and a stray 8×8.
+    for (i, f) in faces[..3].iter().enumerate() {
+        let img = tweedie_io::load_image(f).unwrap();
+        let mut s = tweedie_train::prepare(
+            &img,
+            &tweedie_train::DatasetOptions {
+                size: 16,
+                crop: None,
+            },
+        );
+        if i == 1 {
+            s = s.flip_horizontal();
+        }
+        tweedie_io::save_png(&s, copies.join(format!("s{i}.png"))).unwrap();
+    }
+    tweedie_io::save_png(
+        &tweedie_io::Image::filled(8, 8, 0.0),
+        copies.join("stray.png"),
+    )
+    .unwrap();
+    let args = |samples: &Path, json: &Path| -> Vec<String> {
+        [
+            "memorisation",
+            samples.to_str().unwrap(),
+            "--train",
+            train.to_str().unwrap(),
+            "--val",
+            val.to_str().unwrap(),
+            "--size",
+            "16",
+            "--lpips-candidates",
+            "2",
+            "--json",
+            json.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let j1 = out.join("copies.json");
+    let a1 = args(&copies, &j1);
+    let text = ok(&a1.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        text.contains("stray.png") && text.contains("inspect the closest pairs"),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&j1).unwrap()).unwrap();
+    assert_eq!(v["samples"]["images"], 3);
+    // Copies up to PNG rounding: RMSE < 1/255 after a resize round trip.
+    assert!(
+        v["samples"]["pixel"]["median"].as_f64().unwrap() < 0.01,
+        "{v}"
+    );
+    assert_eq!(v["fraction_samples_below_val_p05"], 1.0);
+    // Upside-down held-out faces as "samples": farther from the training set than the
+    // held-out faces themselves, so no sign.
+    let held = out.join("held");
+    std::fs::create_dir_all(&held).unwrap();
+    for f in &faces[5..8] {
+        let img = tweedie_io::load_image(f).unwrap();
+        let mut s = tweedie_train::prepare(
+            &img,
+            &tweedie_train::DatasetOptions {
+                size: 16,
+                crop: None,
+            },
+        );
+        let upright = s.data.clone();
+        for c in 0..3 {
+            for y in 0..16 {
+                let (dst, src) = (c * 256 + y * 16, c * 256 + (15 - y) * 16);
+                s.data[dst..dst + 16].copy_from_slice(&upright[src..src + 16]);
+            }
+        }
+        tweedie_io::save_png(&s, held.join(f.file_name().unwrap()).with_extension("png")).unwrap();
+    }
+    let j2 = out.join("held.json");
+    let a2 = args(&held, &j2);
+    let text = ok(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(text.contains("no sign of memorisation"), "{text}");
+    fails(
+        &[
+            "memorisation",
+            out.join("nothing").to_str().unwrap(),
+            "--train",
+            train.to_str().unwrap(),
+            "--val",
+            val.to_str().unwrap(),
+        ],
+        "not a folder",
+    );
+}

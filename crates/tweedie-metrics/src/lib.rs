@@ -9,9 +9,11 @@
 
 pub mod fd;
 mod lpips;
+pub mod nearest;
 
 pub use fd::{FdError, FdScores, SetFeatures, fd_scores};
 pub use lpips::{Backbone, Lpips, LpipsError, default_alex_path};
+pub use nearest::{DistanceSummary, Neighbour, fraction_below, nearest_pixel};
 
 use burn::tensor::Tensor;
 use burn::tensor::module::conv2d;

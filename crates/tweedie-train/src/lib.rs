@@ -14,7 +14,7 @@ mod vlb;
 
 pub use data::{Dataset, DatasetOptions, prepare, prepare_checked};
 pub use trainer::{
-    BoxedSource, Start, StepReport, TrainError, TrainOptions, TrainSummary, recover_checkpoint,
-    train,
+    BoxedSource, EvalPoint, Evaluation, ExtraEval, Start, StepReport, TrainError, TrainOptions,
+    TrainSummary, recover_checkpoint, train, train_with_eval, validation_loss,
 };
 pub use vlb::{posterior_log_variance_clipped, vlb_bits_per_dim, vlb_weight};

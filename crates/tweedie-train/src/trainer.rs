@@ -174,7 +174,8 @@ pub struct StepReport {
     pub vlb: Option<f64>,
     /// Learning rate used.
     pub lr: f64,
-    /// Images per second since the run (or resume) started.
+    /// Images per second of this invocation's training steps (evaluations and checkpoint
+    /// writes excluded).
     pub images_per_sec: f64,
 }
 
@@ -195,8 +196,13 @@ pub struct TrainSummary {
     pub skipped: usize,
     /// Steps run by this invocation (fewer than `steps` on resume).
     pub steps_this_run: usize,
-    /// Training throughput of this invocation's loop (data loading excluded).
+    /// Training throughput of this invocation's steps (data loading, evaluations and
+    /// checkpoint writes excluded).
     pub images_per_sec: f64,
+    /// Wall seconds of the training steps over every run joined by `--resume` (evaluation
+    /// and checkpoint writing excluded; 0 for the runs before this was recorded).
+    #[serde(default)]
+    pub train_seconds: f64,
     /// What was done to recover a checkpoint left by an interrupted save, if anything (see
     /// [`recover_checkpoint`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,12 +243,13 @@ struct Manifest {
 }
 
 /// The files a run leaves in its output folder (besides the CLI's `train_summary.json`).
-const RUN_FILES: [&str; 7] = [
+const RUN_FILES: [&str; 8] = [
     "checkpoint",
     "checkpoint.tmp",
     "checkpoint.old",
     "checkpoint.incomplete",
     "loss.csv",
+    "eval.csv",
     "model.safetensors",
     "model.json",
 ];
@@ -388,6 +395,9 @@ struct CheckpointState {
     /// The objective the run trains (absent in checkpoints written before learned sigma).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     learn_sigma: Option<bool>,
+    /// Wall seconds of the training loop over every run so far (0 in older checkpoints).
+    #[serde(default)]
+    train_seconds: f64,
 }
 
 /// The EMA of the network's parameters, kept as tensors on the training device (the plain,
@@ -468,7 +478,102 @@ pub fn train(
     device: &Device,
     on_step: &mut dyn FnMut(&StepReport),
 ) -> Result<TrainSummary, TrainError> {
+    train_with_eval(opts, start, device, on_step, None)
+}
+
+/// What the periodic evaluation of a run sees ([`Evaluation::extra`]).
+pub struct EvalPoint<'a> {
+    /// Steps done.
+    pub step: usize,
+    /// Images seen so far.
+    pub images_seen: usize,
+    /// The EMA network (the weights that ship), on the plain device.
+    pub ema: &'a UNet,
+}
+
+/// Measurements that go into the callback's named columns of `eval.csv`.
+pub type ExtraEval<'a> = dyn FnMut(&EvalPoint) -> Result<Vec<(String, f64)>, BoxedSource> + 'a;
+
+/// The periodic evaluation of a run ([`train_with_eval`]): every `every` steps and at the
+/// last one, a row of `out/eval.csv` = step, images seen, cumulative training seconds, the
+/// EMA network's [`validation_loss`] on `val` (when given) and the `extra` callback's
+/// columns (e.g. the FD of samples).
+pub struct Evaluation<'a> {
+    /// Evaluate every this many steps (≥ 1).
+    pub every: usize,
+    /// Held-out images for the validation loss.
+    pub val: Option<&'a Dataset>,
+    /// More measurements of the EMA network, as (column, value); the first row fixes the
+    /// columns.
+    pub extra: Option<&'a mut ExtraEval<'a>>,
+}
+
+/// Seed of the validation loss's timesteps and noise: the same for every evaluation and
+/// every run, so values along a run (and across runs) compare.
+const VALIDATION_SEED: u64 = 0x7661_6c5f_6c6f_7373;
+
+/// The ε-MSE of `net` (its first 3 output channels) on every image of `val`, at fixed
+/// stratified timesteps t_i = 1 + ⌊(i + ½)·T/n⌋ and fixed noise: a deterministic function
+/// of the network, comparable between evaluations, runs and backends.
+///
+/// L_val = (1/n) Σ_i mean‖ε̂(√ᾱ_{t_i} x0_i + √(1−ᾱ_{t_i}) ε_i, t_i) − ε_i‖².
+pub fn validation_loss(
+    net: &UNet,
+    val: &Dataset,
+    schedule: &Schedule,
+    device: &Device,
+) -> Result<f64, TrainError> {
+    let n = val.len();
+    if n == 0 {
+        return Err(TrainError::data("the validation set is empty"));
+    }
+    let big_t = schedule.num_steps();
+    let mut rng = NoiseSource::new(VALIDATION_SEED);
+    let mut total = 0.0;
+    for (chunk_index, chunk) in val.images().chunks(64).enumerate() {
+        let b = chunk.len();
+        let x0 = tweedie_io::to_tensor(chunk, device)
+            .map_err(|e| TrainError::data_from("validation images", e))?;
+        let ts: Vec<usize> = (0..b)
+            .map(|j| {
+                let i = chunk_index * 64 + j;
+                (1 + ((i as f64 + 0.5) * big_t as f64 / n as f64) as usize).min(big_t)
+            })
+            .collect();
+        let [_, c, h, w] = x0.dims();
+        let eps = rng.normal([b, c, h, w], device);
+        let coef = |v: &[f64]| {
+            let v: Vec<f32> = ts.iter().map(|&t| v[t] as f32).collect();
+            tweedie_core::tensor::from_vec(v, [b, 1, 1, 1], device)
+        };
+        let x_t = x0 * coef(&schedule.sqrt_alpha_bar)
+            + eps.clone() * coef(&schedule.sqrt_one_minus_alpha_bar);
+        let net_t: Vec<f32> = ts.iter().map(|&t| (t - 1) as f32).collect();
+        let pred = net.forward(x_t, &net_t).narrow(1, 0, 3);
+        let per_image = (pred - eps).powf_scalar(2.0).mean_dims(&[1, 2, 3]);
+        total += tweedie_core::tensor::to_vec(&per_image.reshape([b]))
+            .iter()
+            .map(|&v| v as f64)
+            .sum::<f64>();
+    }
+    Ok(total / n as f64)
+}
+
+/// [`train`] with a periodic [`Evaluation`] written to `out/eval.csv` (a resumed run drops
+/// the rows after its checkpoint, as for `loss.csv`).
+pub fn train_with_eval(
+    opts: &TrainOptions,
+    start: Start,
+    device: &Device,
+    on_step: &mut dyn FnMut(&StepReport),
+    mut evaluation: Option<Evaluation>,
+) -> Result<TrainSummary, TrainError> {
     opts.validate()?;
+    if let Some(e) = &evaluation
+        && e.every == 0
+    {
+        return Err(InvalidParameter::new("evaluation interval", 0, "must be ≥ 1").into());
+    }
     let resume = start == Start::Resume;
     match start {
         Start::New => {
@@ -581,6 +686,7 @@ pub fn train(
                 recent_losses: Vec::new(),
                 images_seen: 0,
                 learn_sigma: None,
+                train_seconds: 0.0,
             },
         )
     };
@@ -603,12 +709,22 @@ pub fn train(
         };
         writeln!(log, "{header}").map_err(log_err)?;
     }
+    let eval_path = opts.out.join("eval.csv");
+    let eval_err = |e: std::io::Error| io_err(&eval_path, e);
+    truncate_log(&eval_path, state.step).map_err(eval_err)?;
+    // The header is written with the first row (the callback's columns are known then); a
+    // file that already has one keeps it.
+    let mut eval_header = eval_path.exists()
+        && std::fs::read_to_string(&eval_path)
+            .map_err(eval_err)?
+            .starts_with("step");
 
     let first_step = state.step;
+    let first_train_seconds = state.train_seconds;
     let b = opts.batch_size;
-    let loop_start = Instant::now();
     while state.step < opts.steps {
         let step = state.step + 1;
+        let step_started = Instant::now();
         // Every random choice of this step comes from (seed, step): resume is exact.
         let mut rng = NoiseSource::new(
             opts.seed
@@ -668,6 +784,7 @@ pub fn train(
 
         state.step = step;
         state.images_seen += b;
+        state.train_seconds += step_started.elapsed().as_secs_f64();
         state.recent_losses.push(loss_value);
         if state.recent_losses.len() > 100 {
             state.recent_losses.remove(0);
@@ -684,8 +801,45 @@ pub fn train(
             loss: loss_value,
             vlb: vlb_value,
             lr,
-            images_per_sec: done as f64 / loop_start.elapsed().as_secs_f64(),
+            images_per_sec: done as f64 / (state.train_seconds - first_train_seconds).max(1e-9),
         });
+        if let Some(e) = evaluation.as_mut()
+            && (step % e.every == 0 || step == opts.steps)
+        {
+            let mut columns = vec![
+                ("images_seen".to_string(), state.images_seen as f64),
+                ("train_seconds".to_string(), state.train_seconds),
+            ];
+            if let Some(val) = e.val {
+                columns.push((
+                    "val_loss".into(),
+                    validation_loss(&ema.net, val, &schedule, device)?,
+                ));
+            }
+            if let Some(extra) = e.extra.as_mut() {
+                let point = EvalPoint {
+                    step,
+                    images_seen: state.images_seen,
+                    ema: &ema.net,
+                };
+                columns.extend(extra(&point).map_err(|err| TrainError::Checkpoint {
+                    context: format!("the evaluation at step {step}"),
+                    source: Some(err),
+                })?);
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&eval_path)
+                .map_err(eval_err)?;
+            if !eval_header {
+                let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+                writeln!(f, "step,{}", names.join(",")).map_err(eval_err)?;
+                eval_header = true;
+            }
+            let values: Vec<String> = columns.iter().map(|(_, v)| format!("{v}")).collect();
+            writeln!(f, "{step},{}", values.join(",")).map_err(eval_err)?;
+        }
         if step % opts.checkpoint_every == 0 || step == opts.steps {
             log.flush().map_err(log_err)?;
             save_checkpoint(&opts.out, &model, &ema, &optim, &state)?;
@@ -705,7 +859,9 @@ pub fn train(
         images: data.len(),
         skipped: data.skipped.len(),
         steps_this_run: state.step - first_step,
-        images_per_sec: ((state.step - first_step) * b) as f64 / loop_start.elapsed().as_secs_f64(),
+        images_per_sec: ((state.step - first_step) * b) as f64
+            / (state.train_seconds - first_train_seconds).max(1e-9),
+        train_seconds: state.train_seconds,
         recovered,
     })
 }
