@@ -151,7 +151,7 @@ pub fn run(a: FdArgs) -> Result<()> {
             "fd_colour": s.fd_colour,
             "measure": "Fréchet distance of Gaussian fits; FD-Alex: LPIPS-AlexNet conv5 (after ReLU) averaged over positions, images resized to 224×224 bilinear; colour-FD: per-image mean RGB on [0, 1]. Not FID.",
             "size": a.size,
-                        "max": a.max,
+            "max": a.max,
             "seconds": secs,
             "a": {"path": a.a, "crop": crop_a, "images": sa.len(), "skipped": skip_a},
             "b": {"path": a.b, "crop": crop_b, "images": sb.len(), "skipped": skip_b},

@@ -23,8 +23,10 @@ pub struct ParityDpsArgs {
     /// `cpu` (burn flex), `wgpu` or `libtorch` (builds with those features).
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     backend: crate::args::BackendArg,
-    /// Exit non-zero when any one-step error exceeds this (the whole chain is only reported:
-    /// chaotic cases such as box inpainting amplify float rounding).
+    /// Exit non-zero when a one-step error exceeds this; 10× this for the first two steps,
+    /// where x̂0 = √(1/ᾱ_t)·x_t − … multiplies ε's float rounding by up to 157 (box
+    /// inpainting: ≈ 4e-4 there). The whole chain is only reported: chaotic cases such as box
+    /// inpainting amplify float rounding.
     #[arg(long, default_value_t = 1e-4)]
     tolerance: f64,
 }
@@ -73,6 +75,7 @@ pub fn run_dps(a: ParityDpsArgs) -> Result<()> {
         .map(|f| DpsFixture::load(f))
         .collect::<Result<Vec<_>, _>>()?;
     let mut worst = 0.0f64;
+    let mut exceeded = Vec::new();
     let mut any_weights = false;
     for weights in ["model.safetensors", "model.pt"] {
         let p = a.model_dir.join(weights);
@@ -91,6 +94,22 @@ pub fn run_dps(a: ParityDpsArgs) -> Result<()> {
         for fx in &fixtures {
             let r = check_dps_case(&net, fx, &device)?;
             worst = worst.max(r.one_step_error).max(r.x0_hat_error);
+            for (k, &e) in r.step_errors.iter().enumerate() {
+                let tol = if k < 2 {
+                    10.0 * a.tolerance
+                } else {
+                    a.tolerance
+                };
+                if e > tol {
+                    exceeded.push(format!("{weights} {} step {k}: {e:.2e} > {tol:e}", r.case));
+                }
+            }
+            if r.x0_hat_error > a.tolerance {
+                exceeded.push(format!(
+                    "{weights} {}: √ᾱ·x̂0 error {:.2e} > {:e}",
+                    r.case, r.x0_hat_error, a.tolerance
+                ));
+            }
             println!(
                 "  {:<18} {:>10.2e} {:>11.2e} ({:>2}) {:>10.2e} {:>12.2e}",
                 r.case,
@@ -108,12 +127,17 @@ pub fn run_dps(a: ParityDpsArgs) -> Result<()> {
             a.model_dir.display()
         );
     }
-    if worst > a.tolerance {
+    if !exceeded.is_empty() {
         bail!(
-            "worst one-step error {worst:e} exceeds --tolerance {:e}",
-            a.tolerance
+            "errors exceed --tolerance {:e} (10× for the first two steps): {}",
+            a.tolerance,
+            exceeded.join("; ")
         );
     }
+    println!(
+        "all one-step errors within --tolerance {:e} (10× for the first two steps); largest {worst:.2e}",
+        a.tolerance
+    );
     Ok(())
 }
 
