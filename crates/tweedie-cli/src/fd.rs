@@ -39,9 +39,48 @@ pub struct FdArgs {
     /// Also write the numbers to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Keep images of every size in a set. By default a set's images of another size than
+    /// its most common one (such as the `grid.png` that `tweedie generate` writes beside its
+    /// samples) are reported and skipped.
+    #[arg(long)]
+    pub mixed_sizes: bool,
     /// `cpu` (burn flex), `wgpu` or `libtorch` (builds with those features).
     #[arg(long, value_enum, default_value_t = crate::args::BackendArg::Cpu)]
     pub backend: crate::args::BackendArg,
+}
+
+/// Splits `paths` into the files of the set's most common size and the others (reported);
+/// unreadable headers stay in, to be reported when loaded.
+fn common_size(what: &str, paths: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<String>) {
+    let dims: Vec<Option<(usize, usize)>> = paths
+        .iter()
+        .map(|p| tweedie_io::image_dimensions(p).ok())
+        .collect();
+    let mut counts = std::collections::BTreeMap::new();
+    for d in dims.iter().flatten() {
+        *counts.entry(*d).or_insert(0usize) += 1;
+    }
+    let Some((&common, _)) = counts.iter().max_by_key(|&(_, n)| *n) else {
+        return (paths, Vec::new());
+    };
+    let (mut kept, mut other) = (Vec::new(), Vec::new());
+    for (p, d) in paths.into_iter().zip(dims) {
+        match d {
+            Some(d) if d != common => {
+                eprintln!(
+                    "warning: {what}: skipping {} ({}×{}, not the set's {}×{}; --mixed-sizes keeps it)",
+                    p.display(),
+                    d.0,
+                    d.1,
+                    common.0,
+                    common.1
+                );
+                other.push(p.display().to_string());
+            }
+            _ => kept.push(p),
+        }
+    }
+    (kept, other)
 }
 
 /// The image files of a folder, or the one file given; at most `max`, evenly spaced.
@@ -117,7 +156,12 @@ pub fn run(a: FdArgs) -> Result<()> {
     if let Some(j) = &a.json {
         crate::output::check_out_file(j)?;
     }
-    let (fa, fb) = (files(&a.a, a.max)?, files(&a.b, a.max)?);
+    let (mut fa, mut fb) = (files(&a.a, a.max)?, files(&a.b, a.max)?);
+    let (mut other_a, mut other_b) = (Vec::new(), Vec::new());
+    if !a.mixed_sizes {
+        (fa, other_a) = common_size("fd A", fa);
+        (fb, other_b) = common_size("fd B", fb);
+    }
     let device = model::device(a.backend.as_str())?;
     let net = Lpips::alex_default(&device)?;
     let started = std::time::Instant::now();
@@ -153,8 +197,9 @@ pub fn run(a: FdArgs) -> Result<()> {
             "size": a.size,
             "max": a.max,
             "seconds": secs,
-            "a": {"path": a.a, "crop": crop_a, "images": sa.len(), "skipped": skip_a},
-            "b": {"path": a.b, "crop": crop_b, "images": sb.len(), "skipped": skip_b},
+            "mixed_sizes": a.mixed_sizes,
+            "a": {"path": a.a, "crop": crop_a, "images": sa.len(), "skipped": skip_a, "other_size": other_a},
+            "b": {"path": a.b, "crop": crop_b, "images": sb.len(), "skipped": skip_b, "other_size": other_b},
         });
         tweedie_io::write_atomic(j, serde_json::to_string_pretty(&v)?.as_bytes())?;
         println!("wrote {}", j.display());

@@ -1889,3 +1889,51 @@ fn memorisation_flags_copies_of_training_images() {
         "not a folder",
     );
 }
+
+/// `fd`: a set against itself is ≈ 0; an image of another size in a set (like generate's
+/// `grid.png`) is reported and skipped unless `--mixed-sizes`; a colour-shifted copy is
+/// farther in colour-FD.
+#[test]
+fn fd_skips_odd_sizes_and_sees_colour_shifts() {
+    let out = tmp("fd");
+    let (a, shifted) = (out.join("a"), out.join("shifted"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&shifted).unwrap();
+    for e in std::fs::read_dir(root().join("assets/faces")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_stem().unwrap().to_str().unwrap().to_string();
+        let img = tweedie_io::load_image(&p).unwrap();
+        tweedie_io::save_png(&img, a.join(format!("{name}.png"))).unwrap();
+        let mut s = img.clone();
+        let plane = s.width * s.height;
+        for v in &mut s.data[..plane] {
+            *v = (*v + 0.4).min(1.0); // a red cast
+        }
+        tweedie_io::save_png(&s, shifted.join(format!("{name}.png"))).unwrap();
+    }
+    tweedie_io::save_png(&tweedie_io::Image::filled(64, 64, 0.9), a.join("grid.png")).unwrap();
+    let json = out.join("fd.json");
+    let (sa, ss, sj) = (
+        a.to_str().unwrap(),
+        shifted.to_str().unwrap(),
+        json.to_str().unwrap(),
+    );
+    let text = ok(&["fd", sa, sa, "--json", sj]);
+    assert!(
+        text.contains("grid.png") && text.contains("--mixed-sizes"),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["a"]["images"], 8, "{v}");
+    let (same_alex, same_colour) = (
+        v["fd_alex"].as_f64().unwrap(),
+        v["fd_colour"].as_f64().unwrap(),
+    );
+    assert!(same_alex.abs() < 1e-3 && same_colour.abs() < 1e-6, "{v}");
+    ok(&["fd", sa, sa, "--mixed-sizes", "--json", sj]);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["a"]["images"], 9, "{v}");
+    ok(&["fd", sa, ss, "--json", sj]);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(v["fd_colour"].as_f64().unwrap() > 0.01, "{v}");
+}

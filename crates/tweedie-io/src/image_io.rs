@@ -421,6 +421,22 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<Image, IoError> {
     load_image_with(path, &ImageLimits::from_env()?)
 }
 
+/// The `(width, height)` of an image file, from its header only (nothing is decoded).
+pub fn image_dimensions(path: impl AsRef<Path>) -> Result<(usize, usize), IoError> {
+    let path = path.as_ref();
+    let file_err = |source| IoError::File {
+        path: path.into(),
+        source,
+    };
+    let mut r = std::io::BufReader::new(std::fs::File::open(path).map_err(file_err)?);
+    let reader = reader_at_start(&mut r, path).map_err(file_err)?;
+    let (w, h) = reader.into_dimensions().map_err(|source| IoError::Decode {
+        path: path.into(),
+        source,
+    })?;
+    Ok((w as usize, h as usize))
+}
+
 /// [`load_image`] with explicit limits (the environment is not read).
 pub fn load_image_with(path: impl AsRef<Path>, limits: &ImageLimits) -> Result<Image, IoError> {
     let path = path.as_ref();

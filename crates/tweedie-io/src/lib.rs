@@ -17,8 +17,8 @@ pub use atomic::{clean_stale_temps, write_atomic, write_atomic_with};
 pub use grid::{Grid, GridCell};
 pub use heat::{heat_colour, heat_map};
 pub use image_io::{
-    Image, ImageLimits, IoError, center_crop_square, decode_image, from_tensor, list_images,
-    load_image, load_image_sized, load_image_sized_with, load_image_with, save_png, to_tensor,
-    to_unit,
+    Image, ImageLimits, IoError, center_crop_square, decode_image, from_tensor, image_dimensions,
+    list_images, load_image, load_image_sized, load_image_sized_with, load_image_with, save_png,
+    to_tensor, to_unit,
 };
 pub use plot::{Panel, Series, save_panels};
