@@ -60,9 +60,16 @@ fn common_size(what: &str, paths: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<String>) {
     for d in dims.iter().flatten() {
         *counts.entry(*d).or_insert(0usize) += 1;
     }
-    let Some((&common, _)) = counts.iter().max_by_key(|&(_, n)| *n) else {
+    let Some((&common, &most)) = counts.iter().max_by_key(|&(_, n)| *n) else {
         return (paths, Vec::new());
     };
+    if counts.values().filter(|&&n| n == most).count() > 1 {
+        eprintln!(
+            "warning: {what}: no single most common image size ({} sizes with {most} images each); keeping every size",
+            counts.values().filter(|&&n| n == most).count()
+        );
+        return (paths, Vec::new());
+    }
     let (mut kept, mut other) = (Vec::new(), Vec::new());
     for (p, d) in paths.into_iter().zip(dims) {
         match d {
@@ -83,8 +90,8 @@ fn common_size(what: &str, paths: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<String>) {
     (kept, other)
 }
 
-/// The image files of a folder, or the one file given; at most `max`, evenly spaced.
-fn files(p: &Path, max: Option<usize>) -> Result<Vec<PathBuf>> {
+/// The image files of a folder, or the one file given.
+fn files(p: &Path) -> Result<Vec<PathBuf>> {
     let all = if p.is_dir() {
         tweedie_io::list_images(p)?
     } else if p.exists() {
@@ -95,10 +102,15 @@ fn files(p: &Path, max: Option<usize>) -> Result<Vec<PathBuf>> {
     if all.is_empty() {
         bail!("{}: no PNG/JPEG images", p.display());
     }
-    Ok(match max {
+    Ok(all)
+}
+
+/// At most `max` of `all`, evenly spaced.
+fn at_most(all: Vec<PathBuf>, max: Option<usize>) -> Vec<PathBuf> {
+    match max {
         Some(m) if m < all.len() => (0..m).map(|i| all[i * all.len() / m].clone()).collect(),
         _ => all,
-    })
+    }
 }
 
 /// Loads and featurises one set, 64 images at a time; an unreadable image is reported and
@@ -156,12 +168,13 @@ pub fn run(a: FdArgs) -> Result<()> {
     if let Some(j) = &a.json {
         crate::output::check_out_file(j)?;
     }
-    let (mut fa, mut fb) = (files(&a.a, a.max)?, files(&a.b, a.max)?);
+    let (mut fa, mut fb) = (files(&a.a)?, files(&a.b)?);
     let (mut other_a, mut other_b) = (Vec::new(), Vec::new());
     if !a.mixed_sizes {
         (fa, other_a) = common_size("fd A", fa);
         (fb, other_b) = common_size("fd B", fb);
     }
+    let (fa, fb) = (at_most(fa, a.max), at_most(fb, a.max));
     let device = model::device(a.backend.as_str())?;
     let net = Lpips::alex_default(&device)?;
     let started = std::time::Instant::now();

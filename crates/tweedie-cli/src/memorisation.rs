@@ -8,7 +8,7 @@ use crate::model;
 use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tweedie_io::Image;
 use tweedie_metrics::{DistanceSummary, Lpips, Neighbour, fraction_below, nearest_pixel};
 
@@ -53,7 +53,7 @@ pub struct MemorisationArgs {
 /// otherwise each is centre-cropped and resized to `size`.
 fn load_set(
     what: &str,
-    dir: &PathBuf,
+    dir: &Path,
     crop: Option<usize>,
     size: usize,
     exact: bool,
@@ -64,6 +64,7 @@ fn load_set(
     let files = tweedie_io::list_images(dir)?;
     let mut images = Vec::with_capacity(files.len());
     let mut skipped = Vec::new();
+    let mut other_size: Option<(usize, usize)> = None;
     for f in &files {
         let loaded = if exact {
             tweedie_io::load_image(f)
@@ -72,6 +73,7 @@ fn load_set(
                     if img.width == size && img.height == size {
                         Ok(img)
                     } else {
+                        other_size = Some((img.width, img.height));
                         bail!(
                             "{}: {}×{}, not {size}×{size} (pass --size to match the samples)",
                             f.display(),
@@ -95,6 +97,12 @@ fn load_set(
         }
     }
     if images.is_empty() {
+        if let Some((w, h)) = other_size {
+            bail!(
+                "{what}: no {size}×{size} images in {} (e.g. {w}×{h}): pass --size to match the samples",
+                dir.display()
+            );
+        }
         bail!(
             "{what}: no readable PNG/JPEG images in {} ({} skipped)",
             dir.display(),
@@ -104,15 +112,15 @@ fn load_set(
     Ok(images)
 }
 
-/// The smallest LPIPS between each query and its pixel-nearest candidates (mirrored as they
-/// matched), in batches.
+/// For each query, the smallest LPIPS to its pixel-nearest candidates (mirrored as they
+/// matched) and the LPIPS to the pixel-nearest one, in batches.
 fn lpips_to_candidates(
     net: &Lpips,
     queries: &[Image],
     train: &[Image],
     neighbours: &[Vec<Neighbour>],
     device: &burn::tensor::Device,
-) -> Result<Vec<f64>> {
+) -> Result<Vec<(f64, f64)>> {
     let mut pairs_a = Vec::new();
     let mut pairs_b = Vec::new();
     for (q, ns) in queries.iter().zip(neighbours) {
@@ -137,14 +145,15 @@ fn lpips_to_candidates(
     let mut out = Vec::with_capacity(queries.len());
     let mut it = d.into_iter();
     for ns in neighbours {
-        out.push(it.by_ref().take(ns.len()).fold(f64::INFINITY, f64::min));
+        let d: Vec<f64> = it.by_ref().take(ns.len()).collect();
+        out.push((d.iter().copied().fold(f64::INFINITY, f64::min), d[0]));
     }
     Ok(out)
 }
 
-/// Borrowed slices of owned images.
-fn view(v: &[Vec<f32>]) -> Vec<&[f32]> {
-    v.iter().map(|x| x.as_slice()).collect()
+/// The images' pixel values, borrowed.
+fn view(v: &[Image]) -> Vec<&[f32]> {
+    v.iter().map(|x| x.data.as_slice()).collect()
 }
 
 fn summary_json(s: &DistanceSummary) -> serde_json::Value {
@@ -164,11 +173,9 @@ pub fn run(a: MemorisationArgs) -> Result<()> {
     let samples = load_set("samples", &a.samples, None, a.size, true)?;
     let train = load_set("--train", &a.train, a.crop, a.size, false)?;
     let val = load_set("--val", &a.val, a.crop, a.size, false)?;
-    let slices = |set: &[Image]| -> Vec<Vec<f32>> { set.iter().map(|i| i.data.clone()).collect() };
-    let (sd, td, vd) = (slices(&samples), slices(&train), slices(&val));
     let k = a.lpips_candidates.max(1);
-    let nn_samples = nearest_pixel(&view(&sd), &view(&td), a.size, a.size, k)?;
-    let nn_val = nearest_pixel(&view(&vd), &view(&td), a.size, a.size, k)?;
+    let nn_samples = nearest_pixel(&view(&samples), &view(&train), a.size, a.size, k)?;
+    let nn_val = nearest_pixel(&view(&val), &view(&train), a.size, a.size, k)?;
     let pixel = |nn: &[Vec<Neighbour>]| -> Vec<f64> { nn.iter().map(|n| n[0].distance).collect() };
     let (px_s, px_v) = (pixel(&nn_samples), pixel(&nn_val));
     let (lp_s, lp_v) = if a.lpips_candidates > 0 {
@@ -187,8 +194,14 @@ pub fn run(a: MemorisationArgs) -> Result<()> {
     } else {
         (None, None)
     };
-    let summarise = |v: &[f64]| DistanceSummary::of(v).expect("finite distances");
-    let (ps, pv) = (summarise(&px_s), summarise(&px_v));
+    let summarise = |v: &[f64], what: &str| {
+        DistanceSummary::of(v).ok_or_else(|| anyhow::anyhow!("non-finite distances for the {what}"))
+    };
+    let (ps, pv) = (
+        summarise(&px_s, "samples")?,
+        summarise(&px_v, "held-out images")?,
+    );
+    let first = |v: &[(f64, f64)]| -> Vec<f64> { v.iter().map(|d| d.0).collect() };
     println!(
         "nearest training image ({} training images, mirror images included; {} samples, {} held-out)",
         train.len(),
@@ -205,10 +218,13 @@ pub fn run(a: MemorisationArgs) -> Result<()> {
     };
     row("pixel RMSE", "samples", &ps);
     row("pixel RMSE", "held-out", &pv);
-    let lp = lp_s
-        .as_ref()
-        .zip(lp_v.as_ref())
-        .map(|(s, v)| (summarise(s), summarise(v)));
+    let lp = match (&lp_s, &lp_v) {
+        (Some(s), Some(v)) => Some((
+            summarise(&first(s), "samples")?,
+            summarise(&first(v), "held-out images")?,
+        )),
+        _ => None,
+    };
     if let Some((ls, lv)) = &lp {
         row("LPIPS", "samples", ls);
         row("LPIPS", "held-out", lv);
@@ -236,7 +252,8 @@ pub fn run(a: MemorisationArgs) -> Result<()> {
             let n = nn_samples[i][0];
             let t = &train[n.index];
             let caption = match &lp_s {
-                Some(l) => format!("RMSE {:.3}\nLPIPS {:.3}", n.distance, l[i]),
+                // The LPIPS of the pair shown (the table's is the best of k candidates).
+                Some(l) => format!("RMSE {:.3}\nLPIPS {:.3}", n.distance, l[i].1),
                 None => format!("RMSE {:.3}", n.distance),
             };
             grid.push_row(vec![

@@ -4,7 +4,7 @@ use crate::args::BackendArg;
 use crate::model;
 use crate::output::check_out;
 use crate::progress::bar;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -185,25 +185,28 @@ pub fn run(a: TrainArgs) -> Result<()> {
     };
     // The validation set and, for FD, its AlexNet features (once).
     let val = match &a.val {
-        Some(dir) => Some(tweedie_train::Dataset::load(
-            dir,
-            &tweedie_train::DatasetOptions {
-                size: a.size,
-                crop: a.crop,
-            },
-        )?),
+        Some(dir) => Some(
+            tweedie_train::Dataset::load(
+                dir,
+                &tweedie_train::DatasetOptions {
+                    size: a.size,
+                    crop: a.crop,
+                },
+            )
+            .with_context(|| format!("--val {}", dir.display()))?,
+        ),
         None => None,
     };
-    if let Some(v) = &val
-        && a.eval_every == 0
-    {
-        bail!("--eval-every must be ≥ 1 ({} validation images)", v.len());
+    if val.is_some() && a.eval_every == 0 {
+        bail!("--eval-every must be ≥ 1");
     }
     let sample_fd = match &val {
         Some(v) if a.eval_samples > 0 => {
-            if a.eval_samples < 2 || v.len() < 2 || a.eval_sample_steps == 0 {
+            let max_steps = tweedie_core::Schedule::linear_default().num_steps();
+            if a.eval_samples < 2 || v.len() < 2 || !(1..=max_steps).contains(&a.eval_sample_steps)
+            {
                 bail!(
-                    "FD needs ≥ 2 samples and ≥ 2 validation images, and ≥ 1 sampling step (--eval-samples {}, {} images in --val, --eval-sample-steps {})",
+                    "FD needs ≥ 2 samples and ≥ 2 validation images, and 1 to 1000 sampling steps (--eval-samples {}, {} images in --val, --eval-sample-steps {})",
                     a.eval_samples,
                     v.len(),
                     a.eval_sample_steps

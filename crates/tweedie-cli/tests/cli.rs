@@ -1877,6 +1877,20 @@ fn memorisation_flags_copies_of_training_images() {
     let a2 = args(&held, &j2);
     let text = ok(&a2.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(text.contains("no sign of memorisation"), "{text}");
+    // Samples of another size than --size: the error says which.
+    fails(
+        &[
+            "memorisation",
+            copies.to_str().unwrap(),
+            "--train",
+            train.to_str().unwrap(),
+            "--val",
+            val.to_str().unwrap(),
+            "--size",
+            "24",
+        ],
+        "pass --size",
+    );
     fails(
         &[
             "memorisation",
@@ -1925,6 +1939,13 @@ fn fd_skips_odd_sizes_and_sees_colour_shifts() {
     );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(v["a"]["images"], 8, "{v}");
+    assert!(
+        v["a"]["other_size"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("grid.png"),
+        "{v}"
+    );
     let (same_alex, same_colour) = (
         v["fd_alex"].as_f64().unwrap(),
         v["fd_colour"].as_f64().unwrap(),

@@ -88,7 +88,6 @@ pub fn nearest_pixel(
     };
     check("query", queries)?;
     check("reference", references)?;
-    let mirrored: Vec<Vec<f32>> = references.iter().map(|r| mirror(r, h, w)).collect();
     let sq = |a: &[f32], b: &[f32]| -> f64 {
         a.iter()
             .zip(b)
@@ -102,12 +101,13 @@ pub fn nearest_pixel(
     Ok(queries
         .iter()
         .map(|q| {
+            // ‖q − mirror(r)‖ = ‖mirror(q) − r‖: mirror the query, not every reference.
+            let mq = mirror(q, h, w);
             let mut all: Vec<Neighbour> = references
                 .iter()
-                .zip(&mirrored)
                 .enumerate()
-                .map(|(index, (r, m))| {
-                    let (plain, flip) = (sq(q, r), sq(q, m));
+                .map(|(index, r)| {
+                    let (plain, flip) = (sq(q, r), sq(&mq, r));
                     Neighbour {
                         index,
                         distance: rmse(plain.min(flip)),

@@ -45,6 +45,18 @@ pub enum TrainError {
         #[source]
         source: Option<BoxedSource>,
     },
+    /// The periodic evaluation failed (the step's checkpoint, when due, was saved first, so
+    /// `--resume` continues from it).
+    #[error("the evaluation at step {step}: {context}")]
+    Evaluation {
+        /// Step.
+        step: usize,
+        /// What failed.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxedSource>,
+    },
     /// Divergence.
     #[error("training diverged at step {step}: loss is {loss}")]
     Diverged {
@@ -200,7 +212,8 @@ pub struct TrainSummary {
     /// checkpoint writes excluded).
     pub images_per_sec: f64,
     /// Wall seconds of the training steps over every run joined by `--resume` (evaluation
-    /// and checkpoint writing excluded; 0 for the runs before this was recorded).
+    /// and checkpoint writing excluded), counted from the first checkpoint that recorded it
+    /// (older checkpoints start it at 0).
     #[serde(default)]
     pub train_seconds: f64,
     /// What was done to recover a checkpoint left by an interrupted save, if anything (see
@@ -527,6 +540,17 @@ pub fn validation_loss(
     if n == 0 {
         return Err(TrainError::data("the validation set is empty"));
     }
+    let size = net.config().image_size;
+    if let Some(img) = val
+        .images()
+        .iter()
+        .find(|i| i.width != size || i.height != size)
+    {
+        return Err(TrainError::data(format!(
+            "validation images are {}×{}, the network takes {size}×{size}",
+            img.width, img.height
+        )));
+    }
     let big_t = schedule.num_steps();
     let mut rng = NoiseSource::new(VALIDATION_SEED);
     let mut total = 0.0;
@@ -713,11 +737,17 @@ pub fn train_with_eval(
     let eval_err = |e: std::io::Error| io_err(&eval_path, e);
     truncate_log(&eval_path, state.step).map_err(eval_err)?;
     // The header is written with the first row (the callback's columns are known then); a
-    // file that already has one keeps it.
-    let mut eval_header = eval_path.exists()
-        && std::fs::read_to_string(&eval_path)
+    // resumed run's rows must have the columns of the header already there.
+    let mut eval_header: Option<String> = if eval_path.exists() {
+        std::fs::read_to_string(&eval_path)
             .map_err(eval_err)?
-            .starts_with("step");
+            .lines()
+            .next()
+            .filter(|l| l.starts_with("step"))
+            .map(String::from)
+    } else {
+        None
+    };
 
     let first_step = state.step;
     let first_train_seconds = state.train_seconds;
@@ -803,18 +833,27 @@ pub fn train_with_eval(
             lr,
             images_per_sec: done as f64 / (state.train_seconds - first_train_seconds).max(1e-9),
         });
+        // The checkpoint first: a failed evaluation then loses no training.
+        if step % opts.checkpoint_every == 0 || step == opts.steps {
+            log.flush().map_err(log_err)?;
+            save_checkpoint(&opts.out, &model, &ema, &optim, &state)?;
+        }
         if let Some(e) = evaluation.as_mut()
             && (step % e.every == 0 || step == opts.steps)
         {
+            let failed = |context: &str, source: Option<BoxedSource>| TrainError::Evaluation {
+                step,
+                context: context.to_string(),
+                source,
+            };
             let mut columns = vec![
                 ("images_seen".to_string(), state.images_seen as f64),
                 ("train_seconds".to_string(), state.train_seconds),
             ];
             if let Some(val) = e.val {
-                columns.push((
-                    "val_loss".into(),
-                    validation_loss(&ema.net, val, &schedule, device)?,
-                ));
+                let v = validation_loss(&ema.net, val, &schedule, device)
+                    .map_err(|err| failed("validation loss", Some(Box::new(err))))?;
+                columns.push(("val_loss".into(), v));
             }
             if let Some(extra) = e.extra.as_mut() {
                 let point = EvalPoint {
@@ -822,27 +861,33 @@ pub fn train_with_eval(
                     images_seen: state.images_seen,
                     ema: &ema.net,
                 };
-                columns.extend(extra(&point).map_err(|err| TrainError::Checkpoint {
-                    context: format!("the evaluation at step {step}"),
-                    source: Some(err),
-                })?);
+                columns.extend(extra(&point).map_err(|err| failed("measurements", Some(err)))?);
             }
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&eval_path)
                 .map_err(eval_err)?;
-            if !eval_header {
-                let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
-                writeln!(f, "step,{}", names.join(",")).map_err(eval_err)?;
-                eval_header = true;
+            let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+            let header = format!("step,{}", names.join(","));
+            match &eval_header {
+                None => {
+                    writeln!(f, "{header}").map_err(eval_err)?;
+                    eval_header = Some(header);
+                }
+                Some(h) if *h != header => {
+                    return Err(failed(
+                        &format!(
+                            "{} has the columns {h:?}, this run measures {header:?}: resume with the same evaluation options, or move the file aside",
+                            eval_path.display()
+                        ),
+                        None,
+                    ));
+                }
+                Some(_) => {}
             }
             let values: Vec<String> = columns.iter().map(|(_, v)| format!("{v}")).collect();
             writeln!(f, "{step},{}", values.join(",")).map_err(eval_err)?;
-        }
-        if step % opts.checkpoint_every == 0 || step == opts.steps {
-            log.flush().map_err(log_err)?;
-            save_checkpoint(&opts.out, &model, &ema, &optim, &state)?;
         }
     }
     WeightMap::save_safetensors(&ema.net.export(), &opts.out.join("model.safetensors"))

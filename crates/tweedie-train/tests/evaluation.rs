@@ -133,6 +133,16 @@ fn eval_csv_has_val_loss_and_callback_columns_and_survives_resume() {
     )
     .unwrap();
     assert_eq!(rows(&ck4).len(), 3);
+    // Rows after the checkpoint (left by a run killed after evaluating) are dropped on resume.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(ck4.join("eval.csv"))
+            .unwrap();
+        writeln!(f, "5,99,99,99").unwrap();
+        writeln!(f, "9,99,99,99").unwrap();
+    }
     train_with_eval(
         &options(&root, "run4", 5),
         Start::Resume,
@@ -155,6 +165,25 @@ fn eval_csv_has_val_loss_and_callback_columns_and_survives_resume() {
         "{v5} vs {}",
         val_losses[2]
     );
+
+    // Resuming with other evaluation columns is refused (the checkpoint stays).
+    let mut other = |_: &EvalPoint| -> Result<Vec<(String, f64)>, tweedie_train::BoxedSource> {
+        Ok(vec![("fd_alex".into(), 1.0)])
+    };
+    let err = train_with_eval(
+        &options(&root, "run4", 6),
+        Start::Resume,
+        &device,
+        &mut |_| {},
+        Some(Evaluation {
+            every: 2,
+            val: Some(&val),
+            extra: Some(&mut other),
+        }),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("same evaluation options"), "{err}");
+    assert!(ck4.join("checkpoint").is_dir());
 
     // A zero interval is refused.
     let err = train_with_eval(
@@ -198,8 +227,8 @@ fn validation_loss_equals_a_hand_computation() {
     let mut rng = NoiseSource::new(0x7661_6c5f_6c6f_7373);
     let eps = tweedie_core::tensor::to_vec(&rng.normal([3, 3, 16, 16], &device));
     let mut total = 0.0f64;
-    for (i, img) in val.images().iter().enumerate() {
-        let t = 1 + ((i as f64 + 0.5) * 1000.0 / 3.0) as usize;
+    // t_i = 1 + ⌊(i + ½)·1000/3⌋.
+    for (i, (img, t)) in val.images().iter().zip([167, 501, 834]).enumerate() {
         let (a, s) = (
             schedule.sqrt_alpha_bar[t],
             schedule.sqrt_one_minus_alpha_bar[t],
