@@ -26,6 +26,10 @@ pub struct GenerateArgs {
     /// Use DDIM steps with this η instead of ancestral steps.
     #[arg(long)]
     eta: Option<f64>,
+    /// Do not clamp x̂0 to [−1, 1] before each step (the problem sheet's plain step;
+    /// guided-diffusion clamps, and so does the default).
+    #[arg(long)]
+    no_clip: bool,
 }
 
 /// `generate`'s grid.png shows at most this many samples.
@@ -48,6 +52,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         steps: a.steps,
         eta: a.eta,
         variance: c.variance_or_beta(),
+        clip_x0: !a.no_clip,
         ..Default::default()
     };
     // Written batch by batch; only the grid's samples are kept.

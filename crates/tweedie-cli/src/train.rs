@@ -74,6 +74,11 @@ pub struct TrainArgs {
     /// L_simple + λ·L_vlb; sample with `--variance learned`). A resume must repeat it.
     #[arg(long)]
     learn_sigma: bool,
+    /// Groups of every GroupNorm (guided-diffusion's 32 by default). Keep ≥ 4 channels per
+    /// group at the first level (e.g. 8 for `--channels 32`): with one channel per group the
+    /// network loses each image's mean colour (colour casts). A resume must repeat it.
+    #[arg(long, default_value_t = 32)]
+    norm_groups: usize,
     /// Held-out images (e.g. ../shared/data/celeba/val): every `--eval-every` steps the EMA
     /// network's validation loss (fixed t and noise) and the FD of its samples against these
     /// images go into OUT/eval.csv.
@@ -150,6 +155,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     let mut unet = tweedie_unet::UNetConfig::small(a.size, a.channels, &a.mult, &a.attention);
     unet.learn_sigma = a.learn_sigma;
+    unet.norm_groups = a.norm_groups;
     unet.validate()?;
     check_out(&a.out)?;
     let device = model::device(a.backend.as_str())?;

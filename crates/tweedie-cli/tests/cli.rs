@@ -73,6 +73,25 @@ fn generate_writes_samples_and_grid() {
             && out.join("sample_001.png").exists()
             && out.join("grid.png").exists()
     );
+    // Without the x̂0 clamp the chain differs (the fixture's random network leaves [−1, 1]).
+    let raw = tmp("gen-noclip");
+    ok(&with_model(
+        vec![
+            "generate",
+            "--n",
+            "2",
+            "--steps",
+            "3",
+            "--seed",
+            "1",
+            "--no-clip",
+        ],
+        raw.to_str().unwrap(),
+    ));
+    assert_ne!(
+        std::fs::read(out.join("sample_000.png")).unwrap(),
+        std::fs::read(raw.join("sample_000.png")).unwrap()
+    );
 }
 
 #[test]

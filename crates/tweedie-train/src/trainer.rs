@@ -411,6 +411,10 @@ struct CheckpointState {
     /// Wall seconds of the training loop over every run so far (0 in older checkpoints).
     #[serde(default)]
     train_seconds: f64,
+    /// GroupNorm groups of the network (absent in checkpoints written before the option:
+    /// those had guided-diffusion's 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    norm_groups: Option<usize>,
 }
 
 /// The EMA of the network's parameters, kept as tensors on the training device (the plain,
@@ -666,6 +670,13 @@ pub fn train_with_eval(
                 if ls { "given" } else { "omitted" }
             )));
         }
+        let groups = state.norm_groups.unwrap_or(32);
+        if groups != opts.unet.norm_groups {
+            return Err(TrainError::checkpoint(format!(
+                "{}: the run was trained with norm_groups = {groups}; resume it with the same setting (--norm-groups {groups})",
+                state_path.display()
+            )));
+        }
         let model = UNet::load(&opts.unet, file("model.safetensors"), &ad)
             .map_err(|e| TrainError::checkpoint_from("cannot load the network", e))?;
         let ema_path = file("ema.safetensors");
@@ -711,10 +722,12 @@ pub fn train_with_eval(
                 images_seen: 0,
                 learn_sigma: None,
                 train_seconds: 0.0,
+                norm_groups: None,
             },
         )
     };
     state.learn_sigma = Some(opts.unet.learn_sigma);
+    state.norm_groups = Some(opts.unet.norm_groups);
     let log_path = opts.out.join("loss.csv");
     // Every error about the loss log names it.
     let log_err = |e: std::io::Error| io_err(&log_path, e);

@@ -254,3 +254,23 @@ fn validation_loss_equals_a_hand_computation() {
     assert!((got - want).abs() < 1e-5 * want.max(1.0), "{got} vs {want}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A run trained with other GroupNorm groups is not resumed with the default (the weights
+/// would load, as a different function).
+#[test]
+fn resume_refuses_other_norm_groups() {
+    let root: PathBuf =
+        std::env::temp_dir().join(format!("tweedie-train-groups-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    dataset(&root.join("train"), 3, 0);
+    let device = Device::flex();
+    let mut opts = options(&root, "run", 1);
+    opts.unet.norm_groups = 8;
+    tweedie_train::train(&opts, Start::New, &device, &mut |_| {}).unwrap();
+    let mut again = options(&root, "run", 2);
+    let err = tweedie_train::train(&again, Start::Resume, &device, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("norm_groups = 8"), "{err}");
+    again.unet.norm_groups = 8;
+    tweedie_train::train(&again, Start::Resume, &device, &mut |_| {}).unwrap();
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -84,6 +84,12 @@ pub struct UNetConfig {
     pub resblock_updown: bool,
     /// Output 6 channels: ε and the variance interpolation v.
     pub learn_sigma: bool,
+    /// Groups of every GroupNorm (guided-diffusion: always 32; absent from its configs).
+    /// tweedie's own small models use fewer: with 32 groups a 32-channel level normalises
+    /// every channel on its own, which removes each channel's spatial mean before the output
+    /// convolution, so the network cannot carry an image's mean colour to ε̂ (the colour casts
+    /// of the first embedded model). Every level width must be a multiple of it.
+    pub norm_groups: usize,
     /// Dropout (inference ignores it; training applies it).
     pub dropout: f64,
     /// QKV split order of attention (`false` = legacy layout).
@@ -110,6 +116,7 @@ impl Default for UNetConfig {
             use_scale_shift_norm: true,
             resblock_updown: false,
             learn_sigma: false,
+            norm_groups: 32,
             dropout: 0.0,
             use_new_attention_order: false,
             class_cond: false,
@@ -526,11 +533,15 @@ impl UNetConfig {
                 levels
             )));
         }
+        if self.norm_groups == 0 {
+            return Err(InvalidParameter::new("norm_groups", 0, "must be ≥ 1").into());
+        }
         for m in &mult {
             let ch = (m * self.num_channels as f64) as usize;
-            if ch == 0 || !ch.is_multiple_of(32) {
+            if ch == 0 || !ch.is_multiple_of(self.norm_groups) {
                 return Err(ConfigError::Invalid(format!(
-                    "level width {ch} must be a positive multiple of 32 (GroupNorm(32))"
+                    "level width {ch} must be a positive multiple of norm_groups {} (GroupNorm)",
+                    self.norm_groups
                 )));
             }
             if self.num_head_channels > 0 && !ch.is_multiple_of(self.num_head_channels as usize) {
@@ -690,6 +701,8 @@ mod tests {
         assert_eq!(cfg.attention_ds().unwrap(), vec![2, 4]);
         assert_eq!(cfg.out_channels(), 6);
         assert!(cfg.use_scale_shift_norm);
+        // guided-diffusion's configs have no norm_groups: its 32.
+        assert_eq!(cfg.norm_groups, 32);
         assert_eq!(
             UNetConfig::ffhq256().channel_mult().unwrap(),
             vec![1.0, 1.0, 2.0, 2.0, 4.0, 4.0]
@@ -707,6 +720,19 @@ mod tests {
                 .is_err()
         );
         assert!(UNetConfig::from_json_str(r#"{"image_size": 64, "num_channels": 20}"#).is_err());
+        // Widths must be multiples of norm_groups; 0 groups is refused.
+        assert!(
+            UNetConfig::from_json_str(
+                r#"{"image_size": 64, "num_channels": 20, "norm_groups": 4}"#
+            )
+            .is_ok()
+        );
+        let err = UNetConfig::from_json_str(
+            r#"{"image_size": 64, "num_channels": 32, "norm_groups": 3}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("norm_groups 3"), "{err}");
+        assert!(UNetConfig::from_json_str(r#"{"image_size": 64, "norm_groups": 0}"#).is_err());
         assert!(UNetConfig::from_json_str("not json").is_err());
     }
 }

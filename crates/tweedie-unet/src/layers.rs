@@ -236,7 +236,7 @@ impl Linear {
     }
 }
 
-/// GroupNorm(32, C), ε = 1e-5, with affine parameters.
+/// GroupNorm(G, C), ε = 1e-5, with affine parameters (G = 32 in guided-diffusion).
 #[derive(Module, Debug)]
 pub struct GroupNorm {
     weight: Param<Tensor<1>>,
@@ -248,8 +248,14 @@ pub struct GroupNorm {
 }
 
 impl GroupNorm {
-    /// Builds `prefix.weight`/`prefix.bias` for `channels`.
-    pub fn new(src: &mut dyn ParamSource, prefix: &str, channels: usize, device: &Device) -> Self {
+    /// Builds `prefix.weight`/`prefix.bias` for `channels` in `groups` groups.
+    pub fn new(
+        src: &mut dyn ParamSource,
+        prefix: &str,
+        channels: usize,
+        groups: usize,
+        device: &Device,
+    ) -> Self {
         Self {
             weight: param(
                 src,
@@ -265,7 +271,7 @@ impl GroupNorm {
                 Init::Zeros,
                 device,
             ),
-            groups: 32,
+            groups,
             key: prefix.to_string(),
         }
     }
@@ -361,4 +367,52 @@ pub fn upsample2(x: Tensor<4>) -> Tensor<4> {
 /// 2×2 average pooling.
 pub fn avgpool2(x: Tensor<4>) -> Tensor<4> {
     burn::tensor::module::avg_pool2d(x, burn::tensor::ops::AvgPoolOptions::new([2, 2]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Per-channel spatial means after GroupNorm of an input whose channel c is the constant
+    /// c plus a shared pattern: with one channel per group every mean is removed; with four
+    /// per group the differences between a group's channels survive.
+    fn channel_means(groups: usize) -> Vec<f32> {
+        let device = Device::flex();
+        let norm = GroupNorm::new(
+            &mut RandomInit(NoiseSource::new(0)),
+            "n",
+            32,
+            groups,
+            &device,
+        );
+        let (h, w) = (4, 4);
+        let mut v = Vec::with_capacity(32 * h * w);
+        for c in 0..32 {
+            for i in 0..h * w {
+                v.push(c as f32 + (i as f32 * 0.7).sin());
+            }
+        }
+        let x = tweedie_core::tensor::from_vec(v, [1, 32, h, w], &device);
+        let y = norm.forward(x).mean_dims(&[2, 3]).reshape([32]);
+        tweedie_core::tensor::to_vec(&y)
+    }
+
+    #[test]
+    fn norm_groups_decides_whether_channel_means_survive() {
+        let one_per_group = channel_means(32);
+        assert!(
+            one_per_group.iter().all(|m| m.abs() < 1e-5),
+            "{one_per_group:?}"
+        );
+        let four_per_group = channel_means(8);
+        // Group 0 holds channels 0..4 with means 0, 1, 2, 3 → normalised means differ.
+        assert!(
+            (four_per_group[3] - four_per_group[0]).abs() > 1.0,
+            "{four_per_group:?}"
+        );
+        // Each group's mean is still removed.
+        for g in four_per_group.chunks(4) {
+            assert!(g.iter().sum::<f32>().abs() < 1e-4, "{g:?}");
+        }
+    }
 }

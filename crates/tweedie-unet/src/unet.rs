@@ -34,13 +34,14 @@ struct ResSpec {
     up: bool,
     down: bool,
     scale_shift: bool,
+    groups: usize,
 }
 
 impl ResBlock {
     fn new(src: &mut dyn ParamSource, p: &str, s: ResSpec, device: &Device) -> Self {
         let emb_out = if s.scale_shift { 2 * s.cout } else { s.cout };
         Self {
-            in_norm: GroupNorm::new(src, &format!("{p}.in_layers.0"), s.cin, device),
+            in_norm: GroupNorm::new(src, &format!("{p}.in_layers.0"), s.cin, s.groups, device),
             in_conv: Conv::new(
                 src,
                 &format!("{p}.in_layers.2"),
@@ -60,7 +61,7 @@ impl ResBlock {
                 false,
                 device,
             ),
-            out_norm: GroupNorm::new(src, &format!("{p}.out_layers.0"), s.cout, device),
+            out_norm: GroupNorm::new(src, &format!("{p}.out_layers.0"), s.cout, s.groups, device),
             out_conv: Conv::new(
                 src,
                 &format!("{p}.out_layers.3"),
@@ -144,10 +145,11 @@ impl Attention {
         ch: usize,
         heads: usize,
         legacy: bool,
+        groups: usize,
         device: &Device,
     ) -> Self {
         Self {
-            norm: GroupNorm::new(src, &format!("{p}.norm"), ch, device),
+            norm: GroupNorm::new(src, &format!("{p}.norm"), ch, groups, device),
             qkv: Linear::new(src, &format!("{p}.qkv"), ch, 3 * ch, true, false, device),
             proj: Linear::new(src, &format!("{p}.proj_out"), ch, ch, true, true, device),
             heads,
@@ -365,6 +367,7 @@ impl UNet {
                     up,
                     down,
                     scale_shift: config.use_scale_shift_norm,
+                    groups: config.norm_groups,
                 },
                 device,
             )
@@ -392,6 +395,7 @@ impl UNet {
                     cout,
                     heads(cout, decoder),
                     legacy,
+                    config.norm_groups,
                     device,
                 );
                 layers.push(Layer::attn(a));
@@ -457,6 +461,7 @@ impl UNet {
                     ch,
                     heads(ch, false),
                     legacy,
+                    config.norm_groups,
                     device,
                 )),
                 Layer::res(res(src, "middle_block.2".into(), ch, ch, false, false)),
@@ -490,7 +495,7 @@ impl UNet {
                 output_blocks.push(Block { layers });
             }
         }
-        let out_norm = GroupNorm::new(src, "out.0", ch, device);
+        let out_norm = GroupNorm::new(src, "out.0", ch, config.norm_groups, device);
         let out_conv = Conv::new(src, "out.2", ch, config.out_channels(), 3, 1, true, device);
         Ok(Self {
             time1,
