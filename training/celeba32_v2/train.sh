@@ -1,0 +1,17 @@
+#!/bin/sh
+# The next embedded model (issue 15): 32×32, 32 channels (mult 1,2,2), 8 GroupNorm groups,
+# learned σ, CelebA centre-cropped to 140. Run from the repository root; needs
+# ../shared/data/celeba/{train,val}. Continue the committed run with:
+#   training/celeba32_v2/train.sh --resume                       # flex, any machine
+#   training/celeba32_v2/train.sh --resume --backend libtorch    # ≈ 2.6× faster, see docs/backends.md
+# TWEEDIE picks the binary (default target/release/tweedie; for LibTorch, a build with
+# --features libtorch and torch's lib folder on LD_LIBRARY_PATH; OMP_WAIT_POLICY=PASSIVE when
+# the machine is shared). The checkpoint, loss.csv and eval.csv in this folder are updated in
+# place: commit them to hand the run on.
+set -e
+exec "${TWEEDIE:-target/release/tweedie}" train \
+  --data ../shared/data/celeba/train --val ../shared/data/celeba/val \
+  --size 32 --crop 140 --channels 32 --mult 1,2,2 --attention 16,8 --norm-groups 8 --learn-sigma \
+  --batch 32 --lr 2e-4 --warmup 500 --ema 0.9995 --steps 40000 \
+  --checkpoint-every 500 --eval-every 500 --eval-samples 128 --eval-sample-steps 50 \
+  --log-every 100 --seed 0 --out training/celeba32_v2 "$@"
