@@ -79,15 +79,37 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let cols = (shown.len() as f64).sqrt().ceil() as usize;
     let grid = tweedie_io::Grid::from_images(&shown, cols, 0);
     grid.save(c.out.join("grid.png"))?;
+    // What produced the samples.
+    let settings = serde_json::json!({
+        "command": "generate",
+        "model": c.model,
+        "config": c.config,
+        "backend": c.backend.as_str(),
+        "n": a.n,
+        "batch": a.batch,
+        "steps": a.steps,
+        "seed": c.seed,
+        "variance": format!("{:?}", opts.variance),
+        "eta": a.eta,
+        "clip_x0": opts.clip_x0,
+    });
+    tweedie_io::write_atomic(
+        &c.out.join("generate.json"),
+        serde_json::to_string_pretty(&settings)?.as_bytes(),
+    )?;
     if shown.len() < a.n {
         println!(
-            "wrote {} samples and grid.png (the first {}) to {}",
+            "wrote {} samples, grid.png (the first {}) and generate.json to {}",
             a.n,
             shown.len(),
             c.out.display()
         );
     } else {
-        println!("wrote {} samples and grid.png to {}", a.n, c.out.display());
+        println!(
+            "wrote {} samples, grid.png and generate.json to {}",
+            a.n,
+            c.out.display()
+        );
     }
     Ok(())
 }

@@ -92,6 +92,20 @@ fn generate_writes_samples_and_grid() {
         std::fs::read(out.join("sample_000.png")).unwrap(),
         std::fs::read(raw.join("sample_000.png")).unwrap()
     );
+    // Each run records its settings.
+    for (dir, clip) in [(&out, true), (&raw, false)] {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("generate.json")).unwrap()).unwrap();
+        assert_eq!(
+            (
+                v["clip_x0"].as_bool(),
+                v["steps"].as_u64(),
+                v["seed"].as_u64()
+            ),
+            (Some(clip), Some(3), Some(1)),
+            "{v}"
+        );
+    }
 }
 
 #[test]
