@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use tweedie_metrics::fd::Gaussian;
 use tweedie_metrics::{Lpips, SetFeatures, fd_scores};
 
 /// `tweedie fd A B`.
@@ -193,6 +194,14 @@ pub fn run(a: FdArgs) -> Result<()> {
         a.size,
         secs
     );
+    let [ca, cb] = &s.colour_fits;
+    println!(
+        "colour-FD = {:.6} (means: a cast) + {:.6} (spreads); per-image mean RGB {}, {}",
+        s.colour_terms.mean,
+        s.colour_terms.covariance,
+        colour_text("A", ca),
+        colour_text("B", cb)
+    );
     for (what, skipped) in [(&names.0, &skip_a), (&names.1, &skip_b)] {
         if !skipped.is_empty() {
             eprintln!(
@@ -206,7 +215,13 @@ pub fn run(a: FdArgs) -> Result<()> {
         let v = json!({
             "fd_alex": s.fd_alex,
             "fd_colour": s.fd_colour,
-            "measure": "Fréchet distance of Gaussian fits; FD-Alex: LPIPS-AlexNet conv5 (after ReLU) averaged over positions, images resized to 224×224 bilinear; colour-FD: per-image mean RGB on [0, 1]. Not FID.",
+            "colour": {
+                "mean_term": s.colour_terms.mean,
+                "covariance_term": s.colour_terms.covariance,
+                "a": colour_json(ca),
+                "b": colour_json(cb),
+            },
+            "measure": "Fréchet distance of Gaussian fits; FD-Alex: LPIPS-AlexNet conv5 (after ReLU) averaged over positions, images resized to 224×224 bilinear; colour-FD: per-image mean RGB on [0, 1] (its mean term ‖μ_a − μ_b‖² and covariance term; each set's mean and standard deviation of that per-image mean RGB). Not FID.",
             "size": a.size,
             "max": a.max,
             "seconds": secs,
@@ -218,4 +233,27 @@ pub fn run(a: FdArgs) -> Result<()> {
         println!("wrote {}", j.display());
     }
     Ok(())
+}
+
+/// Standard deviations √Σᵢᵢ of a colour fit.
+fn colour_std(g: &Gaussian) -> Vec<f64> {
+    (0..g.dim())
+        .map(|i| g.cov[i * g.dim() + i].sqrt())
+        .collect()
+}
+
+/// "A 0.532/0.420/0.361 ± 0.152/0.134/0.127".
+fn colour_text(name: &str, g: &Gaussian) -> String {
+    let join = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.3}"))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    format!("{name} {} ± {}", join(&g.mean), join(&colour_std(g)))
+}
+
+/// A set's per-image mean RGB: its mean and standard deviation per channel.
+fn colour_json(g: &Gaussian) -> serde_json::Value {
+    json!({"mean_rgb": g.mean, "std_rgb": colour_std(g)})
 }

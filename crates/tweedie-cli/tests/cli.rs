@@ -1987,7 +1987,20 @@ fn fd_skips_odd_sizes_and_sees_colour_shifts() {
     ok(&["fd", sa, sa, "--mixed-sizes", "--json", sj]);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(v["a"]["images"], 9, "{v}");
-    ok(&["fd", sa, ss, "--json", sj]);
+    let text = ok(&["fd", sa, ss, "--json", sj]);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert!(v["fd_colour"].as_f64().unwrap() > 0.01, "{v}");
+    let fd = v["fd_colour"].as_f64().unwrap();
+    assert!(fd > 0.01, "{v}");
+    // The split: a red cast is mostly the mean term; the terms add up to colour-FD; the red
+    // channel's mean is higher in the shifted set.
+    let c = &v["colour"];
+    let (mt, ct) = (
+        c["mean_term"].as_f64().unwrap(),
+        c["covariance_term"].as_f64().unwrap(),
+    );
+    assert!((mt + ct - fd).abs() < 1e-9 && mt > 10.0 * ct, "{c}");
+    let red = |s: &str| c[s]["mean_rgb"][0].as_f64().unwrap();
+    assert!(red("b") - red("a") > 0.1, "{c}");
+    assert_eq!(c["a"]["std_rgb"].as_array().unwrap().len(), 3, "{c}");
+    assert!(text.contains("(means: a cast)"), "{text}");
 }

@@ -136,11 +136,36 @@ impl Gaussian {
 /// assert!((fd - (1.0 + 1.0)).abs() < 1e-12);
 /// ```
 pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> Result<f64, FdError> {
+    let t = frechet_terms(a, b)?;
+    Ok((t.mean + t.covariance).max(0.0))
+}
+
+/// The Fréchet distance's two terms: where the sets' means differ and where their spreads do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrechetTerms {
+    /// ‖μ₁ − μ₂‖² (for colour-FD: a cast of the whole set).
+    pub mean: f64,
+    /// tr Σ₁ + tr Σ₂ − 2 tr (Σ₁ Σ₂)^{1/2}, clamped at 0 (for colour-FD: per-image colours
+    /// varying more or less than the other set's). Σ₁ = s²Σ₂ gives (s − 1)² tr Σ₂.
+    pub covariance: f64,
+}
+
+/// The mean and covariance terms of [`frechet_distance`], which is their sum.
+///
+/// ```
+/// use tweedie_metrics::fd::{Gaussian, frechet_terms};
+///
+/// let a = Gaussian { mean: vec![1.0], cov: vec![4.0], n: 10 };
+/// let b = Gaussian { mean: vec![0.0], cov: vec![1.0], n: 10 };
+/// let t = frechet_terms(&a, &b).unwrap();
+/// assert!((t.mean - 1.0).abs() < 1e-12 && (t.covariance - 1.0).abs() < 1e-12);
+/// ```
+pub fn frechet_terms(a: &Gaussian, b: &Gaussian) -> Result<FrechetTerms, FdError> {
     let d = a.dim();
     if b.dim() != d || a.cov.len() != d * d || b.cov.len() != d * d {
         return Err(FdError::DimMismatch(d, b.dim()));
     }
-    let mean_term: f64 = a
+    let mean: f64 = a
         .mean
         .iter()
         .zip(&b.mean)
@@ -152,7 +177,10 @@ pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> Result<f64, FdError> {
     symmetrize(&mut m, d);
     let (eig, _) = sym_eigen(m, d);
     let tr_sqrt: f64 = eig.iter().map(|l| l.max(0.0).sqrt()).sum();
-    Ok((mean_term + trace(&a.cov) + trace(&b.cov) - 2.0 * tr_sqrt).max(0.0))
+    Ok(FrechetTerms {
+        mean,
+        covariance: (trace(&a.cov) + trace(&b.cov) - 2.0 * tr_sqrt).max(0.0),
+    })
 }
 
 /// Per-image AlexNet features (LPIPS backbone): `[−1, 1]` images `[B, 3, H, W]` resized to
@@ -248,12 +276,16 @@ impl SetFeatures {
 }
 
 /// Both distances between two sets.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FdScores {
     /// FD of the AlexNet conv5 Gaussians (256-d).
     pub fd_alex: f64,
     /// FD of the mean-RGB Gaussians (3-d, [0, 1] scale).
     pub fd_colour: f64,
+    /// colour-FD split into its mean term (a cast) and its covariance term (a spread).
+    pub colour_terms: FrechetTerms,
+    /// The Gaussian fits of sets `a` and `b`'s per-image mean RGB (μ and Σ on [0, 1]).
+    pub colour_fits: [Gaussian; 2],
 }
 
 /// FD-Alex and colour-FD between sets `a` and `b` (each needs ≥ 2 images); `names` label the
@@ -264,9 +296,13 @@ pub fn fd_scores(
     names: (&str, &str),
 ) -> Result<FdScores, FdError> {
     let fit = |f: &[Vec<f64>], what: &str| Gaussian::fit(f, what);
+    let colour_fits = [fit(&a.colour, names.0)?, fit(&b.colour, names.1)?];
+    let colour_terms = frechet_terms(&colour_fits[0], &colour_fits[1])?;
     Ok(FdScores {
         fd_alex: frechet_distance(&fit(&a.alex, names.0)?, &fit(&b.alex, names.1)?)?,
-        fd_colour: frechet_distance(&fit(&a.colour, names.0)?, &fit(&b.colour, names.1)?)?,
+        fd_colour: (colour_terms.mean + colour_terms.covariance).max(0.0),
+        colour_terms,
+        colour_fits,
     })
 }
 
@@ -458,6 +494,38 @@ mod tests {
     }
 
     #[test]
+    fn terms_split_a_shift_from_a_wider_spread() {
+        // Σ₁ = s²Σ₂ (a full, non-diagonal Σ₂), same mean: the whole FD is in the covariance
+        // term, (s − 1)² tr Σ₂; a shift δ adds ‖δ‖² to the mean term only.
+        let d = 3;
+        let cov = random_spd(d, 5);
+        let tr: f64 = (0..d).map(|i| cov[i * d + i]).sum();
+        let narrow = Gaussian {
+            mean: vec![0.5, 0.4, 0.3],
+            cov: cov.clone(),
+            n: 10,
+        };
+        let wide = Gaussian {
+            cov: cov.iter().map(|v| v * 1.1 * 1.1).collect(),
+            ..narrow.clone()
+        };
+        let t = frechet_terms(&wide, &narrow).unwrap();
+        assert!(
+            t.mean == 0.0 && (t.covariance - 0.01 * tr).abs() < 1e-10,
+            "{t:?}"
+        );
+        let shifted = Gaussian {
+            mean: vec![0.6, 0.4, 0.1],
+            ..wide.clone()
+        };
+        let t = frechet_terms(&shifted, &narrow).unwrap();
+        assert!((t.mean - 0.05).abs() < 1e-12, "{t:?}");
+        assert!((t.covariance - 0.01 * tr).abs() < 1e-10, "{t:?}");
+        let fd = frechet_distance(&shifted, &narrow).unwrap();
+        assert!((fd - t.mean - t.covariance).abs() < 1e-12);
+    }
+
+    #[test]
     fn fd_is_zero_for_identical_sets_and_grows_with_a_colour_cast() {
         let device = Device::flex();
         let net = Lpips::alex_default(&device).unwrap();
@@ -487,6 +555,13 @@ mod tests {
         let cast = fd_scores(&a, &b, ("a", "cast")).unwrap();
         // Mean RGB moves by exactly (0.1, 0, 0), covariance unchanged: colour-FD = 0.01.
         assert!((cast.fd_colour - 0.01).abs() < 1e-5, "{cast:?}");
+        let t = cast.colour_terms;
+        assert!((t.mean - 0.01).abs() < 1e-5 && t.covariance < 1e-9, "{t:?}");
+        let m = &cast.colour_fits[1].mean;
+        assert!(
+            (m[0] - cast.colour_fits[0].mean[0] - 0.1).abs() < 1e-6,
+            "{m:?}"
+        );
         assert!(cast.fd_alex > 100.0 * same.fd_alex.max(1e-6), "{cast:?}");
         // One image has no covariance.
         let mut one = SetFeatures::new();
