@@ -196,7 +196,7 @@ pub fn run(a: FdArgs) -> Result<()> {
     );
     let [ca, cb] = &s.colour_fits;
     println!(
-        "colour-FD = {:.6} (means: a cast) + {:.6} (spreads); per-image mean RGB {}, {}",
+        "colour-FD = {:.3e} (mean term: a cast) + {:.3e} (covariance term: a spread); per-image mean RGB ± std {}, {}",
         s.colour_terms.mean,
         s.colour_terms.covariance,
         colour_text("A", ca),

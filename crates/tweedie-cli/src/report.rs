@@ -417,10 +417,17 @@ pub fn run(a: ReportArgs) -> Result<()> {
             &std::fs::read_to_string(dir.join("nfe.json"))
                 .with_context(|| format!("--nfe: reading {}", dir.join("nfe.json").display()))?,
         )?;
+        let mut steps: Vec<u64> = runs
+            .as_array()
+            .map(|r| r.iter().filter_map(|x| x["steps"].as_u64()).collect())
+            .unwrap_or_default();
+        steps.sort_unstable();
+        steps.dedup();
+        let steps = list_words(&steps);
         all["nfe"] = runs;
         writeln!(
             md,
-            "## Quality against steps (NFE)\n\nEach method restores the same measurements (`tweedie nfe`: the same faces, operators and seed) with 20 to 1000 strided steps; one network evaluation per step (DPS also back-propagates through the network). Cells: PSNR (dB) / LPIPS-Alex / wall time of the batch. DPS's ζ is scaled by 1000/steps (the DPS preset).\n\n![NFE curves](figures/nfe.png)\n\n{table}"
+            "## Quality against steps (NFE)\n\nEach method restores the same measurements (`tweedie nfe`: the same faces, operators and seed) with {steps} strided steps; one network evaluation per step (DPS also back-propagates through the network). Cells: PSNR (dB) / LPIPS-Alex / wall time of the batch. DPS's ζ is scaled by 1000/steps (the DPS preset).\n\n![NFE curves](figures/nfe.png)\n\n{table}"
         )?;
     }
     writeln!(
@@ -446,4 +453,32 @@ pub fn run(a: ReportArgs) -> Result<()> {
         total
     );
     Ok(())
+}
+
+/// "20", "20 and 100", "20, 50, 100 and 1000".
+fn list_words(v: &[u64]) -> String {
+    match v {
+        [] => "no".into(),
+        [a] => a.to_string(),
+        [rest @ .., last] => format!(
+            "{} and {last}",
+            rest.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::list_words;
+
+    #[test]
+    fn step_lists_read_as_words() {
+        assert_eq!(list_words(&[]), "no");
+        assert_eq!(list_words(&[20]), "20");
+        assert_eq!(list_words(&[20, 100]), "20 and 100");
+        assert_eq!(list_words(&[20, 50, 100, 1000]), "20, 50, 100 and 1000");
+    }
 }

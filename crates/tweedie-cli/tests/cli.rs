@@ -2002,5 +2002,5 @@ fn fd_skips_odd_sizes_and_sees_colour_shifts() {
     let red = |s: &str| c[s]["mean_rgb"][0].as_f64().unwrap();
     assert!(red("b") - red("a") > 0.1, "{c}");
     assert_eq!(c["a"]["std_rgb"].as_array().unwrap().len(), 3, "{c}");
-    assert!(text.contains("(means: a cast)"), "{text}");
+    assert!(text.contains("(mean term: a cast)"), "{text}");
 }

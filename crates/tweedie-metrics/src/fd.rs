@@ -521,8 +521,27 @@ mod tests {
         let t = frechet_terms(&shifted, &narrow).unwrap();
         assert!((t.mean - 0.05).abs() < 1e-12, "{t:?}");
         assert!((t.covariance - 0.01 * tr).abs() < 1e-10, "{t:?}");
-        let fd = frechet_distance(&shifted, &narrow).unwrap();
-        assert!((fd - t.mean - t.covariance).abs() < 1e-12);
+        // Covariances that do not commute: 2×2 closed form, tr √M = √(tr M + 2√det M) for
+        // M = Σ₁Σ₂ (its eigenvalues are those of the SPD Σ₁^{1/2} Σ₂ Σ₁^{1/2}).
+        let (s1, s2) = (random_spd(2, 5), random_spd(2, 6));
+        let m = matmul(&s1, &s2, 2);
+        assert!(
+            (m[1] - matmul(&s2, &s1, 2)[1]).abs() > 1e-3,
+            "the pair commutes"
+        );
+        let det = m[0] * m[3] - m[1] * m[2];
+        let tr_sqrt = (m[0] + m[3] + 2.0 * det.sqrt()).sqrt();
+        let want = s1[0] + s1[3] + s2[0] + s2[3] - 2.0 * tr_sqrt;
+        let g = |cov: Vec<f64>| Gaussian {
+            mean: vec![0.0, 0.0],
+            cov,
+            n: 10,
+        };
+        let t = frechet_terms(&g(s1), &g(s2)).unwrap();
+        assert!(
+            t.mean == 0.0 && (t.covariance - want).abs() < 1e-10,
+            "{t:?} vs {want}"
+        );
     }
 
     #[test]

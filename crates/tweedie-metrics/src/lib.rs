@@ -11,7 +11,7 @@ pub mod fd;
 mod lpips;
 pub mod nearest;
 
-pub use fd::{FdError, FdScores, SetFeatures, fd_scores};
+pub use fd::{FdError, FdScores, FrechetTerms, SetFeatures, fd_scores, frechet_terms};
 pub use lpips::{Backbone, Lpips, LpipsError, default_alex_path};
 pub use nearest::{DistanceSummary, Neighbour, fraction_below, nearest_pixel};
 
