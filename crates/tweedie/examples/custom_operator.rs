@@ -106,7 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x = to_tensor(&[load_image_sized(&image, size)?], &device)?;
     let mut noise = NoiseSource::new(0);
     let y = measure(&op, x.clone(), 0.05, &mut noise)?;
-    // The DPS preset's chain (learned variance, which is σ² = β on this model; x̂0 clipped)
+    // The DPS preset's chain (learned variance from the model's variance channels; x̂0 clipped)
     // and residual rule, with the DPS configs' ζ for operators other than inpainting (0.3),
     // × 1000/steps so that the strided chain keeps the 1000-step chain's total guidance.
     let preset = Preset::Dps;

@@ -7,7 +7,7 @@
 //! A centred box covering half the side is removed from IMAGE (default
 //! `assets/faces/000444.jpg`), y = A(x) + 0.05 n is measured, and DPS restores it with the
 //! official DPS code's settings (`Preset::Dps`: residual rule ζ = 0.5 for inpainting, learned
-//! variance — σ² = β on this model, which has no variance channels — x̂0 clipped) over 100
+//! variance — the embedded model's `learned_range` channels — x̂0 clipped) over 100
 //! strided steps, or STEPS (ζ × 1000/steps, as the report does, so that the short chain's
 //! total guidance matches DPS's 1000-step chain). Writes the images to
 //! `target/example-output/dps_inpainting/` and prints the PSNRs.
