@@ -136,8 +136,7 @@ impl Gaussian {
 /// assert!((fd - (1.0 + 1.0)).abs() < 1e-12);
 /// ```
 pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> Result<f64, FdError> {
-    let t = frechet_terms(a, b)?;
-    Ok((t.mean + t.covariance).max(0.0))
+    Ok(frechet_terms(a, b)?.distance())
 }
 
 /// The Fréchet distance's two terms: where the sets' means differ and where their spreads do.
@@ -148,6 +147,13 @@ pub struct FrechetTerms {
     /// tr Σ₁ + tr Σ₂ − 2 tr (Σ₁ Σ₂)^{1/2}, clamped at 0 (for colour-FD: per-image colours
     /// varying more or less than the other set's). Σ₁ = s²Σ₂ gives (s − 1)² tr Σ₂.
     pub covariance: f64,
+}
+
+impl FrechetTerms {
+    /// The Fréchet distance: mean + covariance, clamped at 0.
+    pub fn distance(&self) -> f64 {
+        (self.mean + self.covariance).max(0.0)
+    }
 }
 
 /// The mean and covariance terms of [`frechet_distance`], which is their sum.
@@ -300,7 +306,7 @@ pub fn fd_scores(
     let colour_terms = frechet_terms(&colour_fits[0], &colour_fits[1])?;
     Ok(FdScores {
         fd_alex: frechet_distance(&fit(&a.alex, names.0)?, &fit(&b.alex, names.1)?)?,
-        fd_colour: (colour_terms.mean + colour_terms.covariance).max(0.0),
+        fd_colour: colour_terms.distance(),
         colour_terms,
         colour_fits,
     })
