@@ -89,7 +89,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         "batch": a.batch,
         "steps": a.steps,
         "seed": c.seed,
-        "variance": format!("{:?}", opts.variance),
+        "variance": opts.variance,
         "eta": a.eta,
         "clip_x0": opts.clip_x0,
     });

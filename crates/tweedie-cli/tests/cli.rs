@@ -105,6 +105,8 @@ fn generate_writes_samples_and_grid() {
             (Some(clip), Some(3), Some(1)),
             "{v}"
         );
+        // Spelled as every other run's JSON spells it (StepVariance's serde name).
+        assert_eq!(v["variance"], "beta", "{v}");
     }
 }
 
