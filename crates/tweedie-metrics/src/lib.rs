@@ -1,16 +1,18 @@
 //! `tweedie-metrics`: PSNR, SSIM and LPIPS, and two Fréchet distances between image sets
 //! ([`fd`]: FD-Alex on LPIPS-AlexNet conv5 features and colour-FD on mean RGB — our own
-//! sample-quality numbers, not FID).
+//! sample-quality numbers, not FID), and [`calibration`] of a denoiser's per-image mean colour.
 //!
 //! Convention: inputs are image batches `[B, 3, H, W]` in **[−1, 1]** (the models' range).
 //! PSNR and SSIM are reported on the [0, 1] scale (peak 1), as the problem sheet does; LPIPS
 //! takes the [−1, 1] images directly, as the reference `lpips` package does. Every function
 //! returns one value per batch item.
 
+pub mod calibration;
 pub mod fd;
 mod lpips;
 pub mod nearest;
 
+pub use calibration::{MeanCalibration, mean_calibration};
 pub use fd::{FdError, FdScores, FrechetTerms, SetFeatures, fd_scores, frechet_terms};
 pub use lpips::{Backbone, Lpips, LpipsError, default_alex_path};
 pub use nearest::{DistanceSummary, Neighbour, fraction_below, nearest_pixel};
