@@ -51,9 +51,11 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
     /// Extra weight w on the error of ε̂'s per-image mean colour: loss = L_simple +
-    /// w·mean_{b,c}(mean_{hw}(ε̂ − ε))². Same minimiser, more emphasis on the mode a small
-    /// network under-fits at high t (over-spread colours; see `tweedie evaluate`'s colour
-    /// calibration). 0: plain L_simple. A resume may change it (recorded in state.json).
+    /// w·s_t·mean_c(mean_{hw}(ε̂ − ε))², s_t ∈ [0, 1] the share of ε's mean that x_t
+    /// determines (≈ 0 below t ≈ 500, → 1 at high t). Same minimiser, more emphasis on the
+    /// mode a small network under-fits at high t (over-spread colours; see `tweedie
+    /// evaluate`'s colour calibration). 0: plain L_simple. A resume may change it (recorded in
+    /// state.json).
     #[arg(long, default_value_t = 0.0)]
     mean_weight: f64,
     /// Checkpoint interval in steps.

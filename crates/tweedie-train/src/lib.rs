@@ -15,7 +15,7 @@ mod trainer;
 mod vlb;
 
 pub use data::{Dataset, DatasetOptions, prepare, prepare_checked};
-pub use mean_error::mean_error_penalty;
+pub use mean_error::{mean_colour_variance, mean_error_penalty, mean_error_weight};
 pub use trainer::{
     BoxedSource, EvalPoint, Evaluation, ExtraEval, Start, StepReport, TrainError, TrainOptions,
     TrainSummary, recover_checkpoint, train, train_with_eval, validation_loss,

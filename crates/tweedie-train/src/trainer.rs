@@ -128,8 +128,9 @@ pub struct TrainOptions {
     /// Clip the global gradient norm to this value.
     pub grad_clip: Option<f64>,
     /// Extra weight w ≥ 0 on the error of ε̂'s per-image, per-channel mean (see
-    /// [`crate::mean_error_penalty`]): loss = L_simple + w·mean_{b,c} (mean_{hw}(ε̂ − ε))² (+ the
-    /// VLB term). 0 is plain L_simple. Changing it on `--resume` is allowed (a fine-tune) and
+    /// [`crate::mean_error_penalty`]): loss = L_simple + w·mean_b s_{t_b}·mean_c
+    /// (mean_{hw}(ε̂ − ε))² (+ the VLB term), s_t the predictable share of ε's mean
+    /// ([`crate::mean_error_weight`], from the data's mean-colour variance). 0 is plain L_simple. Changing it on `--resume` is allowed (a fine-tune) and
     /// is recorded in the checkpoint's `state.json` with the step it took effect.
     #[serde(default)]
     pub mean_weight: f64,
@@ -791,6 +792,9 @@ pub fn train_with_eval(
         None
     };
 
+    // The per-image mean colour variance of the data, for the mean-error weights.
+    let mean_variance = crate::mean_colour_variance(data.images());
+    let pixels = opts.unet.image_size * opts.unet.image_size;
     let first_step = state.step;
     let first_train_seconds = state.train_seconds;
     let b = opts.batch_size;
@@ -823,8 +827,13 @@ pub fn train_with_eval(
         let pred = out.clone().narrow(1, 0, 3);
         let mut mse = (pred.clone() - eps.clone()).powf_scalar(2.0).mean();
         if opts.mean_weight > 0.0 {
+            let share: Vec<f32> = ts
+                .iter()
+                .map(|&t| crate::mean_error_weight(&schedule, t, mean_variance, pixels) as f32)
+                .collect();
+            let share = tweedie_core::tensor::from_vec(share, [b], &ad);
             mse = mse
-                + crate::mean_error_penalty(pred.clone(), eps)
+                + (crate::mean_error_penalty(pred.clone(), eps) * share)
                     .mean()
                     .mul_scalar(opts.mean_weight);
         }
