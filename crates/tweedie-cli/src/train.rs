@@ -50,14 +50,6 @@ pub struct TrainArgs {
     /// Clip the gradient norm to this (a finite value ≥ 0; 0: no clipping).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
-    /// Extra weight w on the error of ε̂'s per-image mean colour: loss = L_simple +
-    /// w·s_t·mean_c(mean_{hw}(ε̂ − ε))², s_t ∈ [0, 1] the share of ε's mean that x_t
-    /// determines (≈ 0 below t ≈ 500, → 1 at high t). Same minimiser, more emphasis on the
-    /// mode a small network under-fits at high t (over-spread colours; see `tweedie
-    /// evaluate`'s colour calibration). 0: plain L_simple. A resume may change it (recorded in
-    /// state.json).
-    #[arg(long, default_value_t = 0.0)]
-    mean_weight: f64,
     /// Checkpoint interval in steps.
     #[arg(long, default_value_t = 500)]
     checkpoint_every: usize,
@@ -178,7 +170,6 @@ pub fn run(a: TrainArgs) -> Result<()> {
         warmup: a.warmup,
         ema_decay: a.ema,
         grad_clip: (a.grad_clip > 0.0).then_some(a.grad_clip),
-        mean_weight: a.mean_weight,
         checkpoint_every: a.checkpoint_every,
         seed: a.seed,
     };

@@ -4,7 +4,7 @@
 //! For a posterior mean, the error x₀ − x̂₀ is uncorrelated with x̂₀ (any function of x_t), so
 //! the least-squares slope of the true values on the predicted ones is 1 and the predictions
 //! spread less than the truth (Var x̂₀ = Var x₀ − E Var(x₀ | x_t)). A slope below 1 means
-//! the predictions are over-spread — at high t that is what widens the samples' colours.
+//! the predictions are over-spread; at high t that widens the colours sampling arrives at.
 
 use crate::fd::FdError;
 

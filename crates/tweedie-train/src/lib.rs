@@ -2,20 +2,17 @@
 //!
 //! Objective: ε-prediction MSE with t uniform in 1..=T on the linear schedule the samplers use;
 //! with `learn_sigma` (6 output channels), Improved DDPM's hybrid L_simple + λ L_vlb, the bound
-//! training only the variance channels ([`vlb_bits_per_dim`]); optionally extra weight on the
-//! error of ε̂'s per-image mean colour ([`mean_error_penalty`]).
+//! training only the variance channels ([`vlb_bits_per_dim`]).
 //! Adam with linear warm-up, optional gradient-norm clipping, EMA of the weights kept on the
 //! training device (the EMA copy is what ships), checkpoints every N steps and an exact `--resume`: parameter ids are stable
 //! hashes of the checkpoint keys, the optimizer state is saved with them, and each step's
 //! randomness is derived from (seed, step), so a resumed run continues the same loss curve.
 
 mod data;
-mod mean_error;
 mod trainer;
 mod vlb;
 
 pub use data::{Dataset, DatasetOptions, prepare, prepare_checked};
-pub use mean_error::{mean_colour_variance, mean_error_penalty, mean_error_weight};
 pub use trainer::{
     BoxedSource, EvalPoint, Evaluation, ExtraEval, Start, StepReport, TrainError, TrainOptions,
     TrainSummary, recover_checkpoint, train, train_with_eval, validation_loss,

@@ -127,13 +127,6 @@ pub struct TrainOptions {
     pub ema_decay: f64,
     /// Clip the global gradient norm to this value.
     pub grad_clip: Option<f64>,
-    /// Extra weight w ≥ 0 on the error of ε̂'s per-image, per-channel mean (see
-    /// [`crate::mean_error_penalty`]): loss = L_simple + w·mean_b s_{t_b}·mean_c
-    /// (mean_{hw}(ε̂ − ε))² (+ the VLB term), s_t the predictable share of ε's mean
-    /// ([`crate::mean_error_weight`], from the data's mean-colour variance). 0 is plain L_simple. Changing it on `--resume` is allowed (a fine-tune) and
-    /// is recorded in the checkpoint's `state.json` with the step it took effect.
-    #[serde(default)]
-    pub mean_weight: f64,
     /// Save a checkpoint every this many steps.
     pub checkpoint_every: usize,
     /// Seed of every random choice.
@@ -156,13 +149,6 @@ impl TrainOptions {
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
             return bad("EMA decay", &self.ema_decay, "must lie in [0, 1)");
-        }
-        if !(self.mean_weight.is_finite() && self.mean_weight >= 0.0) {
-            return bad(
-                "mean-error weight",
-                &self.mean_weight,
-                "must be finite and ≥ 0",
-            );
         }
         if self.checkpoint_every == 0 {
             return bad("checkpoint interval", &self.checkpoint_every, "must be ≥ 1");
@@ -429,10 +415,6 @@ struct CheckpointState {
     /// those had guided-diffusion's 32).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     norm_groups: Option<usize>,
-    /// The mean-error weights the run trained with, as (first step, weight) pairs in order
-    /// (empty in older checkpoints, which trained with 0).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    mean_weight_from_step: Vec<(usize, f64)>,
 }
 
 /// The EMA of the network's parameters, kept as tensors on the training device (the plain,
@@ -741,23 +723,11 @@ pub fn train_with_eval(
                 learn_sigma: None,
                 train_seconds: 0.0,
                 norm_groups: None,
-                mean_weight_from_step: Vec::new(),
             },
         )
     };
     state.learn_sigma = Some(opts.unet.learn_sigma);
     state.norm_groups = Some(opts.unet.norm_groups);
-    let previous_weight = state.mean_weight_from_step.last().map_or(0.0, |w| w.1);
-    if state.mean_weight_from_step.is_empty() && opts.mean_weight == 0.0 {
-        // Plain L_simple from the start: nothing to record.
-    } else if state.mean_weight_from_step.is_empty() || previous_weight != opts.mean_weight {
-        if state.mean_weight_from_step.is_empty() && state.step > 0 {
-            state.mean_weight_from_step.push((1, 0.0));
-        }
-        state
-            .mean_weight_from_step
-            .push((state.step + 1, opts.mean_weight));
-    }
     let log_path = opts.out.join("loss.csv");
     // Every error about the loss log names it.
     let log_err = |e: std::io::Error| io_err(&log_path, e);
@@ -792,9 +762,6 @@ pub fn train_with_eval(
         None
     };
 
-    // The per-image mean colour variance of the data, for the mean-error weights.
-    let mean_variance = crate::mean_colour_variance(data.images());
-    let pixels = opts.unet.image_size * opts.unet.image_size;
     let first_step = state.step;
     let first_train_seconds = state.train_seconds;
     let b = opts.batch_size;
@@ -825,18 +792,7 @@ pub fn train_with_eval(
         let net_t: Vec<f32> = ts.iter().map(|&t| (t - 1) as f32).collect();
         let out = model.forward(x_t.clone(), &net_t);
         let pred = out.clone().narrow(1, 0, 3);
-        let mut mse = (pred.clone() - eps.clone()).powf_scalar(2.0).mean();
-        if opts.mean_weight > 0.0 {
-            let share: Vec<f32> = ts
-                .iter()
-                .map(|&t| crate::mean_error_weight(&schedule, t, mean_variance, pixels) as f32)
-                .collect();
-            let share = tweedie_core::tensor::from_vec(share, [b], &ad);
-            mse = mse
-                + (crate::mean_error_penalty(pred.clone(), eps) * share)
-                    .mean()
-                    .mul_scalar(opts.mean_weight);
-        }
+        let mse = (pred.clone() - eps).powf_scalar(2.0).mean();
         // With learned sigma: + (T/1000)·mean_i L_{t_i − 1}, the bound seeing ε̂ detached.
         let (loss, vlb) = if learn_sigma {
             let v = out.narrow(1, 3, 3);

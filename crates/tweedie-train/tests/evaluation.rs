@@ -34,7 +34,6 @@ fn options(root: &Path, out: &str, steps: usize) -> TrainOptions {
         lr: 1e-3,
         warmup: 2,
         ema_decay: 0.9,
-        mean_weight: 0.0,
         grad_clip: Some(1.0),
         checkpoint_every: 2,
         seed: 3,

@@ -28,7 +28,6 @@ fn options(root: &Path, out: &str, steps: usize) -> TrainOptions {
         lr: 1e-3,
         warmup: 2,
         ema_decay: 0.9,
-        mean_weight: 0.0,
         grad_clip: Some(1.0),
         checkpoint_every: 2,
         seed: 5,
@@ -360,53 +359,7 @@ fn bad_crop_and_grad_clip_are_errors() {
     for bad in [f64::NAN, -1.0, f64::INFINITY] {
         let err = run(&|o| o.grad_clip = Some(bad));
         assert!(err.contains("gradient clip"), "{bad}: {err}");
-        let err = run(&|o| o.mean_weight = bad);
-        assert!(err.contains("mean-error weight"), "{bad}: {err}");
     }
-    std::fs::remove_dir_all(&root).ok();
-}
-
-fn state_json(dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("checkpoint/state.json")).unwrap()).unwrap()
-}
-
-/// A run without the mean-error weight that is resumed with one: the loss changes from that
-/// step on, and state.json records which weight applied from which step.
-#[test]
-fn a_changed_mean_weight_on_resume_is_applied_and_recorded() {
-    let root = fresh_root("meanw");
-    let device = Device::flex();
-    let run = |steps: usize, w: f64, out: &str, start: Start| {
-        let mut o = options(&root, out, steps);
-        o.mean_weight = w;
-        train(&o, start, &device, &mut |_| {}).unwrap();
-    };
-    run(2, 0.0, "a", Start::New);
-    assert!(
-        state_json(&root.join("a"))
-            .get("mean_weight_from_step")
-            .is_none()
-    );
-    std::fs::create_dir_all(root.join("b")).unwrap();
-    std::fs::copy(root.join("a/loss.csv"), root.join("b/loss.csv")).unwrap();
-    copy_dir(&root.join("a/checkpoint"), &root.join("b/checkpoint"));
-    run(4, 0.0, "a", Start::Resume);
-    run(4, 1000.0, "b", Start::Resume);
-    let (la, lb) = (losses(&root.join("a")), losses(&root.join("b")));
-    assert_eq!(la[..3], lb[..3], "steps 1–2 are shared");
-    let loss = |l: &str| -> f64 { l.split(',').nth(1).unwrap().parse().unwrap() };
-    // Step 3 sees the same batch and weights: only the penalty differs, and it is > 0.
-    assert!(loss(&lb[3]) > loss(&la[3]), "{} vs {}", lb[3], la[3]);
-    assert_eq!(
-        state_json(&root.join("b"))["mean_weight_from_step"],
-        serde_json::json!([[1, 0.0], [3, 1000.0]])
-    );
-    // Resuming again with the same weight adds nothing.
-    run(6, 1000.0, "b", Start::Resume);
-    assert_eq!(
-        state_json(&root.join("b"))["mean_weight_from_step"],
-        serde_json::json!([[1, 0.0], [3, 1000.0]])
-    );
     std::fs::remove_dir_all(&root).ok();
 }
 
