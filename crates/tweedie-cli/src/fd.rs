@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use tweedie_metrics::fd::Gaussian;
-use tweedie_metrics::{Lpips, SetFeatures, fd_scores};
+use tweedie_metrics::{Lpips, SetFeatures, fd_scores, split_floor};
 
 /// `tweedie fd A B`.
 #[derive(Args, Debug)]
@@ -45,6 +45,14 @@ pub struct FdArgs {
     /// samples) are reported and skipped.
     #[arg(long)]
     pub mixed_sizes: bool,
+    /// Also measure the floor for a set of A's size: split B at random into |A| images and
+    /// the rest, this many times, and report both distances' median and 5–95 % range (real
+    /// against real images — what A cannot be expected to beat). 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub split_floor: usize,
+    /// Seed of the `--split-floor` draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// `cpu` (burn flex), `wgpu` or `libtorch` (builds with those features).
     #[arg(long, value_enum, default_value_t = crate::args::BackendArg::Cpu)]
     pub backend: crate::args::BackendArg,
@@ -202,6 +210,33 @@ pub fn run(a: FdArgs) -> Result<()> {
         colour_text("A", ca),
         colour_text("B", cb)
     );
+    let floor = if a.split_floor > 0 {
+        let f = split_floor(&sb, sa.len(), a.split_floor, a.seed)?;
+        let q = |v: &[f64]| [0.05, 0.5, 0.95].map(|p| tweedie_metrics::SplitFloor::quantile(v, p));
+        let (qa, qc) = (q(&f.fd_alex), q(&f.fd_colour));
+        println!(
+            "floor for {} real images (B split into {} and the other {}, {} draws, seed {}): FD-Alex median {:.4} (5–95 %: {:.4}–{:.4}), colour-FD median {:.6} (5–95 %: {:.6}–{:.6})",
+            f.n,
+            f.n,
+            sb.len() - f.n,
+            a.split_floor,
+            a.seed,
+            qa[1],
+            qa[0],
+            qa[2],
+            qc[1],
+            qc[0],
+            qc[2]
+        );
+        let band = |q: [f64; 3]| json!({"p05": q[0], "median": q[1], "p95": q[2]});
+        Some(json!({
+            "n": f.n, "rest": sb.len() - f.n, "draws": a.split_floor, "seed": a.seed,
+            "fd_alex": band(qa), "fd_colour": band(qc),
+            "what": "B split at random into |A| images and the rest; the distances between the two parts",
+        }))
+    } else {
+        None
+    };
     for (what, skipped) in [(&names.0, &skip_a), (&names.1, &skip_b)] {
         if !skipped.is_empty() {
             eprintln!(
@@ -212,7 +247,7 @@ pub fn run(a: FdArgs) -> Result<()> {
         }
     }
     if let Some(j) = &a.json {
-        let v = json!({
+        let mut v = json!({
             "fd_alex": s.fd_alex,
             "fd_colour": s.fd_colour,
             "colour": {
@@ -229,6 +264,9 @@ pub fn run(a: FdArgs) -> Result<()> {
             "a": {"path": a.a, "crop": crop_a, "images": sa.len(), "skipped": skip_a, "other_size": other_a},
             "b": {"path": a.b, "crop": crop_b, "images": sb.len(), "skipped": skip_b, "other_size": other_b},
         });
+        if let Some(f) = floor {
+            v["split_floor"] = f;
+        }
         tweedie_io::write_atomic(j, serde_json::to_string_pretty(&v)?.as_bytes())?;
         println!("wrote {}", j.display());
     }

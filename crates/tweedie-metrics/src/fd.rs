@@ -312,6 +312,78 @@ pub fn fd_scores(
     })
 }
 
+/// What FD-Alex and colour-FD look like between *real* sets of a given size: a reference set
+/// B split at random into `n` images and the rest, `draws` times. The distances of a finite
+/// sample are never 0 (their means and covariances are estimates); this is the floor a set of
+/// n images — samples included — cannot be expected to beat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitFloor {
+    /// Images in the drawn part (the rest of B is the other set).
+    pub n: usize,
+    /// FD-Alex of each draw.
+    pub fd_alex: Vec<f64>,
+    /// colour-FD of each draw.
+    pub fd_colour: Vec<f64>,
+}
+
+impl SplitFloor {
+    /// The q-quantile (0 ≤ q ≤ 1, linear interpolation) of `values`; NaN when empty.
+    pub fn quantile(values: &[f64], q: f64) -> f64 {
+        if values.is_empty() {
+            return f64::NAN;
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let x = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+        let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+        v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
+    }
+}
+
+/// [`SplitFloor`] of `b`: for each of `draws` draws (seeded), n images of `b` without
+/// replacement against the other `b.len() − n`; needs 2 ≤ n ≤ b.len() − 2.
+pub fn split_floor(
+    b: &SetFeatures,
+    n: usize,
+    draws: usize,
+    seed: u64,
+) -> Result<SplitFloor, FdError> {
+    if n < 2 || b.len() < n + 2 {
+        return Err(FdError::TooFew {
+            what: format!("a split of {} images into {n} and the rest", b.len()),
+            n: n.min(b.len().saturating_sub(n)),
+        });
+    }
+    let mut rng = tweedie_core::NoiseSource::new(seed);
+    let mut order: Vec<usize> = (0..b.len()).collect();
+    let (mut fd_alex, mut fd_colour) = (Vec::with_capacity(draws), Vec::with_capacity(draws));
+    for _ in 0..draws {
+        // Partial Fisher–Yates: the first n entries become a uniform n-subset.
+        for i in 0..n {
+            let j = i + rng.below(order.len() - i);
+            order.swap(i, j);
+        }
+        let pick = |f: &[Vec<f64>], idx: &[usize]| -> Vec<Vec<f64>> {
+            idx.iter().map(|&i| f[i].clone()).collect()
+        };
+        let (part, rest) = order.split_at(n);
+        let fit = |f: &[Vec<f64>], idx: &[usize], what: &str| Gaussian::fit(&pick(f, idx), what);
+        fd_alex.push(frechet_distance(
+            &fit(&b.alex, part, "split part")?,
+            &fit(&b.alex, rest, "split rest")?,
+        )?);
+        fd_colour.push(frechet_distance(
+            &fit(&b.colour, part, "split part")?,
+            &fit(&b.colour, rest, "split rest")?,
+        )?);
+    }
+    Ok(SplitFloor {
+        n,
+        fd_alex,
+        fd_colour,
+    })
+}
+
 fn matmul(a: &[f64], b: &[f64], d: usize) -> Vec<f64> {
     let mut out = vec![0.0; d * d];
     for i in 0..d {
@@ -412,6 +484,44 @@ fn sym_eigen(mut a: Vec<f64>, d: usize) -> (Vec<f64>, Vec<f64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 1-D N(0, 1) features split 100 / 900: E[FD] ≈ (1/100 + 1/900) (means) +
+    /// 1/(2·99) + 1/(2·899) (the two standard deviations' sampling variances) ≈ 0.0167.
+    #[test]
+    fn split_floor_matches_the_sampling_noise_of_gaussian_data() {
+        let mut rng = tweedie_core::NoiseSource::new(11);
+        let draws: Vec<f64> = rng.normal_vec(1000).into_iter().map(f64::from).collect();
+        let set = SetFeatures {
+            alex: draws.iter().map(|v| vec![*v]).collect(),
+            colour: draws.iter().map(|v| vec![2.0 * v]).collect(),
+        };
+        let f = split_floor(&set, 100, 300, 5).unwrap();
+        assert_eq!((f.n, f.fd_alex.len(), f.fd_colour.len()), (100, 300, 300));
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let want = 1.0 / 100.0 + 1.0 / 900.0 + 1.0 / 198.0 + 1.0 / 1798.0;
+        assert!(
+            (mean(&f.fd_alex) / want - 1.0).abs() < 0.2,
+            "{} vs {want}",
+            mean(&f.fd_alex)
+        );
+        // Colour features are 2× the same values: FD scales by 4, draw for draw.
+        for (a, c) in f.fd_alex.iter().zip(&f.fd_colour) {
+            assert!((c - 4.0 * a).abs() < 1e-9 * (1.0 + c));
+        }
+        // Seeded: the same seed repeats, another differs.
+        assert_eq!(
+            split_floor(&set, 100, 3, 5).unwrap().fd_alex,
+            f.fd_alex[..3]
+        );
+        assert_ne!(
+            split_floor(&set, 100, 3, 6).unwrap().fd_alex,
+            f.fd_alex[..3]
+        );
+        // Sizes that leave fewer than 2 images on a side are errors.
+        assert!(split_floor(&set, 1, 3, 5).is_err() && split_floor(&set, 999, 3, 5).is_err());
+        assert_eq!(SplitFloor::quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
+        assert_eq!(SplitFloor::quantile(&[1.0, 2.0], 0.25), 1.25);
+    }
     use burn::tensor::Device;
     use tweedie_core::NoiseSource;
 
