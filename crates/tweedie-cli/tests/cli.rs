@@ -370,6 +370,14 @@ fn train_evaluate_and_report_run_end_to_end() {
         eval_out.to_str().unwrap(),
     ]);
     assert!(eval_out.join("evaluation.json").exists() && eval_out.join("samples_8x8.png").exists());
+    // The colour calibration of x̂0, one row per default --colour-t.
+    let ev: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(eval_out.join("evaluation.json")).unwrap()).unwrap();
+    let cal = ev["colour_calibration"].as_array().unwrap();
+    assert_eq!(cal.len(), 5, "{ev}");
+    assert_eq!(cal[0]["t"], 100);
+    assert!(cal[0]["slope"].as_f64().unwrap().is_finite(), "{ev}");
+    assert_eq!(cal[4]["true_std_rgb"].as_array().unwrap().len(), 3, "{ev}");
     let rep = out.join("report");
     ok(&[
         "report",
@@ -767,6 +775,21 @@ fn generate_and_evaluate_reject_steps_outside_1_to_t() {
             o,
         ),
         "--sample-steps must lie in 1..=1000",
+    );
+    fails(
+        &with_model(
+            vec![
+                "evaluate",
+                "--val",
+                "assets/faces",
+                "--train",
+                "assets/faces",
+                "--colour-t",
+                "500,1001",
+            ],
+            o,
+        ),
+        "--colour-t 1001",
     );
 }
 
@@ -2005,4 +2028,38 @@ fn fd_skips_odd_sizes_and_sees_colour_shifts() {
     assert!(red("b") - red("a") > 0.1, "{c}");
     assert_eq!(c["a"]["std_rgb"].as_array().unwrap().len(), 3, "{c}");
     assert!(text.contains("(mean term: a cast)"), "{text}");
+    // --split-floor: B (8 faces + their 8 shifted copies) split into |A| = 8 and the other 8.
+    let both = out.join("both");
+    std::fs::create_dir_all(&both).unwrap();
+    for (dir, tag) in [(&a, "a"), (&shifted, "s")] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.file_name().unwrap() != "grid.png" {
+                let name = format!("{tag}_{}", p.file_name().unwrap().to_str().unwrap());
+                std::fs::copy(&p, both.join(name)).unwrap();
+            }
+        }
+    }
+    let sb = both.to_str().unwrap();
+    let text = ok(&["fd", sa, sb, "--split-floor", "4", "--json", sj]);
+    assert!(text.contains("floor for 8 real images"), "{text}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let f = &v["split_floor"];
+    assert_eq!(
+        (f["n"].as_u64(), f["rest"].as_u64(), f["draws"].as_u64()),
+        (Some(8), Some(8), Some(4)),
+        "{v}"
+    );
+    let band = &f["fd_colour"];
+    let (lo, mid, hi) = (
+        band["p05"].as_f64().unwrap(),
+        band["median"].as_f64().unwrap(),
+        band["p95"].as_f64().unwrap(),
+    );
+    assert!(0.0 <= lo && lo <= mid && mid <= hi, "{f}");
+    // A set larger than B minus 2 cannot be split off: a clear error.
+    fails(
+        &["fd", sb, sa, "--split-floor", "2"],
+        "split of 8 images into 16",
+    );
 }
