@@ -33,10 +33,10 @@ pub struct EvaluateArgs {
     /// Timesteps to evaluate.
     #[arg(long, value_delimiter = ',', default_value = "30,100,300")]
     pub t: Vec<usize>,
-    /// Timesteps at which to check the calibration of x̂₀'s per-image mean colour (empty:
-    /// skip). A slope of truth on prediction below 1 means over-spread colours, which
-    /// sampling turns into casts.
-    #[arg(long, value_delimiter = ',', default_value = "100,300,500,700,900")]
+    /// Timesteps at which to check the calibration of x̂₀'s per-image mean colour (the flag
+    /// without values: skip; skipped too with fewer than 2 held-out images). A slope of truth
+    /// on prediction below 1 means over-spread colours, which sampling turns into casts.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "100,300,500,700,900")]
     pub colour_t: Vec<usize>,
     /// Reverse steps for the sample grid (1..=1000; 0: no grid).
     #[arg(long, default_value_t = 250)]
@@ -144,7 +144,12 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     }
     let mut result =
         json!({"denoising": rows, "val_images": val.len(), "train_images": train.len()});
-    if !a.colour_t.is_empty() {
+    if val.len() < 2 && !a.colour_t.is_empty() {
+        eprintln!(
+            "note: the colour calibration needs at least 2 held-out images ({} given); skipped",
+            val.len()
+        );
+    } else if !a.colour_t.is_empty() {
         result["colour_calibration"] =
             colour_calibration(&net, &val, &schedule, &a.colour_t, c.seed, &device)?;
     }

@@ -378,6 +378,26 @@ fn train_evaluate_and_report_run_end_to_end() {
     assert_eq!(cal[0]["t"], 100);
     assert!(cal[0]["slope"].as_f64().unwrap().is_finite(), "{ev}");
     assert_eq!(cal[4]["true_std_rgb"].as_array().unwrap().len(), 3, "{ev}");
+    // The flag without values skips it.
+    ok(&[
+        "evaluate",
+        "--model",
+        m,
+        "--val",
+        data.to_str().unwrap(),
+        "--train",
+        data.to_str().unwrap(),
+        "--t",
+        "30",
+        "--colour-t",
+        "--sample-steps",
+        "0",
+        "--out",
+        eval_out.to_str().unwrap(),
+    ]);
+    let ev: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(eval_out.join("evaluation.json")).unwrap()).unwrap();
+    assert!(ev.get("colour_calibration").is_none(), "{ev}");
     let rep = out.join("report");
     ok(&[
         "report",
