@@ -354,49 +354,27 @@ fn train_evaluate_and_report_run_end_to_end() {
     let model = run.join("model.safetensors");
     let m = model.to_str().unwrap();
     let eval_out = out.join("eval");
-    ok(&[
-        "evaluate",
-        "--model",
-        m,
-        "--val",
-        data.to_str().unwrap(),
-        "--train",
-        data.to_str().unwrap(),
-        "--t",
-        "30",
-        "--sample-steps",
-        "2",
-        "--out",
-        eval_out.to_str().unwrap(),
-    ]);
-    assert!(eval_out.join("evaluation.json").exists() && eval_out.join("samples_8x8.png").exists());
+    let (d, o) = (data.to_str().unwrap(), eval_out.to_str().unwrap());
+    // Runs evaluate with `extra` arguments and returns its evaluation.json.
+    let evaluate = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "evaluate", "--model", m, "--val", d, "--train", d, "--t", "30",
+        ];
+        args.extend(extra);
+        args.extend(["--out", o]);
+        ok(&args);
+        serde_json::from_slice(&std::fs::read(eval_out.join("evaluation.json")).unwrap()).unwrap()
+    };
+    let ev = evaluate(&["--sample-steps", "2"]);
+    assert!(eval_out.join("samples_8x8.png").exists());
     // The colour calibration of x̂0, one row per default --colour-t.
-    let ev: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(eval_out.join("evaluation.json")).unwrap()).unwrap();
     let cal = ev["colour_calibration"].as_array().unwrap();
     assert_eq!(cal.len(), 5, "{ev}");
     assert_eq!(cal[0]["t"], 100);
     assert!(cal[0]["slope"].as_f64().unwrap().is_finite(), "{ev}");
     assert_eq!(cal[4]["true_std_rgb"].as_array().unwrap().len(), 3, "{ev}");
     // The flag without values skips it.
-    ok(&[
-        "evaluate",
-        "--model",
-        m,
-        "--val",
-        data.to_str().unwrap(),
-        "--train",
-        data.to_str().unwrap(),
-        "--t",
-        "30",
-        "--colour-t",
-        "--sample-steps",
-        "0",
-        "--out",
-        eval_out.to_str().unwrap(),
-    ]);
-    let ev: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(eval_out.join("evaluation.json")).unwrap()).unwrap();
+    let ev = evaluate(&["--colour-t", "--sample-steps", "0"]);
     assert!(ev.get("colour_calibration").is_none(), "{ev}");
     let rep = out.join("report");
     ok(&[
