@@ -76,18 +76,12 @@ fn colour_calibration(
             truth.extend(mean_rgb(&x0)?);
         }
         let cal = mean_calibration(&predicted, &truth)?;
-        let fmt = |v: &[f64]| {
-            v.iter()
-                .map(|x| format!("{x:.3}"))
-                .collect::<Vec<_>>()
-                .join("/")
-        };
         println!(
             "t={t}: x̂0 mean-RGB calibration slope {:.3} (1 = calibrated, < 1 = over-spread), \
              std x̂0 {} vs truth {}, RMSE {:.4}",
             cal.slope,
-            fmt(&cal.predicted_std),
-            fmt(&cal.true_std),
+            crate::output::slash_list(&cal.predicted_std),
+            crate::output::slash_list(&cal.true_std),
             cal.rmse
         );
         rows.push(json!({

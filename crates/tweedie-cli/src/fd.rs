@@ -282,13 +282,12 @@ fn colour_std(g: &Gaussian) -> Vec<f64> {
 
 /// "A 0.532/0.420/0.361 ± 0.152/0.134/0.127".
 fn colour_text(name: &str, g: &Gaussian) -> String {
-    let join = |v: &[f64]| {
-        v.iter()
-            .map(|x| format!("{x:.3}"))
-            .collect::<Vec<_>>()
-            .join("/")
-    };
-    format!("{name} {} ± {}", join(&g.mean), join(&colour_std(g)))
+    use crate::output::slash_list;
+    format!(
+        "{name} {} ± {}",
+        slash_list(&g.mean),
+        slash_list(&colour_std(g))
+    )
 }
 
 /// A set's per-image mean RGB: its mean and standard deviation per channel.

@@ -60,3 +60,11 @@ pub(crate) fn check_out_file(path: &Path) -> Result<()> {
         None => check_out(Path::new(".")),
     }
 }
+
+/// Per-channel values as "0.128/0.115/0.115" (three decimals, slash-separated).
+pub(crate) fn slash_list(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.3}"))
+        .collect::<Vec<_>>()
+        .join("/")
+}

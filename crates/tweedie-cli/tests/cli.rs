@@ -759,36 +759,30 @@ fn generate_and_evaluate_reject_steps_outside_1_to_t() {
             "--steps must lie in 1..=1000",
         );
     }
-    fails(
-        &with_model(
-            vec![
-                "evaluate",
-                "--val",
-                "assets/faces",
-                "--train",
-                "assets/faces",
-                "--sample-steps",
-                "1001",
-            ],
-            o,
+    for (flag, value, needle) in [
+        (
+            "--sample-steps",
+            "1001",
+            "--sample-steps must lie in 1..=1000",
         ),
-        "--sample-steps must lie in 1..=1000",
-    );
-    fails(
-        &with_model(
-            vec![
-                "evaluate",
-                "--val",
-                "assets/faces",
-                "--train",
-                "assets/faces",
-                "--colour-t",
-                "500,1001",
-            ],
-            o,
-        ),
-        "--colour-t 1001",
-    );
+        ("--colour-t", "500,1001", "--colour-t 1001"),
+    ] {
+        fails(
+            &with_model(
+                vec![
+                    "evaluate",
+                    "--val",
+                    "assets/faces",
+                    "--train",
+                    "assets/faces",
+                    flag,
+                    value,
+                ],
+                o,
+            ),
+            needle,
+        );
+    }
 }
 
 /// Shard files that do not fit together are clear errors, never a panic.

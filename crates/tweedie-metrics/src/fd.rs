@@ -363,19 +363,14 @@ pub fn split_floor(
             let j = i + rng.below(order.len() - i);
             order.swap(i, j);
         }
-        let pick = |f: &[Vec<f64>], idx: &[usize]| -> Vec<Vec<f64>> {
-            idx.iter().map(|&i| f[i].clone()).collect()
-        };
         let (part, rest) = order.split_at(n);
-        let fit = |f: &[Vec<f64>], idx: &[usize], what: &str| Gaussian::fit(&pick(f, idx), what);
-        fd_alex.push(frechet_distance(
-            &fit(&b.alex, part, "split part")?,
-            &fit(&b.alex, rest, "split rest")?,
-        )?);
-        fd_colour.push(frechet_distance(
-            &fit(&b.colour, part, "split part")?,
-            &fit(&b.colour, rest, "split rest")?,
-        )?);
+        let subset = |idx: &[usize]| SetFeatures {
+            alex: idx.iter().map(|&i| b.alex[i].clone()).collect(),
+            colour: idx.iter().map(|&i| b.colour[i].clone()).collect(),
+        };
+        let s = fd_scores(&subset(part), &subset(rest), ("split part", "split rest"))?;
+        fd_alex.push(s.fd_alex);
+        fd_colour.push(s.fd_colour);
     }
     Ok(SplitFloor {
         n,
