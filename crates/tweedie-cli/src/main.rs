@@ -11,6 +11,7 @@ mod denoise;
 mod eval;
 mod evaluate;
 mod fd;
+mod fit_mean;
 mod generate;
 mod inputs;
 mod memorisation;
@@ -115,6 +116,12 @@ enum Command {
     ///
     /// Example: tweedie nfe --faces assets/faces --crop 140 --methods dps,diffpir,ddnm --nfe-steps 20,50,100,250,1000 --out out/nfe
     Nfe(nfe::NfeArgs),
+    /// Fit a model's post-hoc correction of x̂0's per-channel image mean on training images
+    /// (per timestep, the least-squares line of the true mean on x̂0's) and write the config
+    /// that carries it; the samplers then use the corrected ε̂.
+    ///
+    /// Example: tweedie fit-mean --data ../shared/data/celeba/train --crop 140 --out out/fit
+    FitMean(fit_mean::FitMeanArgs),
 }
 
 /// Runs a parsed command line: each command's own `run`.
@@ -136,6 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fd(a) => fd::run(a),
         Command::Memorisation(a) => memorisation::run(a),
         Command::Nfe(a) => nfe::run(a),
+        Command::FitMean(a) => fit_mean::run(a),
     }
 }
 

@@ -376,6 +376,40 @@ fn train_evaluate_and_report_run_end_to_end() {
     // The flag without values skips it.
     let ev = evaluate(&["--colour-t", "--sample-steps", "0"]);
     assert!(ev.get("colour_calibration").is_none(), "{ev}");
+    // fit-mean writes the config with the mean correction, which the other commands take.
+    let fit = out.join("fit");
+    let f = fit.to_str().unwrap();
+    let text = ok(&[
+        "fit-mean", "--model", m, "--data", d, "--n", "0", "--t", "500,900", "--out", f,
+    ]);
+    assert!(text.contains("t=900: slope"), "{text}");
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fit.join("model.json")).unwrap()).unwrap();
+    let table = &cfg["mean_correction"];
+    assert_eq!(table["t"], serde_json::json!([500, 900]), "{cfg}");
+    assert_eq!(table["slope"][1].as_array().unwrap().len(), 3, "{cfg}");
+    assert_eq!(table["images"], 3, "{cfg}");
+    let fitted = fit.join("model.json");
+    let ev = evaluate(&["--config", fitted.to_str().unwrap(), "--sample-steps", "0"]);
+    assert!(
+        ev["colour_calibration"][4]["slope"]
+            .as_f64()
+            .unwrap()
+            .is_finite(),
+        "{ev}"
+    );
+    fails(
+        &[
+            "fit-mean", "--model", m, "--data", d, "--t", "900,500", "--out", f,
+        ],
+        "increasing",
+    );
+    fails(
+        &[
+            "fit-mean", "--model", m, "--data", d, "--t", "1001", "--out", f,
+        ],
+        "--t 1001",
+    );
     let rep = out.join("report");
     ok(&[
         "report",

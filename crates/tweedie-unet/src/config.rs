@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use tweedie_core::InvalidParameter;
+use tweedie_core::{InvalidParameter, MeanCorrection};
 
 /// Errors reading or validating a UNet config.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +100,11 @@ pub struct UNetConfig {
     pub use_checkpoint: bool,
     /// Ignored (PyTorch precision option).
     pub use_fp16: bool,
+    /// tweedie's post-hoc correction of x̂0's per-channel image mean, fitted with the network
+    /// frozen (`tweedie fit-mean`; [`MeanCorrection`]); applied by [`crate::UNetEps`] when
+    /// present. Absent from guided-diffusion's configs, and then off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_correction: Option<MeanCorrection>,
 }
 
 impl Default for UNetConfig {
@@ -122,6 +127,7 @@ impl Default for UNetConfig {
             class_cond: false,
             use_checkpoint: false,
             use_fp16: false,
+            mean_correction: None,
         }
     }
 }
@@ -511,6 +517,10 @@ impl UNetConfig {
     fn validate_shape(&self) -> Result<(), ConfigError> {
         let mult = self.channel_mult()?;
         self.attention_ds()?;
+        if let Some(m) = &self.mean_correction {
+            // Three image channels; timesteps of the 1000-step schedules these networks use.
+            m.validate(3, 1000)?;
+        }
         if self.class_cond {
             return Err(InvalidParameter::new("class_cond", true, "is not supported").into());
         }
@@ -734,5 +744,50 @@ mod tests {
         assert!(err.to_string().contains("norm_groups 3"), "{err}");
         assert!(UNetConfig::from_json_str(r#"{"image_size": 64, "norm_groups": 0}"#).is_err());
         assert!(UNetConfig::from_json_str("not json").is_err());
+    }
+
+    /// A config with a mean correction writes and reads it back; one without writes no such
+    /// key (guided-diffusion's format); a malformed table is refused; and `UNetEps` applies it.
+    #[test]
+    fn mean_correction_round_trips_is_checked_and_applied() {
+        use burn::tensor::{Device, Tensor};
+        use tweedie_core::{EpsModel, NoiseLevel, NoiseSource};
+        let plain = UNetConfig::small(32, 32, &[1.0, 2.0], &[]);
+        assert!(!plain.to_json().contains("mean_correction"));
+        let table = MeanCorrection {
+            t: vec![100, 900],
+            slope: vec![vec![1.0; 3], vec![0.2, 0.3, 0.4]],
+            intercept: vec![vec![0.0; 3], vec![0.1, -0.1, -0.2]],
+            images: 8,
+            seed: 1,
+        };
+        let mut with = plain.clone();
+        with.mean_correction = Some(table.clone());
+        let back = UNetConfig::from_json_str(&with.to_json()).unwrap();
+        assert_eq!(back, with);
+        let mut bad = with.clone();
+        bad.mean_correction.as_mut().unwrap().slope[1].pop();
+        let err = UNetConfig::from_json_str(&bad.to_json()).unwrap_err();
+        assert!(err.to_string().contains("mean_correction"), "{err}");
+
+        let device = Device::flex();
+        let raw = crate::UNetEps {
+            net: crate::UNet::init(&plain, 0, &device).unwrap(),
+        };
+        let mut fixed = raw.clone();
+        fixed.net.set_mean_correction(Some(table.clone())).unwrap();
+        let x: Tensor<4> = NoiseSource::new(2).normal([2, 3, 32, 32], &device);
+        let level = NoiseLevel {
+            t: 500,
+            alpha_bar: 0.08,
+        };
+        let want = table.correct_eps(x.clone(), raw.predict_eps(x.clone(), level), 500, 0.08);
+        let got = fixed.predict_eps(x.clone(), level);
+        let diff = tweedie_core::tensor::max_abs(&(got - want.clone()));
+        assert!(diff < 1e-6, "{diff}");
+        // The correction changes ε̂ (slope 0.6 at t = 500).
+        assert!(tweedie_core::tensor::max_abs(&(want - raw.predict_eps(x, level))) > 1e-4);
+        bad.mean_correction.as_mut().unwrap().slope[1].push(f64::NAN);
+        assert!(fixed.net.set_mean_correction(bad.mean_correction).is_err());
     }
 }

@@ -594,6 +594,18 @@ impl UNet {
         &self.config
     }
 
+    /// Replaces the config's post-hoc mean correction (`None`: off), after checking it.
+    pub fn set_mean_correction(
+        &mut self,
+        correction: Option<tweedie_core::MeanCorrection>,
+    ) -> Result<(), ConfigError> {
+        if let Some(m) = &correction {
+            m.validate(3, 1000)?;
+        }
+        self.config.mean_correction = correction;
+        Ok(())
+    }
+
     /// Number of scalar parameters.
     pub fn num_parameters(&self) -> usize {
         self.export()
@@ -667,7 +679,8 @@ pub struct UNetEps {
 
 impl UNetEps {
     /// (ε, v) where v ∈ [−1, 1] interpolates log β̃_t (v = −1) and log β_t (v = 1), as in
-    /// Improved DDPM; `None` without learned sigma.
+    /// Improved DDPM; `None` without learned sigma. ε goes through the config's
+    /// `mean_correction` when it has one.
     pub fn forward_with_variance(
         &self,
         x_t: Tensor<4>,
@@ -676,12 +689,16 @@ impl UNetEps {
         let b = x_t.dims()[0];
         let out = self
             .net
-            .forward(x_t, &vec![level.network_timestep() as f32; b]);
+            .forward(x_t.clone(), &vec![level.network_timestep() as f32; b]);
         let c = out.dims()[1];
-        if c == 6 {
+        let (eps, v) = if c == 6 {
             (out.clone().narrow(1, 0, 3), Some(out.narrow(1, 3, 3)))
         } else {
             (out, None)
+        };
+        match &self.net.config().mean_correction {
+            Some(m) => (m.correct_eps(x_t, eps, level.t, level.alpha_bar), v),
+            None => (eps, v),
         }
     }
 }

@@ -1,0 +1,381 @@
+//! A post-hoc, per-timestep affine correction of x̂0's per-channel image mean.
+//!
+//! A small ε-network predicts the image-mean part of ε less precisely than the rest, and
+//! x̂0 = (x_t − √(1 − ᾱ_t) ε̂)/√ᾱ_t multiplies that error by √((1 − ᾱ_t)/ᾱ_t) (59 at t = 900 of
+//! the linear schedule). At high t, x̂0's mean colour is then over-spread: regressed on it,
+//! the true mean has a slope well below the 1 of a posterior mean, and sampling arrives at
+//! colours spread wider than the data's.
+//!
+//! [`MeanCorrection`] fixes the first moment of that regression with the network frozen: for
+//! each fitted timestep and channel c it holds the least-squares line of the true image mean
+//! m_c on the predicted one m̂_c over training images,
+//!
+//!   m̃_c = a_c(t) + b_c(t) · m̂_c,
+//!
+//! and [`MeanCorrection::correct_eps`] moves x̂0 by m̃_c − m̂_c (every pixel of channel c), i.e.
+//! ε̃ = ε̂ − √(ᾱ_t/(1 − ᾱ_t)) (m̃ − m̂). Between fitted timesteps a and b are interpolated
+//! linearly. This is the calibration idea of Pang et al. (2023, "On calibrating diffusion
+//! probabilistic models", which subtracts E[ε̂] per t) extended from the mean to the slope,
+//! and applied to the image mean only: the spatial detail of x̂0 is untouched.
+
+use crate::diffusion::{eps_from_x0, q_sample, x0_from_eps};
+use crate::{CoreError, EpsModel, InvalidParameter, NoiseSource, Schedule, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Per-timestep affine correction m̃ = a(t) + b(t)·m̂ of x̂0's per-channel image mean (see
+/// the [module docs](self)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeanCorrection {
+    /// The fitted timesteps (1..=T, strictly increasing).
+    pub t: Vec<usize>,
+    /// Slope b_c(t) of each fitted timestep, one per channel.
+    pub slope: Vec<Vec<f64>>,
+    /// Intercept a_c(t) of each fitted timestep, one per channel ([−1, 1] image scale).
+    pub intercept: Vec<Vec<f64>>,
+    /// How many images the lines were fitted on.
+    pub images: usize,
+    /// Seed of the noise the fit drew (timestep t used seed + t).
+    pub seed: u64,
+}
+
+impl MeanCorrection {
+    /// Checks the table: at least one timestep, strictly increasing in 1..=`max_t`, and
+    /// `channels` finite slopes and intercepts for each.
+    pub fn validate(&self, channels: usize, max_t: usize) -> Result<(), InvalidParameter> {
+        let bad = |reason: String| InvalidParameter::new("mean_correction", "table", reason);
+        if self.t.is_empty() {
+            return Err(bad("has no timesteps".into()));
+        }
+        if self.slope.len() != self.t.len() || self.intercept.len() != self.t.len() {
+            return Err(bad(format!(
+                "has {} timesteps but {} slope and {} intercept rows",
+                self.t.len(),
+                self.slope.len(),
+                self.intercept.len()
+            )));
+        }
+        if self.t[0] < 1
+            || *self.t.last().unwrap() > max_t
+            || self.t.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(bad(format!(
+                "timesteps {:?} must increase strictly within 1..={max_t}",
+                self.t
+            )));
+        }
+        for row in self.slope.iter().chain(&self.intercept) {
+            if row.len() != channels || row.iter().any(|v| !v.is_finite()) {
+                return Err(bad(format!(
+                    "every row must hold {channels} finite values (one per channel), not {row:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// (a(t), b(t)) per channel, linearly interpolated between the fitted timesteps and held
+    /// constant beyond the first and last.
+    pub fn coefficients(&self, t: usize) -> (Vec<f64>, Vec<f64>) {
+        let k = self.t.partition_point(|&s| s <= t);
+        let (i, j, w) = if k == 0 {
+            (0, 0, 0.0)
+        } else if k == self.t.len() {
+            (k - 1, k - 1, 0.0)
+        } else {
+            let (lo, hi) = (self.t[k - 1], self.t[k]);
+            (k - 1, k, (t - lo) as f64 / (hi - lo) as f64)
+        };
+        let mix = |rows: &[Vec<f64>]| -> Vec<f64> {
+            rows[i]
+                .iter()
+                .zip(&rows[j])
+                .map(|(p, q)| p + w * (q - p))
+                .collect()
+        };
+        (mix(&self.intercept), mix(&self.slope))
+    }
+
+    /// ε̃ = ε̂ − √(ᾱ/(1 − ᾱ)) (m̃ − m̂), which moves x̂0 = (x_t − √(1 − ᾱ) ε̂)/√ᾱ by
+    /// m̃ − m̂ = a + (b − 1) m̂ per channel (m̂: x̂0's spatial mean). Differentiable in `x_t`
+    /// and `eps`.
+    pub fn correct_eps(
+        &self,
+        x_t: Tensor<4>,
+        eps: Tensor<4>,
+        t: usize,
+        alpha_bar: f64,
+    ) -> Tensor<4> {
+        let [_, c, _, _] = eps.dims();
+        let (a, b) = self.coefficients(t);
+        let device = eps.device();
+        let column = |v: &[f64]| {
+            crate::tensor::from_vec(v.iter().map(|&x| x as f32).collect(), [1, c, 1, 1], &device)
+        };
+        let x0 = x0_from_eps(x_t.clone(), eps, alpha_bar);
+        let mean = x0.clone().mean_dim(3).mean_dim(2);
+        let shift = column(&a) + mean * column(&b).sub_scalar(1.0);
+        eps_from_x0(x_t, x0 + shift, alpha_bar)
+    }
+
+    /// Fits the table for `model` on clean images (`batches` of `[B, C, H, W]` in [−1, 1]):
+    /// at each timestep t of `ts`, noise every image with seed + t, predict x̂0 without
+    /// clipping, and fit per channel the least-squares line of the true image mean on x̂0's
+    /// (b = cov(m̂, m)/var(m̂), a = m̄ − b·m̂̄; b = 0 when m̂ does not vary).
+    pub fn fit<M: EpsModel + ?Sized>(
+        model: &M,
+        batches: &[Tensor<4>],
+        schedule: &Schedule,
+        ts: &[usize],
+        seed: u64,
+    ) -> Result<Self, CoreError> {
+        let images: usize = batches.iter().map(|b| b.dims()[0]).sum();
+        if images < 2 {
+            return Err(CoreError::invalid(
+                "images",
+                images,
+                "the fit needs at least 2",
+            ));
+        }
+        let channels = batches[0].dims()[1];
+        let (mut slope, mut intercept) = (Vec::new(), Vec::new());
+        for &t in ts {
+            schedule.check_timestep(t)?;
+            let level = schedule.level(t);
+            let mut noise = NoiseSource::new(seed.wrapping_add(t as u64));
+            let (mut predicted, mut truth) = (Vec::new(), Vec::new());
+            for x0 in batches {
+                if x0.dims()[1] != channels {
+                    return Err(CoreError::Shape(format!(
+                        "batches with {channels} and {} channels",
+                        x0.dims()[1]
+                    )));
+                }
+                let x_t = q_sample(x0.clone(), noise.normal_like(x0), level.alpha_bar);
+                predicted.extend(channel_means(&model.denoise(x_t, level)));
+                truth.extend(channel_means(x0));
+            }
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for k in 0..channels {
+                let p: Vec<f64> = predicted.iter().map(|r| r[k]).collect();
+                let y: Vec<f64> = truth.iter().map(|r| r[k]).collect();
+                let (ak, bk) = least_squares_line(&p, &y);
+                if !(ak.is_finite() && bk.is_finite()) {
+                    return Err(CoreError::invalid(
+                        "model output",
+                        format!("t = {t}"),
+                        "is not finite",
+                    ));
+                }
+                a.push(ak);
+                b.push(bk);
+            }
+            intercept.push(a);
+            slope.push(b);
+        }
+        let table = Self {
+            t: ts.to_vec(),
+            slope,
+            intercept,
+            images,
+            seed,
+        };
+        table.validate(channels, schedule.num_steps())?;
+        Ok(table)
+    }
+}
+
+/// Per-image, per-channel spatial means of a `[B, C, H, W]` batch.
+fn channel_means(x: &Tensor<4>) -> Vec<Vec<f64>> {
+    let [b, c, _, _] = x.dims();
+    let m = crate::tensor::to_vec(&x.clone().mean_dim(3).mean_dim(2));
+    (0..b)
+        .map(|i| (0..c).map(|k| m[i * c + k] as f64).collect())
+        .collect()
+}
+
+/// (a, b) of the least-squares line y ≈ a + b·p (b = 0 when p is constant).
+fn least_squares_line(p: &[f64], y: &[f64]) -> (f64, f64) {
+    let n = p.len() as f64;
+    let (pm, ym) = (p.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut cross, mut var) = (0.0, 0.0);
+    for (pi, yi) in p.iter().zip(y) {
+        cross += (pi - pm) * (yi - ym);
+        var += (pi - pm) * (pi - pm);
+    }
+    let b = if var > 0.0 { cross / var } else { 0.0 };
+    (ym - b * pm, b)
+}
+
+/// A model whose ε̂ goes through a [`MeanCorrection`] (the learned-variance output, if any,
+/// is passed on unchanged).
+#[derive(Debug, Clone)]
+pub struct MeanCorrected<M> {
+    /// The uncorrected model.
+    pub inner: M,
+    /// The correction applied to its ε̂.
+    pub correction: MeanCorrection,
+}
+
+impl<M: EpsModel> EpsModel for MeanCorrected<M> {
+    fn predict_eps(&self, x_t: Tensor<4>, level: crate::NoiseLevel) -> Tensor<4> {
+        let eps = self.inner.predict_eps(x_t.clone(), level);
+        self.correction
+            .correct_eps(x_t, eps, level.t, level.alpha_bar)
+    }
+    fn predict_eps_and_variance(
+        &self,
+        x_t: Tensor<4>,
+        level: crate::NoiseLevel,
+    ) -> (Tensor<4>, Option<Tensor<4>>) {
+        let (eps, v) = self.inner.predict_eps_and_variance(x_t.clone(), level);
+        (
+            self.correction
+                .correct_eps(x_t, eps, level.t, level.alpha_bar),
+            v,
+        )
+    }
+    fn has_learned_variance(&self) -> bool {
+        self.inner.has_learned_variance()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NoiseLevel;
+    use crate::tensor::{from_vec, to_vec};
+    use burn::tensor::Device;
+
+    fn table() -> MeanCorrection {
+        MeanCorrection {
+            t: vec![100, 300],
+            slope: vec![vec![1.0, 0.5], vec![0.0, 0.1]],
+            intercept: vec![vec![0.0, 0.2], vec![0.4, -0.2]],
+            images: 10,
+            seed: 0,
+        }
+    }
+
+    #[test]
+    fn coefficients_interpolate_between_fitted_timesteps_and_hold_beyond() {
+        let m = table();
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12);
+        let (a, b) = m.coefficients(200);
+        assert!(
+            close(&a, &[0.2, 0.0]) && close(&b, &[0.5, 0.3]),
+            "{a:?} {b:?}"
+        );
+        let (a, b) = m.coefficients(150);
+        assert!(
+            close(&a, &[0.1, 0.1]) && close(&b, &[0.75, 0.4]),
+            "{a:?} {b:?}"
+        );
+        assert_eq!(m.coefficients(1), (vec![0.0, 0.2], vec![1.0, 0.5]));
+        assert_eq!(m.coefficients(100), (vec![0.0, 0.2], vec![1.0, 0.5]));
+        assert_eq!(m.coefficients(300), (vec![0.4, -0.2], vec![0.0, 0.1]));
+        assert_eq!(m.coefficients(1000), (vec![0.4, -0.2], vec![0.0, 0.1]));
+    }
+
+    /// The corrected x̂0 has channel means a + b·m̂ and the same detail (x̂0 − its mean).
+    #[test]
+    fn correct_eps_moves_only_the_channel_means_of_x0() {
+        let device = Device::flex();
+        let mut noise = NoiseSource::new(3);
+        let x_t: Tensor<4> = noise.normal([2, 2, 3, 3], &device);
+        let eps: Tensor<4> = noise.normal([2, 2, 3, 3], &device);
+        let (t, alpha_bar) = (200, 0.3);
+        let m = table();
+        let fixed = m.correct_eps(x_t.clone(), eps.clone(), t, alpha_bar);
+        let before = to_vec(&x0_from_eps(x_t.clone(), eps, alpha_bar));
+        let after = to_vec(&x0_from_eps(x_t, fixed, alpha_bar));
+        let (a, b) = ([0.2, 0.0], [0.5, 0.3]);
+        for item in 0..2 {
+            for c in 0..2 {
+                let at = |v: &[f32], k: usize| v[(item * 2 + c) * 9 + k] as f64;
+                let mean = |v: &[f32]| (0..9).map(|k| at(v, k)).sum::<f64>() / 9.0;
+                let (m0, m1) = (mean(&before), mean(&after));
+                assert!((m1 - (a[c] + b[c] * m0)).abs() < 1e-5, "{m1} vs {m0}");
+                for k in 0..9 {
+                    let detail = (at(&before, k) - m0) - (at(&after, k) - m1);
+                    assert!(detail.abs() < 1e-5, "detail changed by {detail}");
+                }
+            }
+        }
+    }
+
+    /// ε̂ = 0 gives x̂0 = x_t/√ᾱ, whose channel mean is the truth's plus noise of variance
+    /// (1 − ᾱ)/(ᾱ·HW). For per-image constant channels m ~ N(μ, s²), the least-squares line
+    /// of m on m̂ is the exact posterior mean E[m | m̂] = μ + k(m̂ − μ) with
+    /// k = s²/(s² + (1 − ᾱ)/(ᾱ·HW)): the fit must find it, and refitting the corrected
+    /// model must find the identity.
+    #[test]
+    fn fit_recovers_the_gaussian_posterior_line_of_an_over_spread_model() {
+        struct ZeroEps;
+        impl EpsModel for ZeroEps {
+            fn predict_eps(&self, x_t: Tensor<4>, _: NoiseLevel) -> Tensor<4> {
+                x_t.zeros_like()
+            }
+        }
+        let device = Device::flex();
+        let (mu, s, n, side) = (0.2, 0.3, 4000, 4);
+        let mut noise = NoiseSource::new(11);
+        let values: Vec<f32> = noise
+            .normal_vec(n)
+            .into_iter()
+            .flat_map(|z| vec![(mu + s * z as f64) as f32; side * side])
+            .collect();
+        let x0 = from_vec(values, [n, 1, side, side], &device);
+        let batches = vec![x0.clone().narrow(0, 0, n / 2), x0.narrow(0, n / 2, n / 2)];
+        let schedule = Schedule::linear_default();
+        let ts = [200, 300, 500];
+        let fit = MeanCorrection::fit(&ZeroEps, &batches, &schedule, &ts, 5).unwrap();
+        assert_eq!((fit.images, fit.seed, fit.t.clone()), (n, 5, ts.to_vec()));
+        for (i, &t) in ts.iter().enumerate() {
+            let ab = schedule.level(t).alpha_bar;
+            let k = s * s / (s * s + (1.0 - ab) / (ab * (side * side) as f64));
+            let (b, a) = (fit.slope[i][0], fit.intercept[i][0]);
+            assert!((b - k).abs() < 0.05 * k + 0.01, "t={t}: slope {b} vs {k}");
+            assert!((a - mu * (1.0 - k)).abs() < 0.02, "t={t}: intercept {a}");
+        }
+        // The middle timestep is informative both ways (k well inside (0, 1)).
+        assert!(fit.slope[1][0] > 0.2 && fit.slope[1][0] < 0.9, "{fit:?}");
+        let corrected = MeanCorrected {
+            inner: ZeroEps,
+            correction: fit,
+        };
+        let refit = MeanCorrection::fit(&corrected, &batches, &schedule, &ts, 99).unwrap();
+        for i in 0..ts.len() {
+            assert!((refit.slope[i][0] - 1.0).abs() < 0.1, "{refit:?}");
+            assert!(refit.intercept[i][0].abs() < 0.03, "{refit:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_tables_and_fits_are_errors() {
+        let ok = table();
+        assert!(ok.validate(2, 1000).is_ok());
+        assert!(ok.validate(3, 1000).is_err(), "wrong channel count");
+        assert!(ok.validate(2, 200).is_err(), "t beyond the schedule");
+        let mut m = table();
+        m.t = vec![300, 100];
+        assert!(m.validate(2, 1000).is_err(), "not increasing");
+        let mut m = table();
+        m.slope[1][0] = f64::NAN;
+        assert!(m.validate(2, 1000).is_err(), "NaN");
+        let mut m = table();
+        m.intercept.pop();
+        assert!(m.validate(2, 1000).is_err(), "missing row");
+        let mut m = table();
+        m.t.clear();
+        assert!(m.validate(2, 1000).is_err(), "empty");
+        let device = Device::flex();
+        let one: Tensor<4> = Tensor::zeros([1, 3, 2, 2], &device);
+        let model =
+            crate::priors::GaussianPrior::isotropic(Tensor::zeros([1, 3, 2, 2], &device), 1.0)
+                .unwrap();
+        let schedule = Schedule::linear_default();
+        assert!(MeanCorrection::fit(&model, &[one.clone()], &schedule, &[100], 0).is_err());
+        let two = Tensor::cat(vec![one.clone(), one], 0);
+        assert!(MeanCorrection::fit(&model, &[two], &schedule, &[1001], 0).is_err());
+    }
+}
