@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
-use tweedie_core::{MeanCorrection, Schedule};
+use tweedie_core::{FitRule, MeanCorrection, Schedule};
 use tweedie_train::{Dataset, DatasetOptions};
 
 #[derive(Args, Debug)]
@@ -30,6 +30,29 @@ pub struct FitMeanArgs {
         default_value = "1,50,100,150,200,250,300,350,400,450,500,550,600,650,700,750,800,850,900,950,1000"
     )]
     pub t: Vec<usize>,
+    /// How each line's slope is chosen: `variance` (the corrected mean varies as much as the
+    /// posterior mean would: b = √(Cov(m̂, m)/Var(m̂))) or `regression` (least squares,
+    /// b = Cov(m̂, m)/Var(m̂), which also shrinks part of the signal away).
+    #[arg(long, value_enum, default_value_t = RuleArg::Variance)]
+    pub rule: RuleArg,
+}
+
+/// `--rule`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleArg {
+    /// Variance matching.
+    Variance,
+    /// Least squares.
+    Regression,
+}
+
+impl From<RuleArg> for FitRule {
+    fn from(r: RuleArg) -> Self {
+        match r {
+            RuleArg::Variance => FitRule::Variance,
+            RuleArg::Regression => FitRule::Regression,
+        }
+    }
 }
 
 pub fn run(a: FitMeanArgs) -> Result<()> {
@@ -70,7 +93,7 @@ pub fn run(a: FitMeanArgs) -> Result<()> {
         .map(|chunk| tweedie_io::to_tensor(chunk, &device))
         .collect::<Result<Vec<_>, _>>()?;
     let started = std::time::Instant::now();
-    let fit = MeanCorrection::fit(&net, &batches, &schedule, &a.t, c.seed)?;
+    let fit = MeanCorrection::fit(&net, &batches, &schedule, &a.t, c.seed, a.rule.into())?;
     for ((t, b), a) in fit.t.iter().zip(&fit.slope).zip(&fit.intercept) {
         println!(
             "t={t}: slope {} intercept {}",
@@ -83,7 +106,7 @@ pub fn run(a: FitMeanArgs) -> Result<()> {
     let config_path = c.out.join("model.json");
     tweedie_io::write_atomic(&config_path, serde_json::to_string(&config)?.as_bytes())?;
     let settings = json!({
-        "model": c.model, "data": a.data, "crop": a.crop, "images": n, "t": a.t, "seed": c.seed,
+        "model": c.model, "data": a.data, "crop": a.crop, "images": n, "t": a.t, "seed": c.seed, "rule": fit.rule,
         "seconds": started.elapsed().as_secs_f64(), "correction": fit,
     });
     tweedie_io::write_atomic(

@@ -6,13 +6,14 @@
 //! the true mean has a slope well below the 1 of a posterior mean, and sampling arrives at
 //! colours spread wider than the data's.
 //!
-//! [`MeanCorrection`] fixes the first moment of that regression with the network frozen: for
-//! each fitted timestep and channel c it holds the least-squares line of the true image mean
-//! m_c on the predicted one m̂_c over training images,
+//! [`MeanCorrection`] refits that mean with the network frozen: for each fitted timestep and
+//! channel c it holds a line from the predicted image mean m̂_c to the true one m_c, fitted on
+//! training images,
 //!
 //!   m̃_c = a_c(t) + b_c(t) · m̂_c,
 //!
-//! and [`MeanCorrection::correct_eps`] moves x̂0 by m̃_c − m̂_c (every pixel of channel c), i.e.
+//! with the least-squares slope or the variance-matching one ([`FitRule`]), and
+//! [`MeanCorrection::correct_eps`] moves x̂0 by m̃_c − m̂_c (every pixel of channel c), i.e.
 //! ε̃ = ε̂ − √(ᾱ_t/(1 − ᾱ_t)) (m̃ − m̂). Between fitted timesteps a and b are interpolated
 //! linearly. This is the calibration idea of Pang et al. (2023, "On calibrating diffusion
 //! probabilistic models", which subtracts E[ε̂] per t) extended from the mean to the slope,
@@ -36,6 +37,26 @@ pub struct MeanCorrection {
     pub images: usize,
     /// Seed of the noise the fit drew (timestep t used seed + t).
     pub seed: u64,
+    /// How the slopes were chosen.
+    pub rule: FitRule,
+}
+
+/// How [`MeanCorrection::fit`] chooses each line m̃ = a + b·m̂ (always through the means:
+/// a = m̄ − b·m̂̄, so the corrected mean is unbiased on the fitting images).
+///
+/// A posterior mean satisfies both Cov(m̂, m) = Var(m̂) (slope of truth on it: 1) and, with
+/// it, Var(m̂) = Var(E[m | x_t]). A predictor m̂ = E[m | x_t] + e with an independent error e
+/// has Cov(m̂, m) = Var(E[m | x_t]) but Var(m̂) larger by Var(e); no line can restore both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FitRule {
+    /// Least squares, b = Cov(m̂, m)/Var(m̂): the best line in mean square, E[m | m̂]. It
+    /// shrinks the error away with part of the signal, so x̂0's mean varies less than
+    /// E[m | x_t] does.
+    Regression,
+    /// Variance matching, b = √(Cov(m̂, m)/Var(m̂)) (0 when the covariance is ≤ 0): the
+    /// corrected mean varies as much as E[m | x_t] = m̂ − e would (Var = Cov(m̂, m)).
+    Variance,
 }
 
 impl MeanCorrection {
@@ -119,14 +140,15 @@ impl MeanCorrection {
 
     /// Fits the table for `model` on clean images (`batches` of `[B, C, H, W]` in [−1, 1]):
     /// at each timestep t of `ts`, noise every image with seed + t, predict x̂0 without
-    /// clipping, and fit per channel the least-squares line of the true image mean on x̂0's
-    /// (b = cov(m̂, m)/var(m̂), a = m̄ − b·m̂̄; b = 0 when m̂ does not vary).
+    /// clipping, and fit per channel a line from x̂0's image mean m̂ to the true one m with
+    /// `rule`'s slope b, through the means (a = m̄ − b·m̂̄; b = 0 when m̂ does not vary).
     pub fn fit<M: EpsModel + ?Sized>(
         model: &M,
         batches: &[Tensor<4>],
         schedule: &Schedule,
         ts: &[usize],
         seed: u64,
+        rule: FitRule,
     ) -> Result<Self, CoreError> {
         let images: usize = batches.iter().map(|b| b.dims()[0]).sum();
         if images < 2 {
@@ -158,7 +180,7 @@ impl MeanCorrection {
             for k in 0..channels {
                 let p: Vec<f64> = predicted.iter().map(|r| r[k]).collect();
                 let y: Vec<f64> = truth.iter().map(|r| r[k]).collect();
-                let (ak, bk) = least_squares_line(&p, &y);
+                let (ak, bk) = line_through_means(&p, &y, rule);
                 if !(ak.is_finite() && bk.is_finite()) {
                     return Err(CoreError::invalid(
                         "model output",
@@ -178,6 +200,7 @@ impl MeanCorrection {
             intercept,
             images,
             seed,
+            rule,
         };
         table.validate(channels, schedule.num_steps())?;
         Ok(table)
@@ -193,8 +216,9 @@ fn channel_means(x: &Tensor<4>) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// (a, b) of the least-squares line y ≈ a + b·p (b = 0 when p is constant).
-fn least_squares_line(p: &[f64], y: &[f64]) -> (f64, f64) {
+/// (a, b) of the line y ≈ a + b·p through the means with `rule`'s slope (b = 0 when p is
+/// constant).
+fn line_through_means(p: &[f64], y: &[f64], rule: FitRule) -> (f64, f64) {
     let n = p.len() as f64;
     let (pm, ym) = (p.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
     let (mut cross, mut var) = (0.0, 0.0);
@@ -202,7 +226,11 @@ fn least_squares_line(p: &[f64], y: &[f64]) -> (f64, f64) {
         cross += (pi - pm) * (yi - ym);
         var += (pi - pm) * (pi - pm);
     }
-    let b = if var > 0.0 { cross / var } else { 0.0 };
+    let b = match rule {
+        _ if var <= 0.0 => 0.0,
+        FitRule::Regression => cross / var,
+        FitRule::Variance => (cross.max(0.0) / var).sqrt(),
+    };
     (ym - b * pm, b)
 }
 
@@ -253,6 +281,7 @@ mod tests {
             intercept: vec![vec![0.0, 0.2], vec![0.4, -0.2]],
             images: 10,
             seed: 0,
+            rule: FitRule::Regression,
         }
     }
 
@@ -328,7 +357,8 @@ mod tests {
         let batches = vec![x0.clone().narrow(0, 0, n / 2), x0.narrow(0, n / 2, n / 2)];
         let schedule = Schedule::linear_default();
         let ts = [200, 300, 500];
-        let fit = MeanCorrection::fit(&ZeroEps, &batches, &schedule, &ts, 5).unwrap();
+        let fit = MeanCorrection::fit(&ZeroEps, &batches, &schedule, &ts, 5, FitRule::Regression)
+            .unwrap();
         assert_eq!((fit.images, fit.seed, fit.t.clone()), (n, 5, ts.to_vec()));
         for (i, &t) in ts.iter().enumerate() {
             let ab = schedule.level(t).alpha_bar;
@@ -343,10 +373,33 @@ mod tests {
             inner: ZeroEps,
             correction: fit,
         };
-        let refit = MeanCorrection::fit(&corrected, &batches, &schedule, &ts, 99).unwrap();
+        let refit = MeanCorrection::fit(
+            &corrected,
+            &batches,
+            &schedule,
+            &ts,
+            99,
+            FitRule::Regression,
+        )
+        .unwrap();
         for i in 0..ts.len() {
             assert!((refit.slope[i][0] - 1.0).abs() < 0.1, "{refit:?}");
             assert!(refit.intercept[i][0].abs() < 0.03, "{refit:?}");
+        }
+        // Variance matching: b = √k, and the corrected mean's variance is k·s² (that of
+        // E[m | m̂]) where the least-squares line's is k²·s².
+        let var =
+            MeanCorrection::fit(&ZeroEps, &batches, &schedule, &ts, 5, FitRule::Variance).unwrap();
+        assert_eq!(var.rule, FitRule::Variance);
+        for (i, &t) in ts.iter().enumerate() {
+            let ab = schedule.level(t).alpha_bar;
+            let k = s * s / (s * s + (1.0 - ab) / (ab * (side * side) as f64));
+            let (b, a) = (var.slope[i][0], var.intercept[i][0]);
+            assert!(
+                (b - k.sqrt()).abs() < 0.05 * k.sqrt(),
+                "t={t}: slope {b} vs √{k}"
+            );
+            assert!((a - mu * (1.0 - b)).abs() < 0.02, "t={t}: intercept {a}");
         }
     }
 
@@ -374,8 +427,9 @@ mod tests {
             crate::priors::GaussianPrior::isotropic(Tensor::zeros([1, 3, 2, 2], &device), 1.0)
                 .unwrap();
         let schedule = Schedule::linear_default();
-        assert!(MeanCorrection::fit(&model, &[one.clone()], &schedule, &[100], 0).is_err());
+        let rule = FitRule::Regression;
+        assert!(MeanCorrection::fit(&model, &[one.clone()], &schedule, &[100], 0, rule).is_err());
         let two = Tensor::cat(vec![one.clone(), one], 0);
-        assert!(MeanCorrection::fit(&model, &[two], &schedule, &[1001], 0).is_err());
+        assert!(MeanCorrection::fit(&model, &[two], &schedule, &[1001], 0, rule).is_err());
     }
 }

@@ -760,6 +760,7 @@ mod tests {
             intercept: vec![vec![0.0; 3], vec![0.1, -0.1, -0.2]],
             images: 8,
             seed: 1,
+            rule: tweedie_core::FitRule::Regression,
         };
         let mut with = plain.clone();
         with.mean_correction = Some(table.clone());
