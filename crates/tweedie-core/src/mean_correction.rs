@@ -428,7 +428,8 @@ mod tests {
                 .unwrap();
         let schedule = Schedule::linear_default();
         let rule = FitRule::Regression;
-        assert!(MeanCorrection::fit(&model, &[one.clone()], &schedule, &[100], 0, rule).is_err());
+        let only_one = std::slice::from_ref(&one);
+        assert!(MeanCorrection::fit(&model, only_one, &schedule, &[100], 0, rule).is_err());
         let two = Tensor::cat(vec![one.clone(), one], 0);
         assert!(MeanCorrection::fit(&model, &[two], &schedule, &[1001], 0, rule).is_err());
     }
