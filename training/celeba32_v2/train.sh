@@ -1,5 +1,5 @@
 #!/bin/sh
-# The embedded model v2 (shipped at step 7,500; issue 15): 32×32, 32 channels (mult 1,2,2), 8 GroupNorm groups,
+# The embedded model v2 (shipped: step 12,000's EMA plus a mean correction; issue 15): 32×32, 32 channels (mult 1,2,2), 8 GroupNorm groups,
 # learned σ, CelebA centre-cropped to 140. Run from the repository root; needs
 # ../shared/data/celeba/{train,val}. Continue the committed run with:
 #   training/celeba32_v2/train.sh --resume                       # flex, any machine
