@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use tweedie_core::{FitRule, MeanCorrection, Schedule};
 use tweedie_train::{Dataset, DatasetOptions};
 
+/// `tweedie fit-mean`: fits a [`MeanCorrection`] on training images and writes the config.
 #[derive(Args, Debug)]
 pub struct FitMeanArgs {
     #[command(flatten)]
@@ -55,6 +56,8 @@ impl From<RuleArg> for FitRule {
     }
 }
 
+/// Fits the correction and writes `OUT/model.json` (the model's config carrying it) and
+/// `OUT/mean_correction.json`.
 pub fn run(a: FitMeanArgs) -> Result<()> {
     let c = &a.common;
     check_crop(a.crop)?;

@@ -117,8 +117,9 @@ enum Command {
     /// Example: tweedie nfe --faces assets/faces --crop 140 --methods dps,diffpir,ddnm --nfe-steps 20,50,100,250,1000 --out out/nfe
     Nfe(nfe::NfeArgs),
     /// Fit a model's post-hoc correction of x̂0's per-channel image mean on training images
-    /// (per timestep, the least-squares line of the true mean on x̂0's) and write the config
-    /// that carries it; the samplers then use the corrected ε̂.
+    /// (per timestep, a line from x̂0's mean to the true one: variance matching by default,
+    /// least squares with `--rule regression`) and write the config that carries it; the
+    /// samplers then use the corrected ε̂.
     ///
     /// Example: tweedie fit-mean --data ../shared/data/celeba/train --crop 140 --out out/fit
     FitMean(fit_mean::FitMeanArgs),

@@ -390,13 +390,13 @@ fn train_evaluate_and_report_run_end_to_end() {
     assert_eq!(table["slope"][1].as_array().unwrap().len(), 3, "{cfg}");
     assert_eq!(table["images"], 3, "{cfg}");
     let fitted = fit.join("model.json");
+    let uncorrected = cal[4]["slope"].as_f64().unwrap();
     let ev = evaluate(&["--config", fitted.to_str().unwrap(), "--sample-steps", "0"]);
+    let corrected = ev["colour_calibration"][4]["slope"].as_f64().unwrap();
+    // The fitted table is used: x̂0's mean at t = 900 (a fitted t) moves.
     assert!(
-        ev["colour_calibration"][4]["slope"]
-            .as_f64()
-            .unwrap()
-            .is_finite(),
-        "{ev}"
+        corrected.is_finite() && (corrected - uncorrected).abs() > 1e-6,
+        "t=900 slope {corrected} with the correction, {uncorrected} without: {ev}"
     );
     fails(
         &[
