@@ -159,22 +159,26 @@ impl MeanCorrection {
             ));
         }
         let channels = batches[0].dims()[1];
+        // The true means do not depend on t: read them once.
+        let mut truth = Vec::new();
+        for x0 in batches {
+            if x0.dims()[1] != channels {
+                return Err(CoreError::Shape(format!(
+                    "batches with {channels} and {} channels",
+                    x0.dims()[1]
+                )));
+            }
+            truth.extend(channel_means(x0));
+        }
         let (mut slope, mut intercept) = (Vec::new(), Vec::new());
         for &t in ts {
             schedule.check_timestep(t)?;
             let level = schedule.level(t);
             let mut noise = NoiseSource::new(seed.wrapping_add(t as u64));
-            let (mut predicted, mut truth) = (Vec::new(), Vec::new());
+            let mut predicted = Vec::new();
             for x0 in batches {
-                if x0.dims()[1] != channels {
-                    return Err(CoreError::Shape(format!(
-                        "batches with {channels} and {} channels",
-                        x0.dims()[1]
-                    )));
-                }
                 let x_t = q_sample(x0.clone(), noise.normal_like(x0), level.alpha_bar);
                 predicted.extend(channel_means(&model.denoise(x_t, level)));
-                truth.extend(channel_means(x0));
             }
             let (mut a, mut b) = (Vec::new(), Vec::new());
             for k in 0..channels {
