@@ -513,13 +513,18 @@ impl UNetConfig {
         ))
     }
 
+    /// Checks a mean-correction table against these networks: three image channels, and
+    /// timesteps of the 1000-step schedules they use.
+    pub(crate) fn check_mean_correction(m: &MeanCorrection) -> Result<(), ConfigError> {
+        Ok(m.validate(3, 1000)?)
+    }
+
     /// The structural checks of [`UNetConfig::validate`], without the size bounds.
     fn validate_shape(&self) -> Result<(), ConfigError> {
         let mult = self.channel_mult()?;
         self.attention_ds()?;
         if let Some(m) = &self.mean_correction {
-            // Three image channels; timesteps of the 1000-step schedules these networks use.
-            m.validate(3, 1000)?;
+            Self::check_mean_correction(m)?;
         }
         if self.class_cond {
             return Err(InvalidParameter::new("class_cond", true, "is not supported").into());

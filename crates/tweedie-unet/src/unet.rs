@@ -600,7 +600,7 @@ impl UNet {
         correction: Option<tweedie_core::MeanCorrection>,
     ) -> Result<(), ConfigError> {
         if let Some(m) = &correction {
-            m.validate(3, 1000)?;
+            UNetConfig::check_mean_correction(m)?;
         }
         self.config.mean_correction = correction;
         Ok(())
