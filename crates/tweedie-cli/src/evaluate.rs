@@ -9,9 +9,9 @@ use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
 use tweedie::tasks::{Scores, score};
+use tweedie_core::mean_correction::{channel_means, noised_channel_means};
 use tweedie_core::priors::GaussianPrior;
 use tweedie_core::{EpsModel, NoiseSource, Schedule};
-use tweedie_metrics::fd::mean_rgb;
 use tweedie_metrics::{Lpips, mean_calibration};
 use tweedie_samplers::ChainOptions;
 use tweedie_train::{Dataset, DatasetOptions};
@@ -63,18 +63,27 @@ fn colour_calibration(
     seed: u64,
     device: &Device,
 ) -> Result<serde_json::Value> {
+    // Mean RGB on [0, 1] (the scale of `tweedie fd`'s colour statistics).
+    let unit = |rows: Vec<Vec<f64>>| -> Vec<Vec<f64>> {
+        rows.into_iter()
+            .map(|r| r.into_iter().map(|m| (m + 1.0) / 2.0).collect())
+            .collect()
+    };
+    let batches = val
+        .images()
+        .chunks(50)
+        .map(|chunk| tweedie_io::to_tensor(chunk, device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let truth = unit(batches.iter().flat_map(channel_means).collect());
     let mut rows = Vec::new();
     for &t in ts {
-        let level = schedule.level(t);
         let mut noise = NoiseSource::new(seed.wrapping_add(t as u64));
-        let (mut predicted, mut truth) = (Vec::new(), Vec::new());
-        for chunk in val.images().chunks(50) {
-            let x0 = tweedie_io::to_tensor(chunk, device)?;
-            let z = noise.normal_like(&x0);
-            let x_t = tweedie_core::diffusion::q_sample(x0.clone(), z, level.alpha_bar);
-            predicted.extend(mean_rgb(&net.denoise(x_t, level))?);
-            truth.extend(mean_rgb(&x0)?);
-        }
+        let predicted = unit(noised_channel_means(
+            net,
+            &batches,
+            schedule.level(t),
+            &mut noise,
+        ));
         let cal = mean_calibration(&predicted, &truth)?;
         println!(
             "t={t}: x̂0 mean-RGB calibration slope {:.3} (1 = calibrated, < 1 = over-spread), \

@@ -1,14 +1,21 @@
 //! `tweedie fit-mean`: fit a model's post-hoc correction of x̂0's per-channel image mean
-//! ([`MeanCorrection`]) on training images, and write the config that carries it.
+//! ([`MeanCorrection`]) on training images, optionally refit its intercepts on sampler
+//! chains ([`fit_mean_on_chain`]), and write the config that carries it.
 
-use crate::args::check_crop;
+use crate::args::{check_crop, check_steps};
 use crate::model;
-use anyhow::{Result, bail};
+use crate::progress::Progress;
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
 use tweedie_core::{FitRule, MeanCorrection, Schedule};
+use tweedie_samplers::{ChainOptions, Denoiser, fit_mean_on_chain};
 use tweedie_train::{Dataset, DatasetOptions};
+
+/// Added to `--seed` for the chains' noise, so that `generate --seed S` never replays the
+/// chains a correction was fitted on.
+pub const CHAIN_SEED_OFFSET: u64 = 1 << 32;
 
 /// `tweedie fit-mean`: fits a [`MeanCorrection`] on training images and writes the config.
 #[derive(Args, Debug)]
@@ -36,6 +43,26 @@ pub struct FitMeanArgs {
     /// b = Cov(m̂, m)/Var(m̂), which also shrinks part of the signal away).
     #[arg(long, value_enum, default_value_t = RuleArg::Variance)]
     pub rule: RuleArg,
+    /// Then refit the intercepts on this many reverse chains from x_T ~ N(0, I) (0: no chain
+    /// fit): at every step, x̂0's channel means are shifted so that their average over the
+    /// chains equals the images' mean (the tower property a correct model's chain satisfies).
+    /// The chains run as `generate` would with `--chain-steps`, `--variance` and `--no-clip`.
+    #[arg(long, default_value_t = 0)]
+    pub chains: usize,
+    /// Reverse steps of the chains (strided from T = 1000).
+    #[arg(long, default_value_t = 100)]
+    pub chain_steps: usize,
+    /// Chains the network evaluates at once.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// The chains do not clamp x̂0 to [−1, 1] (as `generate --no-clip`); by default they do,
+    /// and the shift is solved for the clamped x̂0.
+    #[arg(long)]
+    pub no_clip: bool,
+    /// Keep the correction the model's config already has (instead of refitting its lines on
+    /// noised images) and refit only its intercepts on the chains; needs `--chains`.
+    #[arg(long)]
+    pub keep_fit: bool,
 }
 
 /// `--rule`.
@@ -70,10 +97,24 @@ pub fn run(a: FitMeanArgs) -> Result<()> {
     if a.t.windows(2).any(|w| w[0] >= w[1]) {
         bail!("--t must list increasing timesteps, not {:?}", a.t);
     }
+    if a.chains > 0 {
+        check_steps("--chain-steps", a.chain_steps)?;
+        if a.batch == 0 {
+            bail!("--batch must be ≥ 1");
+        }
+    } else if a.keep_fit {
+        bail!("--keep-fit refits only on chains: give --chains N (e.g. 1024)");
+    }
     crate::output::check_out(&c.out)?;
     let device = model::device(c.backend.as_str())?;
     let mut net = model::load(&c.model, c.config.as_deref(), &device)?;
-    if net.net.config().mean_correction.is_some() {
+    let existing = net.net.config().mean_correction.clone();
+    if a.keep_fit && existing.is_none() {
+        bail!(
+            "--keep-fit: the model's config has no mean correction to keep; drop --keep-fit to fit one"
+        );
+    }
+    if existing.is_some() && !a.keep_fit {
         eprintln!("note: the model's config already has a mean correction; fitting without it");
         net.net.set_mean_correction(None)?;
     }
@@ -96,21 +137,46 @@ pub fn run(a: FitMeanArgs) -> Result<()> {
         .map(|chunk| tweedie_io::to_tensor(chunk, &device))
         .collect::<Result<Vec<_>, _>>()?;
     let started = std::time::Instant::now();
-    let fit = MeanCorrection::fit(&net, &batches, &schedule, &a.t, c.seed, a.rule.into())?;
-    for ((t, b), a) in fit.t.iter().zip(&fit.slope).zip(&fit.intercept) {
-        println!(
-            "t={t}: slope {} intercept {}",
-            crate::output::slash_list(b),
-            crate::output::slash_list(a)
-        );
+    let kept_t = existing.as_ref().map(|m| m.t.clone());
+    let mut fit = match existing.filter(|_| a.keep_fit) {
+        Some(kept) => {
+            println!(
+                "keeping the config's correction ({} timesteps)",
+                kept.t.len()
+            );
+            kept
+        }
+        None => {
+            let fit = MeanCorrection::fit(&net, &batches, &schedule, &a.t, c.seed, a.rule.into())?;
+            for ((t, b), a) in fit.t.iter().zip(&fit.slope).zip(&fit.intercept) {
+                println!(
+                    "t={t}: slope {} intercept {}",
+                    crate::output::slash_list(b),
+                    crate::output::slash_list(a)
+                );
+            }
+            fit
+        }
+    };
+    let line_seconds = started.elapsed().as_secs_f64();
+    let mut chain_settings = serde_json::Value::Null;
+    if a.chains > 0 {
+        fit = fit_on_chains(&a, &mut net, &fit, &batches, &schedule, &device)?;
+        chain_settings = json!({
+            "chains": a.chains, "steps": a.chain_steps, "clip": !a.no_clip,
+            "variance": c.variance_or_beta(), "seed": c.seed.wrapping_add(CHAIN_SEED_OFFSET),
+            "kept_fit": a.keep_fit, "seconds": started.elapsed().as_secs_f64() - line_seconds,
+        });
     }
     let mut config = net.net.config().clone();
     config.mean_correction = Some(fit.clone());
     let config_path = c.out.join("model.json");
-    tweedie_io::write_atomic(&config_path, serde_json::to_string(&config)?.as_bytes())?;
+    tweedie_io::write_atomic(&config_path, config.to_json().as_bytes())?;
     let settings = json!({
-        "model": c.model, "data": a.data, "crop": a.crop, "images": n, "t": a.t, "seed": c.seed, "rule": fit.rule,
-        "seconds": started.elapsed().as_secs_f64(), "correction": fit,
+        // The lines' timesteps: --t, or the kept table's.
+        "t": if a.keep_fit { kept_t } else { Some(a.t.clone()) },
+        "model": c.model, "data": a.data, "crop": a.crop, "images": n, "seed": c.seed, "rule": fit.rule,
+        "seconds": started.elapsed().as_secs_f64(), "chain_fit": chain_settings, "correction": fit,
     });
     tweedie_io::write_atomic(
         &c.out.join("mean_correction.json"),
@@ -124,4 +190,69 @@ pub fn run(a: FitMeanArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Refits `fit`'s intercepts on `a.chains` chains ([`fit_mean_on_chain`]) towards the mean
+/// colour of the fitting images, and prints the shifts at every tenth chain timestep.
+fn fit_on_chains(
+    a: &FitMeanArgs,
+    net: &mut tweedie_unet::UNetEps,
+    fit: &MeanCorrection,
+    batches: &[tweedie_core::Tensor<4>],
+    schedule: &Schedule,
+    device: &burn::tensor::Device,
+) -> Result<MeanCorrection> {
+    let c = &a.common;
+    let truth: Vec<Vec<f64>> = batches
+        .iter()
+        .flat_map(tweedie_core::mean_correction::channel_means)
+        .collect();
+    let channels = truth[0].len();
+    let target: Vec<f64> = (0..channels)
+        .map(|k| truth.iter().map(|r| r[k]).sum::<f64>() / truth.len() as f64)
+        .collect();
+    net.net.set_mean_correction(Some(fit.clone()))?;
+    let opts = ChainOptions {
+        steps: a.chain_steps,
+        variance: c.variance_or_beta(),
+        clip_x0: !a.no_clip,
+        ..Default::default()
+    };
+    let steps = a.chain_steps.min(schedule.num_steps());
+    let mut progress = Progress::new(steps, "chain steps");
+    let size = net.net.config().image_size;
+    let chained = fit_mean_on_chain(
+        &Denoiser::new(&*net, schedule),
+        fit,
+        &target,
+        [a.chains, channels, size, size],
+        a.batch,
+        &opts,
+        c.seed.wrapping_add(CHAIN_SEED_OFFSET),
+        device,
+        &mut |info| {
+            progress.advance(1);
+            if info.step % 10 == 0 || info.step == info.total {
+                progress.say(&format!("chain steps, at t = {}", info.t));
+            }
+        },
+    )
+    .context("the chain fit")?;
+    progress.finish();
+    let shifts = &chained
+        .chain
+        .as_ref()
+        .expect("a chain fit records its chain")
+        .shift;
+    println!(
+        "chain fit: {} chains, {steps} steps; target mean {} ([−1, 1] scale); shift of x̂0's mean:",
+        a.chains,
+        crate::output::slash_list(&target)
+    );
+    for (i, (t, s)) in chained.t.iter().zip(shifts).enumerate().rev() {
+        if i % 10 == 0 || i + 1 == shifts.len() {
+            println!("  t={t}: {}", crate::output::slash_list(s));
+        }
+    }
+    Ok(chained)
 }

@@ -398,6 +398,112 @@ fn train_evaluate_and_report_run_end_to_end() {
         corrected.is_finite() && (corrected - uncorrected).abs() > 1e-6,
         "t=900 slope {corrected} with the correction, {uncorrected} without: {ev}"
     );
+    // The chain fit keeps that table's slopes and refits its intercepts on sampler chains.
+    let chained = out.join("chained");
+    let (fc, cf) = (fitted.to_str().unwrap(), chained.to_str().unwrap());
+    let text = ok(&[
+        "fit-mean",
+        "--model",
+        m,
+        "--config",
+        fc,
+        "--data",
+        d,
+        "--n",
+        "0",
+        "--keep-fit",
+        "--chains",
+        "4",
+        "--chain-steps",
+        "3",
+        "--batch",
+        "3",
+        "--out",
+        cf,
+    ]);
+    assert!(
+        text.contains("keeping the config's correction (2 timesteps)")
+            && text.contains("chain fit: 4 chains, 3 steps"),
+        "{text}"
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(chained.join("model.json")).unwrap()).unwrap();
+    let table = &cfg["mean_correction"];
+    let chain = &table["chain"];
+    assert_eq!(table["t"].as_array().unwrap().len(), 3, "{cfg}");
+    assert_eq!(
+        (chain["chains"].as_u64(), chain["steps"].as_u64()),
+        (Some(4), Some(3)),
+        "{cfg}"
+    );
+    assert_eq!(chain["clip"], true, "{cfg}");
+    assert_eq!(chain["seed"], 1u64 << 32, "{cfg}");
+    assert_eq!(chain["shift"].as_array().unwrap().len(), 3, "{cfg}");
+    let settings: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(chained.join("mean_correction.json")).unwrap())
+            .unwrap();
+    assert_eq!(settings["t"], serde_json::json!([500, 900]), "{settings}");
+    assert_eq!(settings["chain_fit"]["kept_fit"], true, "{settings}");
+    // t = 1000 lies beyond the fitted 900, where the slopes are held: the kept table's.
+    assert_eq!(table["slope"][2], cfg_slope_900(&fitted), "{cfg}");
+    // The refitted config drives the samplers.
+    ok(&[
+        "generate",
+        "--model",
+        m,
+        "--config",
+        chained.join("model.json").to_str().unwrap(),
+        "--n",
+        "2",
+        "--steps",
+        "3",
+        "--out",
+        cf,
+    ]);
+    fails(
+        &[
+            "fit-mean",
+            "--model",
+            m,
+            "--data",
+            d,
+            "--keep-fit",
+            "--out",
+            cf,
+        ],
+        "--keep-fit refits only on chains",
+    );
+    fails(
+        &[
+            "fit-mean",
+            "--model",
+            m,
+            "--data",
+            d,
+            "--keep-fit",
+            "--chains",
+            "2",
+            "--out",
+            cf,
+        ],
+        "no mean correction to keep",
+    );
+    fails(
+        &[
+            "fit-mean",
+            "--model",
+            m,
+            "--data",
+            d,
+            "--chains",
+            "2",
+            "--chain-steps",
+            "0",
+            "--out",
+            cf,
+        ],
+        "--chain-steps",
+    );
     fails(
         &[
             "fit-mean", "--model", m, "--data", d, "--t", "900,500", "--out", f,
@@ -441,6 +547,19 @@ fn train_evaluate_and_report_run_end_to_end() {
     assert!(
         rep.join("metrics.json").exists() && rep.join("figures/restore_inpaint-box.png").exists()
     );
+}
+
+/// The slopes at t = 900 of the `mean_correction` in the config at `path`.
+fn cfg_slope_900(path: &std::path::Path) -> serde_json::Value {
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let table = &cfg["mean_correction"];
+    let i = table["t"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|t| t == 900)
+        .unwrap();
+    table["slope"][i].clone()
 }
 
 #[test]

@@ -18,9 +18,14 @@
 //! linearly. This is the calibration idea of Pang et al. (2023, "On calibrating diffusion
 //! probabilistic models", which subtracts E[ε̂] per t) extended from the mean to the slope,
 //! and applied to the image mean only: the spatial detail of x̂0 is untouched.
+//!
+//! The lines are fitted on the forward process's marginals q(x_t). A sampler's chain visits
+//! states the network's errors have moved off those marginals, so the table's intercepts can
+//! also be refitted on the chain itself (`tweedie_samplers::fit_mean_on_chain`, recorded in
+//! [`MeanCorrection::chain`]).
 
-use crate::diffusion::{eps_from_x0, q_sample, x0_from_eps};
-use crate::{CoreError, EpsModel, InvalidParameter, NoiseSource, Schedule, Tensor};
+use crate::diffusion::{StepVariance, eps_from_x0, q_sample, x0_from_eps};
+use crate::{CoreError, EpsModel, InvalidParameter, NoiseLevel, NoiseSource, Schedule, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Per-timestep affine correction m̃ = a(t) + b(t)·m̂ of x̂0's per-channel image mean (see
@@ -39,6 +44,36 @@ pub struct MeanCorrection {
     pub seed: u64,
     /// How the slopes were chosen.
     pub rule: FitRule,
+    /// Set when the intercepts were refitted on a sampler's chain
+    /// ([`MeanCorrection::with_chain_shifts`]); absent in tables fitted on q(x_t) only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainFit>,
+}
+
+/// How a table's intercepts were refitted on a reverse chain: at each of the chain's
+/// timesteps, x̂0's channel means were shifted by −`shift` so that their average over
+/// `chains` chains equalled `target` (the tower property `E[E[x0 | x_t]] = E[x0]`, which the
+/// chain of a correct model satisfies at every step). The intercepts became a − shift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChainFit {
+    /// Reverse steps of the chain (strided from T).
+    pub steps: usize,
+    /// The ancestral step's variance.
+    pub variance: StepVariance,
+    /// DDIM's η, when the chain used DDIM steps.
+    pub eta: Option<f64>,
+    /// Whether the chain clamped x̂0 to [−1, 1] (the shift was then solved for the clamped
+    /// x̂0's mean, the one the step uses).
+    pub clip: bool,
+    /// Number of chains averaged.
+    pub chains: usize,
+    /// Seed of the chains' noise.
+    pub seed: u64,
+    /// The target channel means ([−1, 1] scale): the training images' average.
+    pub target: Vec<f64>,
+    /// The shift subtracted at each of the table's timesteps, one per channel (aligned with
+    /// [`MeanCorrection::t`]).
+    pub shift: Vec<Vec<f64>>,
 }
 
 /// How [`MeanCorrection::fit`] chooses each line m̃ = a + b·m̂ (always through the means:
@@ -96,6 +131,9 @@ impl MeanCorrection {
 
     /// (a(t), b(t)) per channel, linearly interpolated between the fitted timesteps and held
     /// constant beyond the first and last.
+    ///
+    /// # Panics
+    /// If the table has no timesteps (see [`validate`](Self::validate)).
     pub fn coefficients(&self, t: usize) -> (Vec<f64>, Vec<f64>) {
         let k = self.t.partition_point(|&s| s <= t);
         let (i, j, w) = if k == 0 {
@@ -119,6 +157,10 @@ impl MeanCorrection {
     /// ε̃ = ε̂ − √(ᾱ/(1 − ᾱ)) (m̃ − m̂), which moves x̂0 = (x_t − √(1 − ᾱ) ε̂)/√ᾱ by
     /// m̃ − m̂ = a + (b − 1) m̂ per channel (m̂: x̂0's spatial mean). Differentiable in `x_t`
     /// and `eps`.
+    ///
+    /// # Panics
+    /// If the table is empty or its rows do not hold one value per channel of `eps`;
+    /// [`validate`](Self::validate) rules both out (a `UNetConfig` validates its table).
     pub fn correct_eps(
         &self,
         x_t: Tensor<4>,
@@ -173,13 +215,8 @@ impl MeanCorrection {
         let (mut slope, mut intercept) = (Vec::new(), Vec::new());
         for &t in ts {
             schedule.check_timestep(t)?;
-            let level = schedule.level(t);
             let mut noise = NoiseSource::new(seed.wrapping_add(t as u64));
-            let mut predicted = Vec::new();
-            for x0 in batches {
-                let x_t = q_sample(x0.clone(), noise.normal_like(x0), level.alpha_bar);
-                predicted.extend(channel_means(&model.denoise(x_t, level)));
-            }
+            let predicted = noised_channel_means(model, batches, schedule.level(t), &mut noise);
             let (mut a, mut b) = (Vec::new(), Vec::new());
             for k in 0..channels {
                 let p: Vec<f64> = predicted.iter().map(|r| r[k]).collect();
@@ -205,14 +242,79 @@ impl MeanCorrection {
             images,
             seed,
             rule,
+            chain: None,
         };
         table.validate(channels, schedule.num_steps())?;
         Ok(table)
     }
+
+    /// The table refitted on a chain: at each of `ts` (increasing) the slope is this table's
+    /// b(t) and the intercept a(t) − `shift` (interpolated values where `ts` falls between
+    /// fitted timesteps); `chain` records how the shifts were found (its `shift` is replaced
+    /// by `shifts`).
+    pub fn with_chain_shifts(
+        &self,
+        ts: &[usize],
+        shifts: &[Vec<f64>],
+        mut chain: ChainFit,
+        max_t: usize,
+    ) -> Result<Self, InvalidParameter> {
+        let channels = self.intercept.first().map_or(0, Vec::len);
+        self.validate(channels, max_t)?;
+        if ts.len() != shifts.len() {
+            return Err(InvalidParameter::new(
+                "shifts",
+                shifts.len(),
+                format!("need one row per timestep ({})", ts.len()),
+            ));
+        }
+        let (mut slope, mut intercept) = (Vec::new(), Vec::new());
+        for (&t, s) in ts.iter().zip(shifts) {
+            let (a, b) = self.coefficients(t);
+            if s.len() != channels {
+                return Err(InvalidParameter::new(
+                    "shifts",
+                    format!("{s:?}"),
+                    format!("need {channels} values (one per channel)"),
+                ));
+            }
+            intercept.push(a.iter().zip(s).map(|(a, s)| a - s).collect());
+            slope.push(b);
+        }
+        chain.shift = shifts.to_vec();
+        let table = Self {
+            t: ts.to_vec(),
+            slope,
+            intercept,
+            images: self.images,
+            seed: self.seed,
+            rule: self.rule,
+            chain: Some(chain),
+        };
+        table.validate(channels, max_t)?;
+        Ok(table)
+    }
 }
 
-/// Per-image, per-channel spatial means of a `[B, C, H, W]` batch.
-fn channel_means(x: &Tensor<4>) -> Vec<Vec<f64>> {
+/// x̂0's per-image channel means at `level` for clean `batches`: each batch is noised,
+/// x_t = √ᾱ x0 + √(1 − ᾱ) z with z from `noise` (drawn batch by batch, in order), and
+/// denoised without clipping. The fit and `tweedie evaluate`'s calibration both read this.
+pub fn noised_channel_means<M: EpsModel + ?Sized>(
+    model: &M,
+    batches: &[Tensor<4>],
+    level: NoiseLevel,
+    noise: &mut NoiseSource,
+) -> Vec<Vec<f64>> {
+    let mut predicted = Vec::new();
+    for x0 in batches {
+        let x_t = q_sample(x0.clone(), noise.normal_like(x0), level.alpha_bar);
+        predicted.extend(channel_means(&model.denoise(x_t, level)));
+    }
+    predicted
+}
+
+/// Per-image, per-channel spatial means of a `[B, C, H, W]` batch (`[B][C]`).
+pub fn channel_means(x: &Tensor<4>) -> Vec<Vec<f64>> {
     let [b, c, _, _] = x.dims();
     let m = crate::tensor::to_vec(&x.clone().mean_dim(3).mean_dim(2));
     (0..b)
@@ -221,17 +323,18 @@ fn channel_means(x: &Tensor<4>) -> Vec<Vec<f64>> {
 }
 
 /// (a, b) of the line y ≈ a + b·p through the means with `rule`'s slope (b = 0 when p is
-/// constant).
+/// constant, i.e. its spread is within rounding of its size: Σ(p − p̄)² ≤ 1e-12·Σp²).
 fn line_through_means(p: &[f64], y: &[f64], rule: FitRule) -> (f64, f64) {
     let n = p.len() as f64;
     let (pm, ym) = (p.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
-    let (mut cross, mut var) = (0.0, 0.0);
+    let (mut cross, mut var, mut size) = (0.0, 0.0, 0.0);
     for (pi, yi) in p.iter().zip(y) {
         cross += (pi - pm) * (yi - ym);
         var += (pi - pm) * (pi - pm);
+        size += pi * pi;
     }
     let b = match rule {
-        _ if var <= 0.0 => 0.0,
+        _ if var <= 1e-12 * size => 0.0,
         FitRule::Regression => cross / var,
         FitRule::Variance => (cross.max(0.0) / var).sqrt(),
     };
@@ -286,6 +389,7 @@ mod tests {
             images: 10,
             seed: 0,
             rule: FitRule::Regression,
+            chain: None,
         }
     }
 
@@ -405,6 +509,67 @@ mod tests {
             );
             assert!((a - mu * (1.0 - b)).abs() < 0.02, "t={t}: intercept {a}");
         }
+    }
+
+    /// The refitted table keeps b(t), moves a(t) by −shift at the chain's timesteps
+    /// (interpolating the old table there), records the chain, and refuses ragged shifts.
+    #[test]
+    fn chain_shifts_move_the_intercepts_at_the_chain_timesteps() {
+        let m = table();
+        let chain = ChainFit {
+            steps: 3,
+            variance: StepVariance::Beta,
+            eta: None,
+            clip: true,
+            chains: 8,
+            seed: 4,
+            target: vec![0.1, -0.1],
+            shift: Vec::new(),
+        };
+        let shifts = vec![vec![0.01, -0.02], vec![0.0, 0.5], vec![-0.3, 0.0]];
+        let r = m
+            .with_chain_shifts(&[50, 200, 1000], &shifts, chain.clone(), 1000)
+            .unwrap();
+        assert_eq!(r.t, vec![50, 200, 1000]);
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12);
+        assert!(close(&r.intercept[0], &[-0.01, 0.22]), "{r:?}");
+        assert!(close(&r.intercept[1], &[0.2, -0.5]), "{r:?}");
+        assert!(close(&r.intercept[2], &[0.7, -0.2]), "{r:?}");
+        assert!(close(&r.slope[1], &[0.5, 0.3]) && close(&r.slope[2], &[0.0, 0.1]));
+        assert_eq!(r.chain.as_ref().unwrap().shift, shifts);
+        assert_eq!((r.images, r.seed, r.rule), (m.images, m.seed, m.rule));
+        // It round-trips through JSON, and a table without a chain reads as before.
+        let back: MeanCorrection =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert!(!serde_json::to_string(&m).unwrap().contains("chain"));
+        assert!(
+            m.with_chain_shifts(&[50, 200], &shifts, chain.clone(), 1000)
+                .is_err()
+        );
+        assert!(
+            m.with_chain_shifts(&[50], &[vec![0.0]], chain.clone(), 1000)
+                .is_err()
+        );
+        assert!(
+            m.with_chain_shifts(&[200, 50], &shifts[..2], chain, 1000)
+                .is_err()
+        );
+    }
+
+    /// A line with no spread in the prediction gets slope 0 (and the mean as intercept), also
+    /// when rounding leaves a spread of a few ulps.
+    #[test]
+    fn constant_predictions_get_a_flat_line() {
+        let p = [0.3, 0.3 + 1e-16, 0.3 - 1e-16, 0.3];
+        let y = [0.1, 0.2, 0.3, 0.4];
+        for rule in [FitRule::Regression, FitRule::Variance] {
+            let (a, b) = line_through_means(&p, &y, rule);
+            assert_eq!(b, 0.0, "{rule:?}");
+            assert!((a - 0.25).abs() < 1e-12);
+        }
+        let (_, b) = line_through_means(&[0.0, 1.0], &[0.0, 2.0], FitRule::Regression);
+        assert!((b - 2.0).abs() < 1e-12);
     }
 
     #[test]

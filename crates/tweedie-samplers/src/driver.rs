@@ -213,7 +213,12 @@ pub fn solve_from_noise(
     })
 }
 
-fn check_bounded(x: &Tensor<4>, step: usize, total: usize, t: usize) -> Result<(), SampleError> {
+pub(crate) fn check_bounded(
+    x: &Tensor<4>,
+    step: usize,
+    total: usize,
+    t: usize,
+) -> Result<(), SampleError> {
     let max = tweedie_core::tensor::max_abs(x);
     if max > DIVERGENCE_BOUND {
         return Err(SampleError::Diverged {

@@ -11,6 +11,7 @@ mod chain;
 mod denoise;
 mod driver;
 mod generate;
+mod mean_chain;
 mod solver;
 
 pub use ald::{AldRule, AldSampler, Gamma, ald_step_size};
@@ -25,6 +26,7 @@ pub use driver::{
     solve_from_noise,
 };
 pub use generate::generate;
+pub use mean_chain::fit_mean_on_chain;
 pub use sdedit::sdedit;
 pub use solver::{Knobs, Preset, Solution, Solver};
 

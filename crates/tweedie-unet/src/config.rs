@@ -766,6 +766,7 @@ mod tests {
             images: 8,
             seed: 1,
             rule: tweedie_core::FitRule::Regression,
+            chain: None,
         };
         let mut with = plain.clone();
         with.mean_correction = Some(table.clone());
