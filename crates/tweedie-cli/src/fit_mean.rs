@@ -59,6 +59,12 @@ pub struct FitMeanArgs {
     /// and the shift is solved for the clamped x̂0.
     #[arg(long)]
     pub no_clip: bool,
+    /// On the chains, also match the spread: scale each chain's x̂0 mean about the chains'
+    /// average so that its variance equals Var(E[m | x_t]) as the lines' fit measured it on
+    /// noised images (their `posterior_variance`). Needs a table that records it (not
+    /// `--keep-fit` on a table fitted before session 11).
+    #[arg(long)]
+    pub chain_variance: bool,
     /// Keep the correction the model's config already has (instead of refitting its lines on
     /// noised images) and refit only its intercepts on the chains; needs `--chains`.
     #[arg(long)]
@@ -102,8 +108,15 @@ pub fn run(a: FitMeanArgs) -> Result<()> {
         if a.batch == 0 {
             bail!("--batch must be ≥ 1");
         }
-    } else if a.keep_fit {
-        bail!("--keep-fit refits only on chains: give --chains N (e.g. 1024)");
+    } else if a.keep_fit || a.chain_variance {
+        bail!(
+            "{} works on chains: give --chains N (e.g. 1024)",
+            if a.keep_fit {
+                "--keep-fit"
+            } else {
+                "--chain-variance"
+            }
+        );
     }
     crate::output::check_out(&c.out)?;
     let device = model::device(c.backend.as_str())?;
@@ -112,6 +125,16 @@ pub fn run(a: FitMeanArgs) -> Result<()> {
     if a.keep_fit && existing.is_none() {
         bail!(
             "--keep-fit: the model's config has no mean correction to keep; drop --keep-fit to fit one"
+        );
+    }
+    if a.keep_fit
+        && a.chain_variance
+        && existing
+            .as_ref()
+            .is_some_and(|m| m.posterior_variance.is_none())
+    {
+        bail!(
+            "--chain-variance needs the lines' posterior variances, which the kept table does not record (it was fitted before they were); drop --keep-fit to refit the lines"
         );
     }
     if existing.is_some() && !a.keep_fit {
@@ -163,7 +186,7 @@ pub fn run(a: FitMeanArgs) -> Result<()> {
     if a.chains > 0 {
         fit = fit_on_chains(&a, &mut net, &fit, &batches, &schedule, &device)?;
         chain_settings = json!({
-            "chains": a.chains, "steps": a.chain_steps, "clip": !a.no_clip,
+            "chains": a.chains, "steps": a.chain_steps, "clip": !a.no_clip, "match_variance": a.chain_variance,
             "variance": c.variance_or_beta(), "seed": c.seed.wrapping_add(CHAIN_SEED_OFFSET),
             "kept_fit": a.keep_fit, "seconds": started.elapsed().as_secs_f64() - line_seconds,
         });
@@ -229,6 +252,7 @@ fn fit_on_chains(
         a.batch,
         &opts,
         c.seed.wrapping_add(CHAIN_SEED_OFFSET),
+        a.chain_variance,
         device,
         &mut |info| {
             progress.advance(1);
@@ -239,19 +263,30 @@ fn fit_on_chains(
     )
     .context("the chain fit")?;
     progress.finish();
-    let shifts = &chained
+    let fit = chained
         .chain
         .as_ref()
-        .expect("a chain fit records its chain")
-        .shift;
+        .expect("a chain fit records its chain");
     println!(
-        "chain fit: {} chains, {steps} steps; target mean {} ([−1, 1] scale); shift of x̂0's mean:",
+        "chain fit: {} chains, {steps} steps; target mean {} ([−1, 1] scale); shift of x̂0's mean{}:",
         a.chains,
-        crate::output::slash_list(&target)
+        crate::output::slash_list(&target),
+        if fit.scale.is_empty() {
+            ""
+        } else {
+            " (and the spread's scale)"
+        }
     );
-    for (i, (t, s)) in chained.t.iter().zip(shifts).enumerate().rev() {
-        if i % 10 == 0 || i + 1 == shifts.len() {
-            println!("  t={t}: {}", crate::output::slash_list(s));
+    for (i, (t, s)) in chained.t.iter().zip(&fit.shift).enumerate().rev() {
+        if i % 10 == 0 || i + 1 == fit.shift.len() {
+            match fit.scale.get(i) {
+                Some(k) => println!(
+                    "  t={t}: {} (scale {})",
+                    crate::output::slash_list(s),
+                    crate::output::slash_list(k)
+                ),
+                None => println!("  t={t}: {}", crate::output::slash_list(s)),
+            }
         }
     }
     Ok(chained)

@@ -418,6 +418,7 @@ fn train_evaluate_and_report_run_end_to_end() {
         "3",
         "--batch",
         "3",
+        "--chain-variance",
         "--out",
         cf,
     ]);
@@ -439,13 +440,33 @@ fn train_evaluate_and_report_run_end_to_end() {
     assert_eq!(chain["clip"], true, "{cfg}");
     assert_eq!(chain["seed"], 1u64 << 32, "{cfg}");
     assert_eq!(chain["shift"].as_array().unwrap().len(), 3, "{cfg}");
+    // --chain-variance: the spread's scale per step, from the lines' posterior variances.
+    assert_eq!(chain["scale"].as_array().unwrap().len(), 3, "{cfg}");
+    assert_eq!(
+        table["posterior_variance"].as_array().unwrap().len(),
+        3,
+        "{cfg}"
+    );
+    assert!(text.contains("(scale "), "{text}");
     let settings: serde_json::Value =
         serde_json::from_slice(&std::fs::read(chained.join("mean_correction.json")).unwrap())
             .unwrap();
     assert_eq!(settings["t"], serde_json::json!([500, 900]), "{settings}");
     assert_eq!(settings["chain_fit"]["kept_fit"], true, "{settings}");
-    // t = 1000 lies beyond the fitted 900, where the slopes are held: the kept table's.
-    assert_eq!(table["slope"][2], cfg_slope_900(&fitted), "{cfg}");
+    // t = 1000 lies beyond the fitted 900, where the slopes are held: the kept table's,
+    // times the spread's scale k there.
+    let kept = cfg_slope_900(&fitted);
+    for c in 0..3 {
+        let (b, k) = (
+            kept[c].as_f64().unwrap(),
+            chain["scale"][2][c].as_f64().unwrap(),
+        );
+        let refit = table["slope"][2][c].as_f64().unwrap();
+        assert!(
+            (refit - k * b).abs() <= 1e-9 * (1.0 + (k * b).abs()),
+            "{cfg}"
+        );
+    }
     // The refitted config drives the samplers.
     ok(&[
         "generate",
@@ -471,7 +492,7 @@ fn train_evaluate_and_report_run_end_to_end() {
             "--out",
             cf,
         ],
-        "--keep-fit refits only on chains",
+        "--keep-fit works on chains",
     );
     fails(
         &[
@@ -487,6 +508,19 @@ fn train_evaluate_and_report_run_end_to_end() {
             cf,
         ],
         "no mean correction to keep",
+    );
+    fails(
+        &[
+            "fit-mean",
+            "--model",
+            m,
+            "--data",
+            d,
+            "--chain-variance",
+            "--out",
+            cf,
+        ],
+        "--chain-variance works on chains",
     );
     fails(
         &[

@@ -44,16 +44,24 @@ pub struct MeanCorrection {
     pub seed: u64,
     /// How the slopes were chosen.
     pub rule: FitRule,
+    /// Var(E[m_c | x_t]) per fitted timestep and channel, estimated on the fitting images by
+    /// Cov(m̂_c, m_c) (for m̂ = E[m | x_t] + an independent error): how much a calibrated x̂0's
+    /// mean varies under q(x_t). A chain refit can match the chains' spread to it. Absent in
+    /// tables fitted before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posterior_variance: Option<Vec<Vec<f64>>>,
     /// Set when the intercepts were refitted on a sampler's chain
-    /// ([`MeanCorrection::with_chain_shifts`]); absent in tables fitted on q(x_t) only.
+    /// ([`MeanCorrection::with_chain_steps`]); absent in tables fitted on q(x_t) only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainFit>,
 }
 
-/// How a table's intercepts were refitted on a reverse chain: at each of the chain's
-/// timesteps, x̂0's channel means were shifted by −`shift` so that their average over
-/// `chains` chains equalled `target` (the tower property `E[E[x0 | x_t]] = E[x0]`, which the
-/// chain of a correct model satisfies at every step). The intercepts became a − shift.
+/// How a table was refitted on a reverse chain: at each of the chain's timesteps, x̂0's
+/// channel means m were moved to U + k(m − U) − s (U: their average over the chains, k:
+/// `scale`, 1 unless the spread was matched, s: `shift`), so that their average over `chains`
+/// chains equalled `target` (the tower property `E[E[x0 | x_t]] = E[x0]`, which the chain of
+/// a correct model satisfies at every step) and, with `scale`, their variance equalled
+/// [`MeanCorrection::posterior_variance`]. The line became b' = k·b, a' = k·a + (1 − k)·U − s.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChainFit {
     /// Reverse steps of the chain (strided from T).
@@ -74,6 +82,22 @@ pub struct ChainFit {
     /// The shift subtracted at each of the table's timesteps, one per channel (aligned with
     /// [`MeanCorrection::t`]).
     pub shift: Vec<Vec<f64>>,
+    /// The spread's scale k at each timestep, one per channel (empty: the spread was not
+    /// matched, k = 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale: Vec<Vec<f64>>,
+}
+
+/// One chain step's refit of the line, per channel: m → `centre` + `scale`·(m − `centre`) −
+/// `shift` ([`ChainFit`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainStep {
+    /// U: the chains' average of x̂0's channel mean before the step's refit.
+    pub centre: Vec<f64>,
+    /// k: the spread's scale (1: unchanged).
+    pub scale: Vec<f64>,
+    /// s: the shift subtracted after scaling.
+    pub shift: Vec<f64>,
 }
 
 /// How [`MeanCorrection::fit`] chooses each line m̃ = a + b·m̂ (always through the means:
@@ -126,6 +150,17 @@ impl MeanCorrection {
                 )));
             }
         }
+        if let Some(var) = &self.posterior_variance
+            && (var.len() != self.t.len()
+                || var.iter().any(|r| {
+                    r.len() != channels || r.iter().any(|v| !(v.is_finite() && *v >= 0.0))
+                }))
+        {
+            return Err(bad(format!(
+                "posterior_variance must hold {channels} finite values ≥ 0 for each of the {} timesteps",
+                self.t.len()
+            )));
+        }
         Ok(())
     }
 
@@ -135,6 +170,21 @@ impl MeanCorrection {
     /// # Panics
     /// If the table has no timesteps (see [`validate`](Self::validate)).
     pub fn coefficients(&self, t: usize) -> (Vec<f64>, Vec<f64>) {
+        (
+            self.interpolate(&self.intercept, t),
+            self.interpolate(&self.slope, t),
+        )
+    }
+
+    /// [`posterior_variance`](Self::posterior_variance) at `t`, interpolated as the lines are.
+    pub fn posterior_variance_at(&self, t: usize) -> Option<Vec<f64>> {
+        self.posterior_variance
+            .as_ref()
+            .map(|rows| self.interpolate(rows, t))
+    }
+
+    /// `rows` (one per fitted timestep) at `t`: linear between fitted timesteps, held beyond.
+    fn interpolate(&self, rows: &[Vec<f64>], t: usize) -> Vec<f64> {
         let k = self.t.partition_point(|&s| s <= t);
         let (i, j, w) = if k == 0 {
             (0, 0, 0.0)
@@ -144,14 +194,11 @@ impl MeanCorrection {
             let (lo, hi) = (self.t[k - 1], self.t[k]);
             (k - 1, k, (t - lo) as f64 / (hi - lo) as f64)
         };
-        let mix = |rows: &[Vec<f64>]| -> Vec<f64> {
-            rows[i]
-                .iter()
-                .zip(&rows[j])
-                .map(|(p, q)| p + w * (q - p))
-                .collect()
-        };
-        (mix(&self.intercept), mix(&self.slope))
+        rows[i]
+            .iter()
+            .zip(&rows[j])
+            .map(|(p, q)| p + w * (q - p))
+            .collect()
     }
 
     /// ε̃ = ε̂ − √(ᾱ/(1 − ᾱ)) (m̃ − m̂), which moves x̂0 = (x_t − √(1 − ᾱ) ε̂)/√ᾱ by
@@ -212,16 +259,17 @@ impl MeanCorrection {
             }
             truth.extend(channel_means(x0));
         }
-        let (mut slope, mut intercept) = (Vec::new(), Vec::new());
+        let (mut slope, mut intercept, mut variance) = (Vec::new(), Vec::new(), Vec::new());
         for &t in ts {
             schedule.check_timestep(t)?;
             let mut noise = NoiseSource::new(seed.wrapping_add(t as u64));
             let predicted = noised_channel_means(model, batches, schedule.level(t), &mut noise);
-            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let (mut a, mut b, mut v) = (Vec::new(), Vec::new(), Vec::new());
             for k in 0..channels {
                 let p: Vec<f64> = predicted.iter().map(|r| r[k]).collect();
                 let y: Vec<f64> = truth.iter().map(|r| r[k]).collect();
                 let (ak, bk) = line_through_means(&p, &y, rule);
+                v.push(covariance(&p, &y).max(0.0));
                 if !(ak.is_finite() && bk.is_finite()) {
                     return Err(CoreError::invalid(
                         "model output",
@@ -234,6 +282,7 @@ impl MeanCorrection {
             }
             intercept.push(a);
             slope.push(b);
+            variance.push(v);
         }
         let table = Self {
             t: ts.to_vec(),
@@ -242,46 +291,66 @@ impl MeanCorrection {
             images,
             seed,
             rule,
+            posterior_variance: Some(variance),
             chain: None,
         };
         table.validate(channels, schedule.num_steps())?;
         Ok(table)
     }
 
-    /// The table refitted on a chain: at each of `ts` (increasing) the slope is this table's
-    /// b(t) and the intercept a(t) − `shift` (interpolated values where `ts` falls between
-    /// fitted timesteps); `chain` records how the shifts were found (its `shift` is replaced
-    /// by `shifts`).
-    pub fn with_chain_shifts(
+    /// The table refitted on a chain: at each of `ts` (increasing), with that timestep's
+    /// [`ChainStep`] (U, k, s) and this table's line (a, b) there (interpolated where `ts` falls
+    /// between fitted timesteps), the line becomes b' = k·b, a' = k·a + (1 − k)·U − s, so that
+    /// it moves x̂0's mean to U + k(m − U) − s. `chain` records how the steps were found (its
+    /// `shift` and `scale` are filled from `steps`; `scale` stays empty when every k is 1).
+    pub fn with_chain_steps(
         &self,
         ts: &[usize],
-        shifts: &[Vec<f64>],
+        steps: &[ChainStep],
         mut chain: ChainFit,
         max_t: usize,
     ) -> Result<Self, InvalidParameter> {
         let channels = self.intercept.first().map_or(0, Vec::len);
         self.validate(channels, max_t)?;
-        if ts.len() != shifts.len() {
+        if ts.len() != steps.len() {
             return Err(InvalidParameter::new(
-                "shifts",
-                shifts.len(),
-                format!("need one row per timestep ({})", ts.len()),
+                "chain steps",
+                steps.len(),
+                format!("need one per timestep ({})", ts.len()),
             ));
         }
-        let (mut slope, mut intercept) = (Vec::new(), Vec::new());
-        for (&t, s) in ts.iter().zip(shifts) {
+        let (mut slope, mut intercept, mut variance) = (Vec::new(), Vec::new(), Vec::new());
+        for (&t, step) in ts.iter().zip(steps) {
             let (a, b) = self.coefficients(t);
-            if s.len() != channels {
+            if [&step.centre, &step.scale, &step.shift]
+                .iter()
+                .any(|v| v.len() != channels)
+            {
                 return Err(InvalidParameter::new(
-                    "shifts",
-                    format!("{s:?}"),
-                    format!("need {channels} values (one per channel)"),
+                    "chain step",
+                    format!("{step:?}"),
+                    format!("need {channels} values (one per channel) in each part"),
                 ));
             }
-            intercept.push(a.iter().zip(s).map(|(a, s)| a - s).collect());
-            slope.push(b);
+            intercept.push(
+                (0..channels)
+                    .map(|c| {
+                        let k = step.scale[c];
+                        k * a[c] + (1.0 - k) * step.centre[c] - step.shift[c]
+                    })
+                    .collect(),
+            );
+            slope.push((0..channels).map(|c| step.scale[c] * b[c]).collect());
+            if let Some(v) = self.posterior_variance_at(t) {
+                variance.push(v);
+            }
         }
-        chain.shift = shifts.to_vec();
+        chain.shift = steps.iter().map(|s| s.shift.clone()).collect();
+        chain.scale = if steps.iter().all(|s| s.scale.iter().all(|&k| k == 1.0)) {
+            Vec::new()
+        } else {
+            steps.iter().map(|s| s.scale.clone()).collect()
+        };
         let table = Self {
             t: ts.to_vec(),
             slope,
@@ -289,6 +358,7 @@ impl MeanCorrection {
             images: self.images,
             seed: self.seed,
             rule: self.rule,
+            posterior_variance: self.posterior_variance.as_ref().map(|_| variance),
             chain: Some(chain),
         };
         table.validate(channels, max_t)?;
@@ -320,6 +390,17 @@ pub fn channel_means(x: &Tensor<4>) -> Vec<Vec<f64>> {
     (0..b)
         .map(|i| (0..c).map(|k| m[i * c + k] as f64).collect())
         .collect()
+}
+
+/// The (population) covariance of `p` and `y`.
+fn covariance(p: &[f64], y: &[f64]) -> f64 {
+    let n = p.len() as f64;
+    let (pm, ym) = (p.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    p.iter()
+        .zip(y)
+        .map(|(a, b)| (a - pm) * (b - ym))
+        .sum::<f64>()
+        / n
 }
 
 /// (a, b) of the line y ≈ a + b·p through the means with `rule`'s slope (b = 0 when p is
@@ -389,6 +470,7 @@ mod tests {
             images: 10,
             seed: 0,
             rule: FitRule::Regression,
+            posterior_variance: None,
             chain: None,
         }
     }
@@ -494,6 +576,24 @@ mod tests {
             assert!((refit.slope[i][0] - 1.0).abs() < 0.1, "{refit:?}");
             assert!(refit.intercept[i][0].abs() < 0.03, "{refit:?}");
         }
+        // Cov(m̂, m): s² for x̂0 = x_t/√ᾱ (the truth plus independent noise); for the corrected
+        // model, the posterior mean itself, Var(E[m | m̂]) = k·s². Within 4 standard errors,
+        // √(Var(m̂)·s²/n).
+        let (first, again) = (fit_variance(&corrected.correction), fit_variance(&refit));
+        for (i, &t) in ts.iter().enumerate() {
+            let ab = schedule.level(t).alpha_bar;
+            let noise = (1.0 - ab) / (ab * (side * side) as f64);
+            let k = s * s / (s * s + noise);
+            let se = |var_pred: f64| 4.0 * (var_pred * s * s / n as f64).sqrt();
+            assert!(
+                (first[i] - s * s).abs() < se(s * s + noise),
+                "t={t}: {first:?}"
+            );
+            assert!(
+                (again[i] - k * s * s).abs() < se(k * s * s),
+                "t={t}: {again:?}"
+            );
+        }
         // Variance matching: b = √k, and the corrected mean's variance is k·s² (that of
         // E[m | m̂]) where the least-squares line's is k²·s².
         let var =
@@ -511,11 +611,13 @@ mod tests {
         }
     }
 
-    /// The refitted table keeps b(t), moves a(t) by −shift at the chain's timesteps
-    /// (interpolating the old table there), records the chain, and refuses ragged shifts.
+    /// The refitted table moves a(t) by −shift at the chain's timesteps (interpolating the old
+    /// table there) and, with a scale k, maps the line to k·b, k·a + (1 − k)·U − s; it records
+    /// the chain and refuses ragged steps.
     #[test]
-    fn chain_shifts_move_the_intercepts_at_the_chain_timesteps() {
-        let m = table();
+    fn chain_steps_refit_the_lines_at_the_chain_timesteps() {
+        let mut m = table();
+        m.posterior_variance = Some(vec![vec![0.01, 0.02], vec![0.03, 0.0]]);
         let chain = ChainFit {
             steps: 3,
             variance: StepVariance::Beta,
@@ -525,10 +627,17 @@ mod tests {
             seed: 4,
             target: vec![0.1, -0.1],
             shift: Vec::new(),
+            scale: Vec::new(),
         };
         let shifts = vec![vec![0.01, -0.02], vec![0.0, 0.5], vec![-0.3, 0.0]];
+        let step = |shift: &Vec<f64>, scale: [f64; 2]| ChainStep {
+            centre: vec![0.3, -0.4],
+            scale: scale.to_vec(),
+            shift: shift.clone(),
+        };
+        let plain: Vec<ChainStep> = shifts.iter().map(|s| step(s, [1.0, 1.0])).collect();
         let r = m
-            .with_chain_shifts(&[50, 200, 1000], &shifts, chain.clone(), 1000)
+            .with_chain_steps(&[50, 200, 1000], &plain, chain.clone(), 1000)
             .unwrap();
         assert_eq!(r.t, vec![50, 200, 1000]);
         let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12);
@@ -536,25 +645,48 @@ mod tests {
         assert!(close(&r.intercept[1], &[0.2, -0.5]), "{r:?}");
         assert!(close(&r.intercept[2], &[0.7, -0.2]), "{r:?}");
         assert!(close(&r.slope[1], &[0.5, 0.3]) && close(&r.slope[2], &[0.0, 0.1]));
-        assert_eq!(r.chain.as_ref().unwrap().shift, shifts);
+        let var = r.posterior_variance.as_ref().unwrap();
+        assert!(
+            close(&var[0], &[0.01, 0.02]) && close(&var[1], &[0.02, 0.01]),
+            "{var:?}"
+        );
+        let fit = r.chain.as_ref().unwrap();
+        assert_eq!((&fit.shift, fit.scale.is_empty()), (&shifts, true));
         assert_eq!((r.images, r.seed, r.rule), (m.images, m.seed, m.rule));
+        // A scale: at t = 200 (a, b) = (0.2, 0.5) in channel 0 and (0.0, 0.3) in channel 1.
+        let scaled: Vec<ChainStep> = shifts.iter().map(|s| step(s, [2.0, 0.5])).collect();
+        let r2 = m
+            .with_chain_steps(&[50, 200, 1000], &scaled, chain.clone(), 1000)
+            .unwrap();
+        assert!(close(&r2.slope[1], &[1.0, 0.15]), "{r2:?}");
+        // k·a + (1 − k)·U − s: 2·0.2 − 0.3 − 0 and 0.5·0 + 0.5·(−0.4) − 0.5.
+        assert!(close(&r2.intercept[1], &[0.1, -0.7]), "{r2:?}");
+        assert_eq!(r2.chain.as_ref().unwrap().scale[1], vec![2.0, 0.5]);
         // It round-trips through JSON, and a table without a chain reads as before.
         let back: MeanCorrection =
-            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
-        assert_eq!(back, r);
-        assert!(!serde_json::to_string(&m).unwrap().contains("chain"));
+            serde_json::from_str(&serde_json::to_string(&r2).unwrap()).unwrap();
+        assert_eq!(back, r2);
+        assert!(!serde_json::to_string(&table()).unwrap().contains("chain"));
         assert!(
-            m.with_chain_shifts(&[50, 200], &shifts, chain.clone(), 1000)
+            m.with_chain_steps(&[50, 200], &plain, chain.clone(), 1000)
+                .is_err()
+        );
+        let short = ChainStep {
+            centre: vec![0.0],
+            scale: vec![1.0],
+            shift: vec![0.0],
+        };
+        assert!(
+            m.with_chain_steps(&[50], &[short], chain.clone(), 1000)
                 .is_err()
         );
         assert!(
-            m.with_chain_shifts(&[50], &[vec![0.0]], chain.clone(), 1000)
+            m.with_chain_steps(&[200, 50], &plain[..2], chain, 1000)
                 .is_err()
         );
-        assert!(
-            m.with_chain_shifts(&[200, 50], &shifts[..2], chain, 1000)
-                .is_err()
-        );
+        let mut bad = m.clone();
+        bad.posterior_variance = Some(vec![vec![0.01, -0.02], vec![0.03, 0.0]]);
+        assert!(bad.validate(2, 1000).is_err(), "negative variance");
     }
 
     /// A line with no spread in the prediction gets slope 0 (and the mean as intercept), also
@@ -570,6 +702,16 @@ mod tests {
         }
         let (_, b) = line_through_means(&[0.0, 1.0], &[0.0, 2.0], FitRule::Regression);
         assert!((b - 2.0).abs() < 1e-12);
+    }
+
+    /// Channel 0 of a fitted table's posterior variances.
+    fn fit_variance(m: &MeanCorrection) -> Vec<f64> {
+        m.posterior_variance
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|r| r[0])
+            .collect()
     }
 
     #[test]

@@ -10,19 +10,25 @@ use crate::chain::{ChainOptions, SampleError, StepInfo, check_eta, reverse_step}
 use crate::driver::{Denoiser, check_bounded};
 use burn::tensor::{Device, Tensor};
 use tweedie_core::diffusion::StepVariance;
-use tweedie_core::{ChainFit, MeanCorrection, NoiseSource};
+use tweedie_core::{ChainFit, ChainStep, MeanCorrection, NoiseSource};
 
 /// Refits `table`'s intercepts on the reverse chain `opts` describes (from x_T ~ N(0, I)).
 ///
 /// `den.model` must apply `table` (a UNet whose config carries it, or
 /// [`MeanCorrected`](tweedie_core::MeanCorrected)). All `shape[0]` chains run in step, in
 /// groups of `batch` network evaluations; chain i draws its noise from the i-th fork of
-/// `NoiseSource::new(seed)`. At each step with x̂0 from the model (unclipped), the shift s_c
-/// per channel is solved so that the average over all chains of x̂0's channel-c mean, after
-/// x̂0 − s_c is clamped to [−1, 1] when `opts.clip_x0`, equals `target[c]`; every chain then
-/// steps with that x̂0. The returned table has the chain's timesteps, this table's slopes
-/// and the intercepts a(t) − s(t) ([`MeanCorrection::with_chain_shifts`]), so that sampling
-/// with it replays the fitted chains exactly. `progress` is told after each step.
+/// `NoiseSource::new(seed)`. At each step, with x̂0 from the model (unclipped) and m_i its
+/// channel means in chain i, U their average over the chains:
+///
+/// 1. with `match_variance`, each chain's m_i moves to U + k(m_i − U), k = √(V/Var_i(m_i))
+///    per channel, V the table's [`posterior_variance`](MeanCorrection::posterior_variance)
+///    at t (the spread of E[m | x_t] under q(x_t), which a correct chain's x̂0 has);
+/// 2. the shift s_c is solved so that the average over the chains of x̂0's channel-c mean,
+///    after x̂0 − s_c is clamped to [−1, 1] when `opts.clip_x0`, equals `target[c]`;
+///
+/// and every chain steps with that x̂0. The returned table has the chain's timesteps and
+/// the lines refitted with (U, k, s) ([`MeanCorrection::with_chain_steps`]), so that
+/// sampling with it replays the fitted chains exactly. `progress` is told after each step.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_mean_on_chain(
     den: &Denoiser,
@@ -32,6 +38,7 @@ pub fn fit_mean_on_chain(
     batch: usize,
     opts: &ChainOptions,
     seed: u64,
+    match_variance: bool,
     device: &Device,
     progress: &mut dyn FnMut(StepInfo),
 ) -> Result<MeanCorrection, SampleError> {
@@ -53,6 +60,13 @@ pub fn fit_mean_on_chain(
     }
     let t_max = den.schedule.num_steps();
     table.validate(channels, t_max)?;
+    if match_variance && table.posterior_variance.is_none() {
+        return Err(SampleError::invalid(
+            "match_variance",
+            true,
+            "the table records no posterior variances (fit it again with MeanCorrection::fit)",
+        ));
+    }
     let chain = den.schedule.chain(t_max, opts.steps.min(t_max))?;
     let learned = opts.eta.is_none() && opts.variance == StepVariance::Learned;
     let mut streams = NoiseSource::new(seed);
@@ -64,16 +78,62 @@ pub fn fit_mean_on_chain(
             (noise.normal([b, channels, h, w], device), noise)
         })
         .collect();
-    let mut shifts = Vec::with_capacity(chain.len());
+    let mut steps = Vec::with_capacity(chain.len());
+    let plane = h * w;
     for (i, tr) in chain.iter().enumerate() {
         let predictions: Vec<_> = groups
             .iter()
             .map(|(x, _)| den.predict(x.clone(), tr, false, learned))
             .collect();
-        let values: Vec<Vec<f32>> = predictions
+        let mut values: Vec<Vec<f32>> = predictions
             .iter()
             .map(|p| tweedie_core::tensor::to_vec(&p.x0_hat))
             .collect();
+        // x̂0's channel means per chain (row-major [chain][channel] within each group).
+        let means: Vec<Vec<f64>> = values
+            .iter()
+            .map(|v| {
+                v.chunks(plane)
+                    .map(|px| px.iter().map(|&x| x as f64).sum::<f64>() / plane as f64)
+                    .collect()
+            })
+            .collect();
+        let of_channel = |c: usize| {
+            means
+                .iter()
+                .flat_map(move |g| g.iter().skip(c).step_by(channels))
+        };
+        let centre: Vec<f64> = (0..channels)
+            .map(|c| of_channel(c).sum::<f64>() / n as f64)
+            .collect();
+        let scale: Vec<f64> = match table.posterior_variance_at(tr.t).filter(|_| match_variance) {
+            None => vec![1.0; channels],
+            Some(v) => (0..channels)
+                .map(|c| {
+                    let var =
+                        of_channel(c).map(|m| (m - centre[c]).powi(2)).sum::<f64>() / n as f64;
+                    if var > 0.0 { (v[c] / var).sqrt() } else { 1.0 }
+                })
+                .collect(),
+        };
+        // Each chain's mean moves by (k − 1)(m − U): on the host copy and, below, on x̂0.
+        let offsets: Vec<Vec<f32>> = means
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .enumerate()
+                    .map(|(j, m)| ((scale[j % channels] - 1.0) * (m - centre[j % channels])) as f32)
+                    .collect()
+            })
+            .collect();
+        let scaled = scale.iter().any(|&k| k != 1.0);
+        if scaled {
+            for (v, o) in values.iter_mut().zip(&offsets) {
+                for (px, d) in v.chunks_mut(plane).zip(o) {
+                    px.iter_mut().for_each(|x| *x += d);
+                }
+            }
+        }
         let shift: Vec<f64> = (0..channels)
             .map(|c| {
                 let channel = values
@@ -87,8 +147,14 @@ pub fn fit_mean_on_chain(
             [1, channels, 1, 1],
             device,
         );
-        for ((x, noise), p) in groups.iter_mut().zip(predictions) {
-            let moved = p.x0_hat - column.clone();
+        for (((x, noise), p), o) in groups.iter_mut().zip(predictions).zip(offsets) {
+            let b = o.len() / channels;
+            let moved = if scaled {
+                let o = tweedie_core::tensor::from_vec(o, [b, channels, 1, 1], device);
+                p.x0_hat + o - column.clone()
+            } else {
+                p.x0_hat - column.clone()
+            };
             let x0_hat = if opts.clip_x0 {
                 moved.clamp(-1.0, 1.0)
             } else {
@@ -97,7 +163,11 @@ pub fn fit_mean_on_chain(
             *x = reverse_step(x.clone(), x0_hat, p.variance, tr, opts, noise);
             check_bounded(x, i + 1, chain.len(), tr.t)?;
         }
-        shifts.push(shift);
+        steps.push(ChainStep {
+            centre,
+            scale,
+            shift,
+        });
         progress(StepInfo {
             step: i + 1,
             total: chain.len(),
@@ -106,7 +176,7 @@ pub fn fit_mean_on_chain(
     }
     // The chain runs T → 1; the table's timesteps increase.
     let ts: Vec<usize> = chain.iter().rev().map(|tr| tr.t).collect();
-    shifts.reverse();
+    steps.reverse();
     let fit = ChainFit {
         steps: chain.len(),
         variance: opts.variance,
@@ -116,8 +186,9 @@ pub fn fit_mean_on_chain(
         seed,
         target: target.to_vec(),
         shift: Vec::new(),
+        scale: Vec::new(),
     };
-    Ok(table.with_chain_shifts(&ts, &shifts, fit, t_max)?)
+    Ok(table.with_chain_steps(&ts, &steps, fit, t_max)?)
 }
 
 /// The s with mean(x − s) = `target`, or mean(clamp(x − s, −1, 1)) = `target` when `clip`
@@ -178,16 +249,22 @@ mod tests {
             images: 2,
             seed: 0,
             rule: FitRule::Regression,
+            posterior_variance: None,
             chain: None,
         }
     }
 
     /// Prior N(`mean`, 0.1² I) over 1×4×4 images, behind `table`.
     fn model(mean: f64, table: MeanCorrection) -> MeanCorrected<GaussianPrior> {
+        model_with(mean, 0.01, table)
+    }
+
+    /// Prior N(`mean`, `var` I) over 1×4×4 images, behind `table`.
+    fn model_with(mean: f64, var: f64, table: MeanCorrection) -> MeanCorrected<GaussianPrior> {
         let device = Device::flex();
         let m: Tensor<4> = Tensor::ones([1, 1, 4, 4], &device).mul_scalar(mean);
         MeanCorrected {
-            inner: GaussianPrior::isotropic(m, 0.01).unwrap(),
+            inner: GaussianPrior::isotropic(m, var).unwrap(),
             correction: table,
         }
     }
@@ -199,6 +276,17 @@ mod tests {
         opts: &ChainOptions,
         seed: u64,
     ) -> f64 {
+        let m = image_means(model, n, opts, seed);
+        m.iter().sum::<f64>() / n as f64
+    }
+
+    /// The per-image means of `n` samples drawn as [`sample_mean`] draws them.
+    fn image_means(
+        model: &MeanCorrected<GaussianPrior>,
+        n: usize,
+        opts: &ChainOptions,
+        seed: u64,
+    ) -> Vec<f64> {
         let schedule = Schedule::linear_default();
         let mut streams = NoiseSource::new(seed);
         let mut noise = NoiseSource::per_item((0..n).map(|_| streams.fork()).collect());
@@ -211,8 +299,10 @@ mod tests {
             &mut Observer::default(),
         )
         .unwrap();
-        let v = tensor::to_vec(&out.x0);
-        v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64
+        tensor::to_vec(&out.x0)
+            .chunks(16)
+            .map(|px| px.iter().map(|&x| x as f64).sum::<f64>() / 16.0)
+            .collect()
     }
 
     fn fit(
@@ -220,6 +310,16 @@ mod tests {
         target: f64,
         opts: &ChainOptions,
         seed: u64,
+    ) -> MeanCorrection {
+        fit_spread(model, target, opts, seed, false)
+    }
+
+    fn fit_spread(
+        model: &MeanCorrected<GaussianPrior>,
+        target: f64,
+        opts: &ChainOptions,
+        seed: u64,
+        match_variance: bool,
     ) -> MeanCorrection {
         let schedule = Schedule::linear_default();
         let mut steps = 0;
@@ -231,6 +331,7 @@ mod tests {
             48,
             opts,
             seed,
+            match_variance,
             &Device::flex(),
             &mut |info| steps = info.step,
         )
@@ -310,18 +411,23 @@ mod tests {
             ..Default::default()
         };
         let device = Device::flex();
+        let spread =
+            |target: &[f64], shape: [usize; 4], batch: usize, table: &MeanCorrection, var: bool| {
+                fit_mean_on_chain(
+                    &den,
+                    table,
+                    target,
+                    shape,
+                    batch,
+                    &opts,
+                    0,
+                    var,
+                    &device,
+                    &mut |_| (),
+                )
+            };
         let run = |target: &[f64], shape: [usize; 4], batch: usize, table: &MeanCorrection| {
-            fit_mean_on_chain(
-                &den,
-                table,
-                target,
-                shape,
-                batch,
-                &opts,
-                0,
-                &device,
-                &mut |_| (),
-            )
+            spread(target, shape, batch, table, false)
         };
         let ok = identity();
         assert!(run(&[0.2], [4, 1, 4, 4], 2, &ok).is_ok());
@@ -337,6 +443,67 @@ mod tests {
         assert!(
             run(&[0.2], [4, 1, 4, 4], 2, &bad).is_err(),
             "malformed table"
+        );
+        let err = spread(&[0.2], [4, 1, 4, 4], 2, &ok, true).unwrap_err();
+        assert!(err.to_string().contains("posterior variances"), "{err}");
+    }
+
+    /// A model twice as spread as the data (std 0.2 where the data's is 0.1): its samples'
+    /// image means vary twice as much. Matching the chains' spread of x̂0's mean to the
+    /// data's Var(E[m | x_t]) at every step brings fresh samples to the data's spread; without
+    /// it the chain fit leaves the spread alone.
+    #[test]
+    fn chain_fit_matches_the_spread_of_the_image_mean() {
+        let schedule = Schedule::linear_default();
+        let (s2, pixels) = (0.01, 16.0);
+        // Var(E[m | x_t]) for the data N(0.2, s² I): per pixel ᾱ s⁴/(ᾱ s² + 1 − ᾱ), /16.
+        let ts: Vec<usize> = (0..=20).map(|i| (i * 50).max(1)).collect();
+        let exact = |t: usize| {
+            let ab = schedule.level(t).alpha_bar;
+            ab * s2 * s2 / (ab * s2 + 1.0 - ab) / pixels
+        };
+        let mut table = identity();
+        table.t = ts.clone();
+        table.slope = vec![vec![1.0]; ts.len()];
+        table.intercept = vec![vec![0.0]; ts.len()];
+        table.posterior_variance = Some(ts.iter().map(|&t| vec![exact(t)]).collect());
+        let opts = ChainOptions {
+            steps: 20,
+            clip_x0: false,
+            ..Default::default()
+        };
+        let wide = model_with(0.2, 4.0 * s2, table);
+        let std = |m: &[f64]| {
+            let mean = m.iter().sum::<f64>() / m.len() as f64;
+            (m.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / m.len() as f64).sqrt()
+        };
+        let before = std(&image_means(&wide, 512, &opts, 9));
+        // At least the wide prior's 0.05 (a short σ² = β chain over-disperses further).
+        assert!(before > 0.045, "uncorrected std {before}");
+        let only_mean = fit_spread(&wide, 0.2, &opts, 5, false);
+        let same = std(&image_means(
+            &model_with(0.2, 4.0 * s2, only_mean),
+            512,
+            &opts,
+            9,
+        ));
+        assert!((same - before).abs() < 0.003, "{same} vs {before}");
+        let matched = fit_spread(&wide, 0.2, &opts, 5, true);
+        let chain = matched.chain.clone().unwrap();
+        assert_eq!(chain.scale.len(), 20);
+        // The table's rows run up in t: at t = 1000 the wide model's x̂0 varies 16× too much.
+        let top = chain.scale.last().unwrap()[0];
+        assert!(top > 0.1 && top < 0.5, "k at t = 1000: {top}");
+        let after = std(&image_means(
+            &model_with(0.2, 4.0 * s2, matched),
+            512,
+            &opts,
+            9,
+        ));
+        let target = exact(1).sqrt();
+        assert!(
+            (after - target).abs() < 0.1 * target,
+            "std {after} vs {target}"
         );
     }
 

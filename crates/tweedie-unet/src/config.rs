@@ -766,6 +766,7 @@ mod tests {
             images: 8,
             seed: 1,
             rule: tweedie_core::FitRule::Regression,
+            posterior_variance: None,
             chain: None,
         };
         let mut with = plain.clone();
