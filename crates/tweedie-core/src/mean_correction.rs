@@ -268,8 +268,8 @@ impl MeanCorrection {
             for k in 0..channels {
                 let p: Vec<f64> = predicted.iter().map(|r| r[k]).collect();
                 let y: Vec<f64> = truth.iter().map(|r| r[k]).collect();
-                let (ak, bk) = line_through_means(&p, &y, rule);
-                v.push(covariance(&p, &y).max(0.0));
+                let (ak, bk, cov) = line_through_means(&p, &y, rule);
+                v.push(cov.max(0.0));
                 if !(ak.is_finite() && bk.is_finite()) {
                     return Err(CoreError::invalid(
                         "model output",
@@ -392,20 +392,10 @@ pub fn channel_means(x: &Tensor<4>) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// The (population) covariance of `p` and `y`.
-fn covariance(p: &[f64], y: &[f64]) -> f64 {
-    let n = p.len() as f64;
-    let (pm, ym) = (p.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
-    p.iter()
-        .zip(y)
-        .map(|(a, b)| (a - pm) * (b - ym))
-        .sum::<f64>()
-        / n
-}
-
 /// (a, b) of the line y ≈ a + b·p through the means with `rule`'s slope (b = 0 when p is
-/// constant, i.e. its spread is within rounding of its size: Σ(p − p̄)² ≤ 1e-12·Σp²).
-fn line_through_means(p: &[f64], y: &[f64], rule: FitRule) -> (f64, f64) {
+/// constant, i.e. its spread is within rounding of its size: Σ(p − p̄)² ≤ 1e-12·Σp²), and
+/// the (population) covariance of p and y.
+fn line_through_means(p: &[f64], y: &[f64], rule: FitRule) -> (f64, f64, f64) {
     let n = p.len() as f64;
     let (pm, ym) = (p.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
     let (mut cross, mut var, mut size) = (0.0, 0.0, 0.0);
@@ -419,7 +409,7 @@ fn line_through_means(p: &[f64], y: &[f64], rule: FitRule) -> (f64, f64) {
         FitRule::Regression => cross / var,
         FitRule::Variance => (cross.max(0.0) / var).sqrt(),
     };
-    (ym - b * pm, b)
+    (ym - b * pm, b, cross / n)
 }
 
 /// A model whose ε̂ goes through a [`MeanCorrection`] (the learned-variance output, if any,
@@ -696,12 +686,12 @@ mod tests {
         let p = [0.3, 0.3 + 1e-16, 0.3 - 1e-16, 0.3];
         let y = [0.1, 0.2, 0.3, 0.4];
         for rule in [FitRule::Regression, FitRule::Variance] {
-            let (a, b) = line_through_means(&p, &y, rule);
+            let (a, b, _) = line_through_means(&p, &y, rule);
             assert_eq!(b, 0.0, "{rule:?}");
             assert!((a - 0.25).abs() < 1e-12);
         }
-        let (_, b) = line_through_means(&[0.0, 1.0], &[0.0, 2.0], FitRule::Regression);
-        assert!((b - 2.0).abs() < 1e-12);
+        let (_, b, cov) = line_through_means(&[0.0, 1.0], &[0.0, 2.0], FitRule::Regression);
+        assert!((b - 2.0).abs() < 1e-12 && (cov - 0.5).abs() < 1e-12);
     }
 
     /// Channel 0 of a fitted table's posterior variances.
