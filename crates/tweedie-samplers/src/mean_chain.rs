@@ -127,19 +127,25 @@ pub fn fit_mean_on_chain(
             })
             .collect();
         let scaled = scale.iter().any(|&k| k != 1.0);
-        if scaled {
+        // (The host copy is read again only to solve for the clamped mean.)
+        if scaled && opts.clip_x0 {
             for (v, o) in values.iter_mut().zip(&offsets) {
                 for (px, d) in v.chunks_mut(plane).zip(o) {
                     px.iter_mut().for_each(|x| *x += d);
                 }
             }
         }
+        // Unclamped, the pixels' mean is the chains' average, which the scaling keeps (its
+        // offsets sum to zero): no second pass over the pixels.
         let shift: Vec<f64> = (0..channels)
             .map(|c| {
+                if !opts.clip_x0 {
+                    return centre[c] - target[c];
+                }
                 let channel = values
                     .iter()
                     .flat_map(|v| v.chunks(h * w).skip(c).step_by(channels).flatten().copied());
-                shift_to_mean(channel.collect(), target[c], opts.clip_x0)
+                shift_to_clamped_mean(channel.collect(), target[c])
             })
             .collect();
         let column = tweedie_core::tensor::from_vec(
@@ -191,15 +197,12 @@ pub fn fit_mean_on_chain(
     Ok(table.with_chain_steps(&ts, &steps, fit, t_max)?)
 }
 
-/// The s with mean(x − s) = `target`, or mean(clamp(x − s, −1, 1)) = `target` when `clip`
-/// (safeguarded Newton on the decreasing, piecewise-linear left side; `target` in (−1, 1)).
-fn shift_to_mean(x: Vec<f32>, target: f64, clip: bool) -> f64 {
+/// The s with mean(clamp(x − s, −1, 1)) = `target` (safeguarded Newton on the decreasing,
+/// piecewise-linear left side, from the unclamped answer mean(x) − target; `target` in (−1, 1)).
+fn shift_to_clamped_mean(x: Vec<f32>, target: f64) -> f64 {
     let n = x.len() as f64;
     let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
     let mut s = mean - target;
-    if !clip {
-        return s;
-    }
     // f(s) = mean(clamp(x − s)) − target falls from +(1 − target) at s ≤ min − 1 to
     // −(1 + target) at s ≥ max + 1.
     let (lo_x, hi_x) = x.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| {
@@ -510,11 +513,8 @@ mod tests {
     #[test]
     fn shift_solves_the_clamped_mean() {
         let x: Vec<f32> = vec![-3.0, -0.5, 0.0, 0.2, 0.9, 2.0];
-        let plain = shift_to_mean(x.clone(), 0.1, false);
-        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / 6.0;
-        assert!((plain - (mean - 0.1)).abs() < 1e-12);
         for target in [-0.9, -0.3, 0.0, 0.1, 0.6, 0.95] {
-            let s = shift_to_mean(x.clone(), target, true);
+            let s = shift_to_clamped_mean(x.clone(), target);
             let got = x
                 .iter()
                 .map(|&v| (v as f64 - s).clamp(-1.0, 1.0))
