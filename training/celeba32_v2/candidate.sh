@@ -19,6 +19,7 @@ t=${TWEEDIE:-target/release/tweedie}
 backend=${BACKEND:-libtorch}
 data=${DATA:-../shared/data/celeba}
 run=training/celeba32_v2
+seeds=${SEEDS:-0 1}
 [ ! -e "$out" ] || { echo "candidate.sh: $out exists; give a new folder" >&2; exit 2; }
 mkdir -p "$out"
 cp "$run/checkpoint/ema.safetensors" "$out/model.safetensors"
@@ -28,7 +29,7 @@ cp "$run/checkpoint/complete.json" "$out/checkpoint.json"
   --data "$data/train" --crop 140 --n "${FIT_N:-0}" --rule variance \
   --chains "${CHAINS:-1024}" --chain-steps 100 --variance beta --chain-variance --out "$out/fit"
 cp "$out/fit/model.json" "$out/model.json"
-for seed in ${SEEDS:-0 1}; do
+for seed in $seeds; do
   "$t" generate --backend "$backend" --model "$out/model.safetensors" --config "$out/model.json" \
     --n "${N:-1024}" --batch 64 --steps 100 --variance beta --seed "$seed" --out "$out/seed$seed"
   for set in train val; do
@@ -36,7 +37,7 @@ for seed in ${SEEDS:-0 1}; do
       --json "$out/fd_seed${seed}_$set.json"
   done
 done
-first=${SEEDS:-0 1}; first=${first%% *}
+first=${seeds%% *}
 mkdir -p "$out/first256"
 ls "$out/seed$first" | grep '^sample_' | sort | head -n 256 | while read -r f; do
   cp "$out/seed$first/$f" "$out/first256/"
