@@ -5,10 +5,11 @@
 #   training/celeba32_v2/train.sh --resume                       # flex, any machine
 #   training/celeba32_v2/train.sh --resume --backend libtorch    # ≈ 2.6× faster, see docs/backends.md
 # TWEEDIE picks the binary (default target/release/tweedie; for LibTorch, a build with
-# --features libtorch and torch's lib folder on LD_LIBRARY_PATH). Leave OMP_WAIT_POLICY unset when
-# training has the machine to itself: on 2 cores it ran at 56 img/s against 34 with
-# OMP_WAIT_POLICY=PASSIVE, same sitting (session 13); PASSIVE only helps beside other work. The checkpoint, loss.csv
-# and eval.csv in this folder are updated in place: commit them to hand the run on.
+# --features libtorch and torch's lib folder on LD_LIBRARY_PATH). Leave OMP_WAIT_POLICY unset
+# when training has the machine to itself: on 2 cores it ran at 56 img/s against 34 with
+# OMP_WAIT_POLICY=PASSIVE, same sitting (session 13); PASSIVE only helps beside other work.
+# The checkpoint, loss.csv and eval.csv in this folder are updated in place: commit them to
+# hand the run on.
 set -e
 exec "${TWEEDIE:-target/release/tweedie}" train \
   --data ../shared/data/celeba/train --val ../shared/data/celeba/val \
