@@ -1,9 +1,10 @@
 #!/bin/sh
-# The embedded model v2 (shipped: step 12,000's EMA plus a mean correction; issue 15): 32×32, 32 channels (mult 1,2,2), 8 GroupNorm groups,
+# The embedded model v2 (shipped: step 31,250's EMA, 1M images, plus a mean correction; issue 15): 32×32, 32 channels (mult 1,2,2), 8 GroupNorm groups,
 # learned σ, CelebA centre-cropped to 140. Run from the repository root; needs
 # ../shared/data/celeba/{train,val}. Continue the committed run with:
 #   training/celeba32_v2/train.sh --resume                       # flex, any machine
 #   training/celeba32_v2/train.sh --resume --backend libtorch    # ≈ 2.6× faster, see docs/backends.md
+# A flag given again overrides the script's (the last one wins), e.g. --steps 33000 to stop there.
 # TWEEDIE picks the binary (default target/release/tweedie; for LibTorch, a build with
 # --features libtorch and torch's lib folder on LD_LIBRARY_PATH). Leave OMP_WAIT_POLICY unset
 # when training has the machine to itself: on 2 cores it ran at 56 img/s against 34 with

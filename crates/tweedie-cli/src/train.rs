@@ -8,7 +8,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
 
+/// A flag given twice takes its last value (`args_override_self`), so a wrapper script's
+/// defaults can be overridden: `training/celeba32_v2/train.sh --resume --steps 32000`.
 #[derive(Args, Debug)]
+#[command(args_override_self = true)]
 pub struct TrainArgs {
     /// Folder of training images (searched recursively).
     #[arg(long)]

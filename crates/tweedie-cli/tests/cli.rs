@@ -861,7 +861,8 @@ fn train_args<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str
 
 /// A second `train` into the same folder is refused unless `--resume` or `--force` says
 /// what to do; `--force` starts over with one loss-log header; `--resume` recovers the
-/// checkpoint an interrupted swap left in `checkpoint.tmp` and says so.
+/// checkpoint an interrupted swap left in `checkpoint.tmp` and says so; a repeated flag's
+/// last value wins.
 #[test]
 fn train_refuses_a_rerun_and_resumes_after_an_interrupted_save() {
     let out = tmp("train-rerun");
@@ -886,6 +887,10 @@ fn train_refuses_a_rerun_and_resumes_after_an_interrupted_save() {
     assert!(text.contains("trained 3 steps (1 this run"), "{text}");
     let log = std::fs::read_to_string(run.join("loss.csv")).unwrap();
     assert_eq!(log.lines().count(), 4, "{log}");
+    // A repeated flag takes its last value, so `train.sh --resume --steps N` overrides the
+    // script's own `--steps`.
+    let text = ok(&train_args(d, r, &["--steps", "9", "--resume", "--steps", "4"]));
+    assert!(text.contains("trained 4 steps (1 this run"), "{text}");
 }
 
 /// `--crop 0` (an all-black ground truth before), a crop larger than the images, and a
