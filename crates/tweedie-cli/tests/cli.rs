@@ -889,7 +889,11 @@ fn train_refuses_a_rerun_and_resumes_after_an_interrupted_save() {
     assert_eq!(log.lines().count(), 4, "{log}");
     // A repeated flag takes its last value, so `train.sh --resume --steps N` overrides the
     // script's own `--steps`.
-    let text = ok(&train_args(d, r, &["--steps", "9", "--resume", "--steps", "4"]));
+    let text = ok(&train_args(
+        d,
+        r,
+        &["--steps", "9", "--resume", "--steps", "4"],
+    ));
     assert!(text.contains("trained 4 steps (1 this run"), "{text}");
 }
 
