@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use tweedie_metrics::fd::Gaussian;
-use tweedie_metrics::{Lpips, SetFeatures, fd_scores, split_floor};
+use tweedie_metrics::{Lpips, SetFeatures, draw_floor, fd_scores, split_floor};
 
 /// `tweedie fd A B`.
 #[derive(Args, Debug)]
@@ -50,6 +50,12 @@ pub struct FdArgs {
     /// against real images — what A cannot be expected to beat). 0: off.
     #[arg(long, default_value_t = 0)]
     pub split_floor: usize,
+    /// With `--split-floor`: draw each floor set of |A| images from this folder of real
+    /// images (cropped as B) and score it against all of B, instead of splitting B. For
+    /// samples scored against held-out faces B, give the training faces: the floor is then
+    /// what |A| real faces score against those same held-out faces.
+    #[arg(long)]
+    pub floor_from: Option<PathBuf>,
     /// Seed of the `--split-floor` draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -184,11 +190,28 @@ pub fn run(a: FdArgs) -> Result<()> {
         (fb, other_b) = common_size("fd B", fb);
     }
     let (fa, fb) = (at_most(fa, a.max), at_most(fb, a.max));
+    let pool_files = match &a.floor_from {
+        Some(_) if a.split_floor == 0 => bail!("--floor-from needs --split-floor K (K ≥ 1 draws)"),
+        Some(p) => {
+            let f = files(p)?;
+            let f = if a.mixed_sizes {
+                f
+            } else {
+                common_size("fd floor pool", f).0
+            };
+            Some(at_most(f, a.max))
+        }
+        None => None,
+    };
     let device = model::device(a.backend.as_str())?;
     let net = Lpips::alex_default(&device)?;
     let started = std::time::Instant::now();
     let (sa, skip_a) = set_features("fd A", &fa, crop_a, &a, &net, &device)?;
     let (sb, skip_b) = set_features("fd B", &fb, crop_b, &a, &net, &device)?;
+    let pool = match &pool_files {
+        Some(f) => Some(set_features("fd floor pool", f, crop_b, &a, &net, &device)?),
+        None => None,
+    };
     let names = (a.a.display().to_string(), a.b.display().to_string());
     let s = fd_scores(&sa, &sb, (&names.0, &names.1))?;
     let secs = started.elapsed().as_secs_f64();
@@ -211,29 +234,55 @@ pub fn run(a: FdArgs) -> Result<()> {
         colour_text("B", cb)
     );
     let floor = if a.split_floor > 0 {
-        let f = split_floor(&sb, sa.len(), a.split_floor, a.seed)?;
+        let (f, how, what) = match &pool {
+            Some((sp, _)) => {
+                let from = a.floor_from.as_ref().map(|p| p.display().to_string());
+                let from = from.unwrap_or_default();
+                (
+                    draw_floor(sp, &sb, sa.len(), a.split_floor, a.seed)?,
+                    format!("{} of the {} images of {from} against B", sa.len(), sp.len()),
+                    format!("|A| images drawn at random from {from} ({} images), each draw against all of B", sp.len()),
+                )
+            }
+            None => (
+                split_floor(&sb, sa.len(), a.split_floor, a.seed)?,
+                format!("B split into {} and the other {}", sa.len(), sb.len() - sa.len()),
+                "B split at random into |A| images and the rest; the distances between the two parts".to_owned(),
+            ),
+        };
         let q = |v: &[f64]| [0.05, 0.5, 0.95].map(|p| tweedie_metrics::SplitFloor::quantile(v, p));
         let (qa, qc) = (q(&f.fd_alex), q(&f.fd_colour));
         println!(
-            "floor for {} real images (B split into {} and the other {}, {} draws, seed {}): FD-Alex median {:.4} (5–95 %: {:.4}–{:.4}), colour-FD median {:.6} (5–95 %: {:.6}–{:.6})",
-            f.n,
-            f.n,
-            sb.len() - f.n,
-            a.split_floor,
-            a.seed,
-            qa[1],
-            qa[0],
-            qa[2],
-            qc[1],
-            qc[0],
-            qc[2]
+            "floor for {} real images ({how}, {} draws, seed {}): FD-Alex median {:.4} (5–95 %: {:.4}–{:.4}), colour-FD median {:.6} (5–95 %: {:.6}–{:.6})",
+            f.n, a.split_floor, a.seed, qa[1], qa[0], qa[2], qc[1], qc[0], qc[2]
+        );
+        // Where A itself falls among the real draws: the share of draws that score higher.
+        let above =
+            |v: &[f64], x: f64| v.iter().filter(|&&d| d > x).count() as f64 / v.len() as f64;
+        let (ra, rc) = (
+            above(&f.fd_alex, s.fd_alex),
+            above(&f.fd_colour, s.fd_colour),
+        );
+        println!(
+            "A against B scores higher than {:.0} % (FD-Alex) and {:.0} % (colour-FD) of those real draws",
+            100.0 * (1.0 - ra),
+            100.0 * (1.0 - rc)
         );
         let band = |q: [f64; 3]| json!({"p05": q[0], "median": q[1], "p95": q[2]});
-        Some(json!({
-            "n": f.n, "rest": sb.len() - f.n, "draws": a.split_floor, "seed": a.seed,
+        let mut v = json!({
+            "n": f.n, "draws": a.split_floor, "seed": a.seed,
             "fd_alex": band(qa), "fd_colour": band(qc),
-            "what": "B split at random into |A| images and the rest; the distances between the two parts",
-        }))
+            "share_of_draws_above_a": {"fd_alex": ra, "fd_colour": rc},
+            "values": {"fd_alex": f.fd_alex, "fd_colour": f.fd_colour},
+            "what": what,
+        });
+        match &pool {
+            Some((sp, skipped)) => {
+                v["from"] = json!({"path": a.floor_from, "crop": crop_b, "images": sp.len(), "skipped": skipped});
+            }
+            None => v["rest"] = json!(sb.len() - f.n),
+        }
+        Some(v)
     } else {
         None
     };

@@ -2250,4 +2250,47 @@ fn fd_skips_odd_sizes_and_sees_colour_shifts() {
         &["fd", sb, sa, "--split-floor", "2"],
         "split of 8 images into 16",
     );
+    // --floor-from: |A| = 8 drawn from the 16 of `both` and scored against all of the 8
+    // shifted copies. Draws from the pool hold on average half shifted images, so they score
+    // below A (no shifted image) against B, and above 0.
+    let text = ok(&[
+        "fd",
+        sa,
+        ss,
+        "--split-floor",
+        "4",
+        "--floor-from",
+        sb,
+        "--json",
+        sj,
+    ]);
+    assert!(
+        text.contains("floor for 8 real images (8 of the 16 images of"),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let f = &v["split_floor"];
+    assert_eq!(
+        (
+            f["n"].as_u64(),
+            f["from"]["images"].as_u64(),
+            f["draws"].as_u64()
+        ),
+        (Some(8), Some(16), Some(4)),
+        "{v}"
+    );
+    let median = f["fd_colour"]["median"].as_f64().unwrap();
+    let a_vs_b = v["fd_colour"].as_f64().unwrap();
+    assert!(0.0 < median && median < a_vs_b, "{median} vs {a_vs_b}: {v}");
+    let above = f["share_of_draws_above_a"]["fd_colour"].as_f64().unwrap();
+    assert!(above <= 0.25, "{v}");
+    // Without --split-floor, or with a pool no larger than |A|, it is a clear error.
+    fails(
+        &["fd", sa, ss, "--floor-from", sb],
+        "--floor-from needs --split-floor",
+    );
+    fails(
+        &["fd", sb, ss, "--split-floor", "2", "--floor-from", sa],
+        "draws of 16 images from a pool of 8",
+    );
 }

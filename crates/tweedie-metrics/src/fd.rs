@@ -312,13 +312,14 @@ pub fn fd_scores(
     })
 }
 
-/// What FD-Alex and colour-FD look like between *real* sets of a given size: a reference set
-/// B split at random into `n` images and the rest, `draws` times. The distances of a finite
-/// sample are never 0 (their means and covariances are estimates); this is the floor a set of
-/// n images — samples included — cannot be expected to beat.
+/// What FD-Alex and colour-FD look like between *real* sets of a given size, `draws` times:
+/// either a reference set B split at random into `n` images and the rest ([`split_floor`]), or
+/// `n` images drawn from a pool of real images scored against a fixed set ([`draw_floor`]).
+/// The distances of a finite sample are never 0 (their means and covariances are estimates);
+/// this is the floor a set of n images — samples included — cannot be expected to beat.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SplitFloor {
-    /// Images in the drawn part (the rest of B is the other set).
+    /// Images in each drawn set.
     pub n: usize,
     /// FD-Alex of each draw.
     pub fd_alex: Vec<f64>,
@@ -340,6 +341,43 @@ impl SplitFloor {
     }
 }
 
+/// The features of `set` at `idx`.
+fn subset(set: &SetFeatures, idx: &[usize]) -> SetFeatures {
+    SetFeatures {
+        alex: idx.iter().map(|&i| set.alex[i].clone()).collect(),
+        colour: idx.iter().map(|&i| set.colour[i].clone()).collect(),
+    }
+}
+
+/// `draws` seeded uniform n-subsets of `0..len` (partial Fisher–Yates), each passed to
+/// `score` with the indices left out; collects the scores into a [`SplitFloor`].
+fn floor_draws(
+    len: usize,
+    n: usize,
+    draws: usize,
+    seed: u64,
+    mut score: impl FnMut(&[usize], &[usize]) -> Result<FdScores, FdError>,
+) -> Result<SplitFloor, FdError> {
+    let mut rng = tweedie_core::NoiseSource::new(seed);
+    let mut order: Vec<usize> = (0..len).collect();
+    let (mut fd_alex, mut fd_colour) = (Vec::with_capacity(draws), Vec::with_capacity(draws));
+    for _ in 0..draws {
+        for i in 0..n {
+            let j = i + rng.below(order.len() - i);
+            order.swap(i, j);
+        }
+        let (part, rest) = order.split_at(n);
+        let s = score(part, rest)?;
+        fd_alex.push(s.fd_alex);
+        fd_colour.push(s.fd_colour);
+    }
+    Ok(SplitFloor {
+        n,
+        fd_alex,
+        fd_colour,
+    })
+}
+
 /// [`SplitFloor`] of `b`: for each of `draws` draws (seeded), n images of `b` without
 /// replacement against the other `b.len() − n`; needs 2 ≤ n ≤ b.len() − 2.
 pub fn split_floor(
@@ -354,28 +392,35 @@ pub fn split_floor(
             n: n.min(b.len().saturating_sub(n)),
         });
     }
-    let mut rng = tweedie_core::NoiseSource::new(seed);
-    let mut order: Vec<usize> = (0..b.len()).collect();
-    let (mut fd_alex, mut fd_colour) = (Vec::with_capacity(draws), Vec::with_capacity(draws));
-    for _ in 0..draws {
-        // Partial Fisher–Yates: the first n entries become a uniform n-subset.
-        for i in 0..n {
-            let j = i + rng.below(order.len() - i);
-            order.swap(i, j);
-        }
-        let (part, rest) = order.split_at(n);
-        let subset = |idx: &[usize]| SetFeatures {
-            alex: idx.iter().map(|&i| b.alex[i].clone()).collect(),
-            colour: idx.iter().map(|&i| b.colour[i].clone()).collect(),
-        };
-        let s = fd_scores(&subset(part), &subset(rest), ("split part", "split rest"))?;
-        fd_alex.push(s.fd_alex);
-        fd_colour.push(s.fd_colour);
+    floor_draws(b.len(), n, draws, seed, |part, rest| {
+        fd_scores(
+            &subset(b, part),
+            &subset(b, rest),
+            ("split part", "split rest"),
+        )
+    })
+}
+
+/// [`SplitFloor`] of real sets of n images drawn from `pool` (each draw seeded, without
+/// replacement) against all of `reference`: what a set of n real images from `pool`'s
+/// distribution scores against `reference`, e.g. 1,024 training faces against the held-out
+/// faces that samples are scored against. Needs 2 ≤ n < pool.len() (a draw of the whole
+/// pool would be the same every time) and 2 ≤ reference.len().
+pub fn draw_floor(
+    pool: &SetFeatures,
+    reference: &SetFeatures,
+    n: usize,
+    draws: usize,
+    seed: u64,
+) -> Result<SplitFloor, FdError> {
+    if n < 2 || pool.len() <= n {
+        return Err(FdError::TooFew {
+            what: format!("draws of {n} images from a pool of {}", pool.len()),
+            n: pool.len(),
+        });
     }
-    Ok(SplitFloor {
-        n,
-        fd_alex,
-        fd_colour,
+    floor_draws(pool.len(), n, draws, seed, |part, _| {
+        fd_scores(&subset(pool, part), reference, ("floor draw", "reference"))
     })
 }
 
@@ -514,6 +559,45 @@ mod tests {
         );
         // Sizes that leave fewer than 2 images on a side are errors.
         assert!(split_floor(&set, 1, 3, 5).is_err() && split_floor(&set, 999, 3, 5).is_err());
+        // draw_floor: 100 of a pool against a fixed reference of 900 drawn from the same
+        // N(0, 1): E[FD] ≈ 1/100 + 1/900 + 1/198 + 1/1798 again, the reference's own
+        // estimation error included (averaged over references, not over draws: ±20 %).
+        let reference = SetFeatures {
+            alex: set.alex[100..].to_vec(),
+            colour: set.colour[100..].to_vec(),
+        };
+        let pool = {
+            let mut rng = tweedie_core::NoiseSource::new(12);
+            let v: Vec<f64> = rng.normal_vec(2000).into_iter().map(f64::from).collect();
+            SetFeatures {
+                alex: v.iter().map(|x| vec![*x]).collect(),
+                colour: v.iter().map(|x| vec![2.0 * x]).collect(),
+            }
+        };
+        let d = draw_floor(&pool, &reference, 100, 300, 5).unwrap();
+        assert_eq!((d.n, d.fd_alex.len()), (100, 300));
+        let m = mean(&d.fd_alex);
+        assert!(m > 0.5 * want && m < 1.5 * want, "{m} vs {want}");
+        // A pool shifted by 0.5 scores ≈ 0.25 more: the floor measures the pool against the
+        // reference, not the pool against itself.
+        let shifted = SetFeatures {
+            alex: pool.alex.iter().map(|x| vec![x[0] + 0.5]).collect(),
+            colour: pool.colour.clone(),
+        };
+        let ds = draw_floor(&shifted, &reference, 100, 50, 5).unwrap();
+        assert!(
+            (mean(&ds.fd_alex) - m - 0.25).abs() < 0.1,
+            "{} vs {m}",
+            mean(&ds.fd_alex)
+        );
+        assert_eq!(
+            draw_floor(&pool, &reference, 100, 3, 5).unwrap().fd_alex,
+            d.fd_alex[..3]
+        );
+        assert!(
+            draw_floor(&pool, &reference, 1, 3, 5).is_err()
+                && draw_floor(&pool, &reference, 2000, 3, 5).is_err()
+        );
         assert_eq!(SplitFloor::quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
         assert_eq!(SplitFloor::quantile(&[1.0, 2.0], 0.25), 1.25);
     }

@@ -14,7 +14,8 @@ pub mod nearest;
 
 pub use calibration::{MeanCalibration, mean_calibration};
 pub use fd::{
-    FdError, FdScores, FrechetTerms, SetFeatures, SplitFloor, fd_scores, frechet_terms, split_floor,
+    FdError, FdScores, FrechetTerms, SetFeatures, SplitFloor, draw_floor, fd_scores, frechet_terms,
+    split_floor,
 };
 pub use lpips::{Backbone, Lpips, LpipsError, default_alex_path};
 pub use nearest::{DistanceSummary, Neighbour, fraction_below, nearest_pixel};
