@@ -128,6 +128,19 @@ fn at_most(all: Vec<PathBuf>, max: Option<usize>) -> Vec<PathBuf> {
     }
 }
 
+/// The images of one set: those of `p` ([`files`]), of its most common size unless
+/// `--mixed-sizes` ([`common_size`]), at most `--max` ([`at_most`]); with the paths left out
+/// for their size.
+fn set_files(what: &str, p: &Path, a: &FdArgs) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let all = files(p)?;
+    let (kept, other) = if a.mixed_sizes {
+        (all, Vec::new())
+    } else {
+        common_size(what, all)
+    };
+    Ok((at_most(kept, a.max), other))
+}
+
 /// Loads and featurises one set, 64 images at a time; an unreadable image is reported and
 /// skipped. Returns the features and the skipped files.
 fn set_features(
@@ -180,27 +193,16 @@ pub fn run(a: FdArgs) -> Result<()> {
     if a.size == 0 || a.batch == 0 || a.max == Some(0) {
         bail!("--size, --batch and --max must be ≥ 1");
     }
+    if a.floor_from.is_some() && a.split_floor == 0 {
+        bail!("--floor-from needs --split-floor K (K ≥ 1 draws)");
+    }
     if let Some(j) = &a.json {
         crate::output::check_out_file(j)?;
     }
-    let (mut fa, mut fb) = (files(&a.a)?, files(&a.b)?);
-    let (mut other_a, mut other_b) = (Vec::new(), Vec::new());
-    if !a.mixed_sizes {
-        (fa, other_a) = common_size("fd A", fa);
-        (fb, other_b) = common_size("fd B", fb);
-    }
-    let (fa, fb) = (at_most(fa, a.max), at_most(fb, a.max));
+    let (fa, other_a) = set_files("fd A", &a.a, &a)?;
+    let (fb, other_b) = set_files("fd B", &a.b, &a)?;
     let pool_files = match &a.floor_from {
-        Some(_) if a.split_floor == 0 => bail!("--floor-from needs --split-floor K (K ≥ 1 draws)"),
-        Some(p) => {
-            let f = files(p)?;
-            let f = if a.mixed_sizes {
-                f
-            } else {
-                common_size("fd floor pool", f).0
-            };
-            Some(at_most(f, a.max))
-        }
+        Some(p) => Some(set_files("fd floor pool", p, &a)?),
         None => None,
     };
     let device = model::device(a.backend.as_str())?;
@@ -209,7 +211,10 @@ pub fn run(a: FdArgs) -> Result<()> {
     let (sa, skip_a) = set_features("fd A", &fa, crop_a, &a, &net, &device)?;
     let (sb, skip_b) = set_features("fd B", &fb, crop_b, &a, &net, &device)?;
     let pool = match &pool_files {
-        Some(f) => Some(set_features("fd floor pool", f, crop_b, &a, &net, &device)?),
+        Some((f, other)) => {
+            let (features, skipped) = set_features("fd floor pool", f, crop_b, &a, &net, &device)?;
+            Some((features, skipped, other))
+        }
         None => None,
     };
     let names = (a.a.display().to_string(), a.b.display().to_string());
@@ -235,7 +240,7 @@ pub fn run(a: FdArgs) -> Result<()> {
     );
     let floor = if a.split_floor > 0 {
         let (f, how, what) = match &pool {
-            Some((sp, _)) => {
+            Some((sp, _, _)) => {
                 let from = a.floor_from.as_ref().map(|p| p.display().to_string());
                 let from = from.unwrap_or_default();
                 (
@@ -277,8 +282,8 @@ pub fn run(a: FdArgs) -> Result<()> {
             "what": what,
         });
         match &pool {
-            Some((sp, skipped)) => {
-                v["from"] = json!({"path": a.floor_from, "crop": crop_b, "images": sp.len(), "skipped": skipped});
+            Some((sp, skipped, other)) => {
+                v["from"] = json!({"path": a.floor_from, "crop": crop_b, "images": sp.len(), "skipped": skipped, "other_size": other});
             }
             None => v["rest"] = json!(sb.len() - f.n),
         }
