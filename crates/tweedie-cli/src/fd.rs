@@ -202,7 +202,7 @@ pub fn run(a: FdArgs) -> Result<()> {
     let (fa, other_a) = set_files("fd A", &a.a, &a)?;
     let (fb, other_b) = set_files("fd B", &a.b, &a)?;
     let pool_files = match &a.floor_from {
-        Some(p) => Some(set_files("fd floor pool", p, &a)?),
+        Some(p) => Some((p.display().to_string(), set_files("fd floor pool", p, &a)?)),
         None => None,
     };
     let device = model::device(a.backend.as_str())?;
@@ -211,9 +211,9 @@ pub fn run(a: FdArgs) -> Result<()> {
     let (sa, skip_a) = set_features("fd A", &fa, crop_a, &a, &net, &device)?;
     let (sb, skip_b) = set_features("fd B", &fb, crop_b, &a, &net, &device)?;
     let pool = match &pool_files {
-        Some((f, other)) => {
+        Some((from, (f, other))) => {
             let (features, skipped) = set_features("fd floor pool", f, crop_b, &a, &net, &device)?;
-            Some((features, skipped, other))
+            Some((from, features, skipped, other))
         }
         None => None,
     };
@@ -240,15 +240,11 @@ pub fn run(a: FdArgs) -> Result<()> {
     );
     let floor = if a.split_floor > 0 {
         let (f, how, what) = match &pool {
-            Some((sp, _, _)) => {
-                let from = a.floor_from.as_ref().map(|p| p.display().to_string());
-                let from = from.unwrap_or_default();
-                (
-                    draw_floor(sp, &sb, sa.len(), a.split_floor, a.seed)?,
-                    format!("{} of the {} images of {from} against B", sa.len(), sp.len()),
-                    format!("|A| images drawn at random from {from} ({} images), each draw against all of B", sp.len()),
-                )
-            }
+            Some((from, sp, _, _)) => (
+                draw_floor(sp, &sb, sa.len(), a.split_floor, a.seed)?,
+                format!("{} of the {} images of {from} against B", sa.len(), sp.len()),
+                format!("|A| images drawn at random from {from} ({} images), each draw against all of B", sp.len()),
+            ),
             None => (
                 split_floor(&sb, sa.len(), a.split_floor, a.seed)?,
                 format!("B split into {} and the other {}", sa.len(), sb.len() - sa.len()),
@@ -282,8 +278,8 @@ pub fn run(a: FdArgs) -> Result<()> {
             "what": what,
         });
         match &pool {
-            Some((sp, skipped, other)) => {
-                v["from"] = json!({"path": a.floor_from, "crop": crop_b, "images": sp.len(), "skipped": skipped, "other_size": other});
+            Some((from, sp, skipped, other)) => {
+                v["from"] = json!({"path": from, "crop": crop_b, "images": sp.len(), "skipped": skipped, "other_size": other});
             }
             None => v["rest"] = json!(sb.len() - f.n),
         }
