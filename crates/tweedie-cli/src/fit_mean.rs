@@ -10,12 +10,16 @@ use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
 use tweedie_core::{FitRule, MeanCorrection, Schedule};
-use tweedie_samplers::{ChainOptions, Denoiser, fit_mean_on_chain};
+use tweedie_samplers::{ChainOptions, Denoiser, fit_last_step_open_loop, fit_mean_on_chain};
 use tweedie_train::{Dataset, DatasetOptions};
 
 /// Added to `--seed` for the chains' noise, so that `generate --seed S` never replays the
 /// chains a correction was fitted on.
 pub const CHAIN_SEED_OFFSET: u64 = 1 << 32;
+
+/// Added to `--seed` for the last-step calibration's chains: neither `generate --seed S` nor
+/// the chain fit draws them.
+pub const LAST_STEP_SEED_OFFSET: u64 = 1 << 33;
 
 /// `tweedie fit-mean`: fits a [`MeanCorrection`] on training images and writes the config.
 #[derive(Args, Debug)]
@@ -69,6 +73,12 @@ pub struct FitMeanArgs {
     /// noised images) and refit only its intercepts on the chains; needs `--chains`.
     #[arg(long)]
     pub keep_fit: bool,
+    /// Last, calibrate the last step (t = 1) open-loop on this many fresh chains (0: none):
+    /// run them under the table as it is then (seed `--seed` + 2³³, with `--chain-steps`,
+    /// `--variance` and `--no-clip`), and lower t = 1's intercept so that their samples'
+    /// average channel means equal the images' mean. Only the samples' mean colour moves.
+    #[arg(long, default_value_t = 0)]
+    pub last_step_chains: usize,
 }
 
 /// `--rule`.
@@ -103,20 +113,20 @@ pub fn run(a: FitMeanArgs) -> Result<()> {
     if a.t.windows(2).any(|w| w[0] >= w[1]) {
         bail!("--t must list increasing timesteps, not {:?}", a.t);
     }
-    if a.chains > 0 {
+    if a.chains > 0 || a.last_step_chains > 0 {
         check_steps("--chain-steps", a.chain_steps)?;
+        if a.chain_steps < 2 && a.last_step_chains > 0 {
+            bail!("--last-step-chains needs --chain-steps ≥ 2 (a chain that ends at t = 1)");
+        }
         if a.batch == 0 {
             bail!("--batch must be ≥ 1");
         }
-    } else if a.keep_fit || a.chain_variance {
-        bail!(
-            "{} works on chains: give --chains N (e.g. 1024)",
-            if a.keep_fit {
-                "--keep-fit"
-            } else {
-                "--chain-variance"
-            }
-        );
+    }
+    if a.chains == 0 && a.chain_variance {
+        bail!("--chain-variance works on chains: give --chains N (e.g. 1024)");
+    }
+    if a.chains == 0 && a.last_step_chains == 0 && a.keep_fit {
+        bail!("--keep-fit works on chains: give --chains N or --last-step-chains N (e.g. 1024)");
     }
     crate::output::check_out(&c.out)?;
     let device = model::device(c.backend.as_str())?;
@@ -191,6 +201,16 @@ pub fn run(a: FitMeanArgs) -> Result<()> {
             "kept_fit": a.keep_fit, "seconds": started.elapsed().as_secs_f64() - line_seconds,
         });
     }
+    let mut last_step_settings = serde_json::Value::Null;
+    if a.last_step_chains > 0 {
+        let before = started.elapsed().as_secs_f64();
+        fit = calibrate_last_step(&a, &mut net, &fit, &batches, &schedule, &device)?;
+        last_step_settings = json!({
+            "chains": a.last_step_chains, "steps": a.chain_steps, "clip": !a.no_clip,
+            "variance": c.variance_or_beta(), "seed": c.seed.wrapping_add(LAST_STEP_SEED_OFFSET),
+            "seconds": started.elapsed().as_secs_f64() - before,
+        });
+    }
     let mut config = net.net.config().clone();
     config.mean_correction = Some(fit.clone());
     let config_path = c.out.join("model.json");
@@ -199,7 +219,8 @@ pub fn run(a: FitMeanArgs) -> Result<()> {
         // The lines' timesteps: --t, or the kept table's.
         "t": if a.keep_fit { kept_t } else { Some(a.t.clone()) },
         "model": c.model, "data": a.data, "crop": a.crop, "images": n, "seed": c.seed, "rule": fit.rule,
-        "seconds": started.elapsed().as_secs_f64(), "chain_fit": chain_settings, "correction": fit,
+        "seconds": started.elapsed().as_secs_f64(), "chain_fit": chain_settings,
+        "last_step_calibration": last_step_settings, "correction": fit,
     });
     tweedie_io::write_atomic(
         &c.out.join("mean_correction.json"),
@@ -215,6 +236,71 @@ pub fn run(a: FitMeanArgs) -> Result<()> {
     Ok(())
 }
 
+/// The fitting images' average channel means ([−1, 1] scale): the chains' target.
+fn image_mean(batches: &[tweedie_core::Tensor<4>]) -> Vec<f64> {
+    let truth: Vec<Vec<f64>> = batches
+        .iter()
+        .flat_map(tweedie_core::mean_correction::channel_means)
+        .collect();
+    let channels = truth[0].len();
+    (0..channels)
+        .map(|k| truth.iter().map(|r| r[k]).sum::<f64>() / truth.len() as f64)
+        .collect()
+}
+
+/// The chains' options from `--chain-steps`, `--variance` and `--no-clip`.
+fn chain_options(a: &FitMeanArgs) -> ChainOptions {
+    ChainOptions {
+        steps: a.chain_steps,
+        variance: a.common.variance_or_beta(),
+        clip_x0: !a.no_clip,
+        ..Default::default()
+    }
+}
+
+/// Calibrates `fit`'s last step open-loop on `a.last_step_chains` fresh chains
+/// ([`fit_last_step_open_loop`]) and prints the samples' mean before and the shift.
+fn calibrate_last_step(
+    a: &FitMeanArgs,
+    net: &mut tweedie_unet::UNetEps,
+    fit: &MeanCorrection,
+    batches: &[tweedie_core::Tensor<4>],
+    schedule: &Schedule,
+    device: &burn::tensor::Device,
+) -> Result<MeanCorrection> {
+    let target = image_mean(batches);
+    net.net.set_mean_correction(Some(fit.clone()))?;
+    let steps = a.chain_steps.min(schedule.num_steps());
+    let groups = a.last_step_chains.div_ceil(a.batch);
+    let mut progress = Progress::new(groups * steps, "last-step chains' steps");
+    let size = net.net.config().image_size;
+    let calibrated = fit_last_step_open_loop(
+        &Denoiser::new(&*net, schedule),
+        fit,
+        &target,
+        [a.last_step_chains, target.len(), size, size],
+        a.batch,
+        &chain_options(a),
+        a.common.seed.wrapping_add(LAST_STEP_SEED_OFFSET),
+        device,
+        &mut |_| progress.advance(1),
+    )
+    .context("the last-step calibration")?;
+    progress.finish();
+    let last = calibrated
+        .last_step
+        .as_ref()
+        .expect("a last-step calibration records itself");
+    println!(
+        "last-step calibration: {} fresh chains, {steps} steps; their samples' mean {} against the images' {} ([−1, 1] scale); t = 1's shift is now {}",
+        a.last_step_chains,
+        crate::output::slash_list(&last.before),
+        crate::output::slash_list(&target),
+        crate::output::slash_list(&last.shift),
+    );
+    Ok(calibrated)
+}
+
 /// Refits `fit`'s intercepts on `a.chains` chains ([`fit_mean_on_chain`]) towards the mean
 /// colour of the fitting images, and prints the shifts at every tenth chain timestep.
 fn fit_on_chains(
@@ -226,21 +312,10 @@ fn fit_on_chains(
     device: &burn::tensor::Device,
 ) -> Result<MeanCorrection> {
     let c = &a.common;
-    let truth: Vec<Vec<f64>> = batches
-        .iter()
-        .flat_map(tweedie_core::mean_correction::channel_means)
-        .collect();
-    let channels = truth[0].len();
-    let target: Vec<f64> = (0..channels)
-        .map(|k| truth.iter().map(|r| r[k]).sum::<f64>() / truth.len() as f64)
-        .collect();
+    let target = image_mean(batches);
+    let channels = target.len();
     net.net.set_mean_correction(Some(fit.clone()))?;
-    let opts = ChainOptions {
-        steps: a.chain_steps,
-        variance: c.variance_or_beta(),
-        clip_x0: !a.no_clip,
-        ..Default::default()
-    };
+    let opts = chain_options(a);
     let steps = a.chain_steps.min(schedule.num_steps());
     let mut progress = Progress::new(steps, "chain steps");
     let size = net.net.config().image_size;

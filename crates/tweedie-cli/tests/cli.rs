@@ -481,6 +481,73 @@ fn train_evaluate_and_report_run_end_to_end() {
         "--out",
         cf,
     ]);
+    // The last-step calibration on fresh chains: only t = 1's intercept moves, by the
+    // recorded shift, and the lines stay the chain fit's.
+    let last = out.join("last");
+    let lf = last.to_str().unwrap();
+    let chained_cfg = chained.join("model.json");
+    let text = ok(&[
+        "fit-mean",
+        "--model",
+        m,
+        "--config",
+        chained_cfg.to_str().unwrap(),
+        "--data",
+        d,
+        "--n",
+        "0",
+        "--keep-fit",
+        "--last-step-chains",
+        "4",
+        "--chain-steps",
+        "3",
+        "--batch",
+        "3",
+        "--out",
+        lf,
+    ]);
+    assert!(
+        text.contains("last-step calibration: 4 fresh chains, 3 steps"),
+        "{text}"
+    );
+    let calibrated: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(last.join("model.json")).unwrap()).unwrap();
+    let (before, after) = (&cfg["mean_correction"], &calibrated["mean_correction"]);
+    for key in ["t", "slope", "intercept", "chain"] {
+        assert_eq!(before[key], after[key], "{key}: {calibrated}");
+    }
+    let record = &after["last_step"];
+    assert_eq!(
+        (record["chains"].as_u64(), record["steps"].as_u64()),
+        (Some(4), Some(3)),
+        "{calibrated}"
+    );
+    assert_eq!(record["seed"], 1u64 << 33, "{calibrated}");
+    assert_eq!(record["shift"].as_array().unwrap().len(), 3, "{calibrated}");
+    let settings: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(last.join("mean_correction.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        settings["last_step_calibration"]["chains"], 4,
+        "{settings}"
+    );
+    assert!(settings["chain_fit"].is_null(), "{settings}");
+    fails(
+        &[
+            "fit-mean",
+            "--model",
+            m,
+            "--data",
+            d,
+            "--last-step-chains",
+            "2",
+            "--chain-steps",
+            "1",
+            "--out",
+            lf,
+        ],
+        "--chain-steps ≥ 2",
+    );
     fails(
         &[
             "fit-mean",

@@ -22,7 +22,9 @@ pub mod schedule;
 pub mod tensor;
 
 pub use error::{CoreError, InvalidParameter};
-pub use mean_correction::{ChainFit, ChainStep, FitRule, MeanCorrected, MeanCorrection};
+pub use mean_correction::{
+    ChainFit, ChainStep, FitRule, LastStepFit, MeanCorrected, MeanCorrection,
+};
 pub use model::{EpsModel, NoiseLevel};
 pub use noise::NoiseSource;
 pub use schedule::{Schedule, ScheduleKind, Transition};

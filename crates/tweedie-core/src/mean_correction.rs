@@ -54,6 +54,45 @@ pub struct MeanCorrection {
     /// ([`MeanCorrection::with_chain_steps`]); absent in tables fitted on q(x_t) only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainFit>,
+    /// Set when the last step's intercept was calibrated open-loop
+    /// ([`MeanCorrection::with_last_step_shift`]): at t = 1 only, the line's intercept is
+    /// a(1) − `shift`. Absent in tables without that calibration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_step: Option<LastStepFit>,
+}
+
+/// How the last step (t = 1, where every strided chain ends) was calibrated open-loop: fresh
+/// chains ran under the whole table, unchanged, and the shift s was solved so that the average
+/// over them of the x̂0 their last step outputs (clamped to [−1, 1] when `clip`) has the
+/// channel means `target`. Only t = 1's intercept moves (a(1) − s), so every earlier step, and
+/// therefore every chain's x_1, is as before, and the samples' mean moves by s.
+///
+/// Why only the last step: a shift at step i also moves every later x̂0 (a calibrated model
+/// carries x_t's mean colour on), so correcting each step by its own open-loop deviation counts
+/// a deviation again at every step after the one it entered; at the last step the deviation
+/// measured is the samples' own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastStepFit {
+    /// Reverse steps of the chains (strided from T).
+    pub steps: usize,
+    /// The ancestral step's variance.
+    pub variance: StepVariance,
+    /// DDIM's η, when the chains used DDIM steps.
+    pub eta: Option<f64>,
+    /// Whether the chains clamped x̂0 to [−1, 1] (the shift was then solved for the clamped
+    /// mean, which is the samples').
+    pub clip: bool,
+    /// Number of chains averaged.
+    pub chains: usize,
+    /// Seed of the chains' noise (chain i: the i-th fork of `NoiseSource::new(seed)`).
+    pub seed: u64,
+    /// The target channel means ([−1, 1] scale).
+    pub target: Vec<f64>,
+    /// The chains' samples' channel means before the calibration ([−1, 1] scale).
+    pub before: Vec<f64>,
+    /// The shift subtracted from x̂0's channel means at t = 1 (in total, when calibrated
+    /// more than once).
+    pub shift: Vec<f64>,
 }
 
 /// How a table was refitted on a reverse chain: at each of the chain's timesteps, x̂0's
@@ -165,15 +204,47 @@ impl MeanCorrection {
     }
 
     /// (a(t), b(t)) per channel, linearly interpolated between the fitted timesteps and held
-    /// constant beyond the first and last.
+    /// constant beyond the first and last; at t = 1 the [`last_step`](Self::last_step) shift
+    /// is subtracted from a.
     ///
     /// # Panics
     /// If the table has no timesteps (see [`validate`](Self::validate)).
     pub fn coefficients(&self, t: usize) -> (Vec<f64>, Vec<f64>) {
-        (
-            self.interpolate(&self.intercept, t),
-            self.interpolate(&self.slope, t),
-        )
+        let mut a = self.interpolate(&self.intercept, t);
+        if let Some(last) = self.last_step.as_ref().filter(|_| t == 1) {
+            a.iter_mut().zip(&last.shift).for_each(|(a, s)| *a -= s);
+        }
+        (a, self.interpolate(&self.slope, t))
+    }
+
+    /// The table with t = 1's intercept lowered by `shift` more (per channel), recorded in
+    /// `fit` ([`LastStepFit`]; its `shift` becomes the total, this table's earlier last-step
+    /// shift included). Every other timestep's line is unchanged.
+    pub fn with_last_step_shift(
+        &self,
+        shift: &[f64],
+        mut fit: LastStepFit,
+    ) -> Result<Self, InvalidParameter> {
+        let channels = self.intercept.first().map_or(0, Vec::len);
+        if shift.len() != channels || shift.iter().any(|s| !s.is_finite()) {
+            return Err(InvalidParameter::new(
+                "last-step shift",
+                format!("{shift:?}"),
+                format!("need {channels} finite values (one per channel)"),
+            ));
+        }
+        let earlier = self.last_step.as_ref().map(|l| l.shift.clone());
+        fit.shift = match earlier {
+            Some(e) => e.iter().zip(shift).map(|(e, s)| e + s).collect(),
+            None => shift.to_vec(),
+        };
+        let table = Self {
+            last_step: Some(fit),
+            ..self.clone()
+        };
+        let max_t = *table.t.last().unwrap_or(&1);
+        table.validate(channels, max_t)?;
+        Ok(table)
     }
 
     /// [`posterior_variance`](Self::posterior_variance) at `t`, interpolated as the lines are.
@@ -293,6 +364,7 @@ impl MeanCorrection {
             rule,
             posterior_variance: Some(variance),
             chain: None,
+            last_step: None,
         };
         table.validate(channels, schedule.num_steps())?;
         Ok(table)
@@ -360,6 +432,8 @@ impl MeanCorrection {
             rule: self.rule,
             posterior_variance: self.posterior_variance.as_ref().map(|_| variance),
             chain: Some(chain),
+            // Its t = 1 line already holds any last-step shift (through `coefficients`).
+            last_step: None,
         };
         table.validate(channels, max_t)?;
         Ok(table)
@@ -462,6 +536,7 @@ mod tests {
             rule: FitRule::Regression,
             posterior_variance: None,
             chain: None,
+            last_step: None,
         }
     }
 
@@ -483,6 +558,44 @@ mod tests {
         assert_eq!(m.coefficients(100), (vec![0.0, 0.2], vec![1.0, 0.5]));
         assert_eq!(m.coefficients(300), (vec![0.4, -0.2], vec![0.0, 0.1]));
         assert_eq!(m.coefficients(1000), (vec![0.4, -0.2], vec![0.0, 0.1]));
+    }
+
+    /// A last-step shift lowers a(1) only, accumulates when applied twice, is checked, and
+    /// round-trips through JSON (a table without one reads as before).
+    #[test]
+    fn last_step_shift_moves_only_t_1() {
+        let fit = |shift: Vec<f64>| LastStepFit {
+            steps: 100,
+            variance: StepVariance::Beta,
+            eta: None,
+            clip: true,
+            chains: 8,
+            seed: 3,
+            target: vec![0.1, -0.2],
+            before: vec![0.12, -0.15],
+            shift,
+        };
+        let m = table();
+        let shifted = m.with_last_step_shift(&[0.02, 0.05], fit(vec![])).unwrap();
+        assert_eq!(shifted.coefficients(1), (vec![-0.02, 0.15], vec![1.0, 0.5]));
+        for t in [2, 100, 150, 1000] {
+            assert_eq!(shifted.coefficients(t), m.coefficients(t), "t = {t}");
+        }
+        let twice = shifted
+            .with_last_step_shift(&[0.01, -0.05], fit(vec![]))
+            .unwrap();
+        let total = &twice.last_step.as_ref().unwrap().shift;
+        assert!((total[0] - 0.03).abs() < 1e-12 && total[1].abs() < 1e-12, "{total:?}");
+        assert!(m.with_last_step_shift(&[0.1], fit(vec![])).is_err());
+        assert!(m.with_last_step_shift(&[0.1, f64::NAN], fit(vec![])).is_err());
+        let mut bad = shifted.clone();
+        bad.last_step.as_mut().unwrap().shift.pop();
+        assert!(bad.validate(2, 1000).is_err());
+        let json = serde_json::to_string(&shifted).unwrap();
+        assert_eq!(serde_json::from_str::<MeanCorrection>(&json).unwrap(), shifted);
+        let plain = serde_json::to_string(&m).unwrap();
+        assert!(!plain.contains("last_step"), "{plain}");
+        assert_eq!(serde_json::from_str::<MeanCorrection>(&plain).unwrap(), m);
     }
 
     /// The corrected x̂0 has channel means a + b·m̂ and the same detail (x̂0 − its mean).

@@ -26,7 +26,7 @@ pub use driver::{
     solve_from_noise,
 };
 pub use generate::generate;
-pub use mean_chain::fit_mean_on_chain;
+pub use mean_chain::{fit_last_step_open_loop, fit_mean_on_chain};
 pub use sdedit::sdedit;
 pub use solver::{Knobs, Preset, Solution, Solver};
 

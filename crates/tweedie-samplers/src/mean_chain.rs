@@ -7,10 +7,11 @@
 //! [`fit_mean_on_chain`] measures that drift step by step and takes it out of the intercepts.
 
 use crate::chain::{ChainOptions, SampleError, StepInfo, check_eta, reverse_step};
-use crate::driver::{Denoiser, check_bounded};
+use crate::driver::{Denoiser, Observer, check_bounded};
+use crate::generate;
 use burn::tensor::{Device, Tensor};
 use tweedie_core::diffusion::StepVariance;
-use tweedie_core::{ChainFit, ChainStep, MeanCorrection, NoiseSource};
+use tweedie_core::{ChainFit, ChainStep, LastStepFit, MeanCorrection, NoiseSource};
 
 /// Refits `table`'s intercepts on the reverse chain `opts` describes (from x_T ~ N(0, I)).
 ///
@@ -197,6 +198,117 @@ pub fn fit_mean_on_chain(
     Ok(table.with_chain_steps(&ts, &steps, fit, t_max)?)
 }
 
+/// Calibrates `table`'s last step (t = 1) open-loop: runs `shape[0]` fresh chains under the
+/// table as it is (as [`generate`] would with `opts`; chain i draws from the i-th fork of
+/// `NoiseSource::new(seed)`, so `generate` with that seed replays them), takes the x̂0 each
+/// chain's last step outputs, and solves per channel for the shift s that brings those
+/// samples' average channel mean to `target` (for the clamped x̂0 when `opts.clip_x0`). The
+/// returned table subtracts s more at t = 1 only ([`MeanCorrection::with_last_step_shift`]):
+/// the chains' x_1 are unchanged, so replaying them gives samples whose mean is `target`.
+///
+/// Open loop, unlike [`fit_mean_on_chain`]: no chain is steered while it runs, so s measures
+/// what new chains under the table do, not what the fitting chains did once corrected.
+/// `den.model` must apply `table`. `progress` is told after each step of each group of
+/// `batch` chains (its `step` counts over all groups).
+#[allow(clippy::too_many_arguments)]
+pub fn fit_last_step_open_loop(
+    den: &Denoiser,
+    table: &MeanCorrection,
+    target: &[f64],
+    shape: [usize; 4],
+    batch: usize,
+    opts: &ChainOptions,
+    seed: u64,
+    device: &Device,
+    progress: &mut dyn FnMut(StepInfo),
+) -> Result<MeanCorrection, SampleError> {
+    check_eta(opts)?;
+    let [n, channels, h, w] = shape;
+    if shape.contains(&0) || batch == 0 {
+        return Err(SampleError::invalid(
+            "shape",
+            format!("{shape:?} in batches of {batch}"),
+            "all dimensions and the batch must be ≥ 1",
+        ));
+    }
+    if target.len() != channels || target.iter().any(|m| !(-1.0 < *m && *m < 1.0)) {
+        return Err(SampleError::invalid(
+            "target",
+            format!("{target:?}"),
+            format!("need {channels} channel means inside (−1, 1)"),
+        ));
+    }
+    let t_max = den.schedule.num_steps();
+    table.validate(channels, t_max)?;
+    let chain = den.schedule.chain(t_max, opts.steps.min(t_max))?;
+    let last = *chain.last().expect("a chain has at least one step");
+    if chain.len() < 2 || last.t != 1 {
+        return Err(SampleError::invalid(
+            "steps",
+            opts.steps,
+            "the last-step calibration needs a chain of ≥ 2 steps (ending at t = 1)",
+        ));
+    }
+    let total = chain.len();
+    let groups = n.div_ceil(batch);
+    let mut streams = NoiseSource::new(seed);
+    // x̂0 at t = 1, unclamped, per channel over all chains.
+    let mut pixels: Vec<Vec<f32>> = vec![Vec::with_capacity(n * h * w); channels];
+    for (g, first) in (0..n).step_by(batch).enumerate() {
+        let b = batch.min(n - first);
+        let mut noise = NoiseSource::per_item((0..b).map(|_| streams.fork()).collect());
+        let mut x_1 = None;
+        let mut observer = Observer::with_view(|view| {
+            if view.info.step + 1 == total {
+                x_1 = Some(view.x.clone());
+            }
+            progress(StepInfo {
+                step: g * total + view.info.step,
+                total: groups * total,
+                t: view.info.t,
+            });
+        });
+        generate(den, [b, channels, h, w], opts, &mut noise, device, &mut observer)?;
+        drop(observer);
+        let x_1 = x_1.expect("a chain of ≥ 2 steps reports its second-to-last state");
+        let x0_hat = tweedie_core::tensor::to_vec(&den.predict(x_1, &last, false, false).x0_hat);
+        for (k, plane) in x0_hat.chunks(h * w).enumerate() {
+            pixels[k % channels].extend_from_slice(plane);
+        }
+    }
+    let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    let clamped_mean = |v: &[f32]| {
+        v.iter().map(|&x| (x as f64).clamp(-1.0, 1.0)).sum::<f64>() / v.len() as f64
+    };
+    let before: Vec<f64> = pixels
+        .iter()
+        .map(|v| if opts.clip_x0 { clamped_mean(v) } else { mean(v) })
+        .collect();
+    let shift: Vec<f64> = pixels
+        .into_iter()
+        .zip(target)
+        .map(|(v, &m)| {
+            if opts.clip_x0 {
+                shift_to_clamped_mean(v, m)
+            } else {
+                mean(&v) - m
+            }
+        })
+        .collect();
+    let fit = LastStepFit {
+        steps: total,
+        variance: opts.variance,
+        eta: opts.eta,
+        clip: opts.clip_x0,
+        chains: n,
+        seed,
+        target: target.to_vec(),
+        before,
+        shift: Vec::new(),
+    };
+    Ok(table.with_last_step_shift(&shift, fit)?)
+}
+
 /// The s with mean(clamp(x − s, −1, 1)) = `target` (safeguarded Newton on the decreasing,
 /// piecewise-linear left side, from the unclamped answer mean(x) − target; `target` in (−1, 1)).
 fn shift_to_clamped_mean(x: Vec<f32>, target: f64) -> f64 {
@@ -254,6 +366,7 @@ mod tests {
             rule: FitRule::Regression,
             posterior_variance: None,
             chain: None,
+            last_step: None,
         }
     }
 
@@ -508,6 +621,102 @@ mod tests {
             (after - target).abs() < 0.1 * target,
             "std {after} vs {target}"
         );
+    }
+
+    /// The last-step calibration of a biased model (samples at 0.3, or pulled below 0.9 by the
+    /// clamp, where the data's mean is 0.1 or 0.7): replaying its own chains (`generate` with
+    /// its seed) gives samples with the target mean; fresh chains land near it; every line but
+    /// t = 1's is unchanged; calibrating again accumulates the shift and changes nothing more.
+    #[test]
+    fn last_step_calibration_moves_the_samples_mean_onto_the_target() {
+        let schedule = Schedule::linear_default();
+        for clip in [false, true] {
+            let opts = ChainOptions {
+                steps: 20,
+                clip_x0: clip,
+                ..Default::default()
+            };
+            let (biased, target) = if clip { (0.9, 0.7) } else { (0.3, 0.1) };
+            let before = model(biased, identity());
+            let m = sample_mean(&before, 256, &opts, 9);
+            assert!((m - target).abs() > 0.1, "clip {clip}: uncorrected {m}");
+            let calibrate = |table: &MeanCorrection, seed: u64| {
+                let mut steps = 0;
+                let fitted = fit_last_step_open_loop(
+                    &Denoiser::new(&model(biased, table.clone()), &schedule),
+                    table,
+                    &[target],
+                    [256, 1, 4, 4],
+                    48,
+                    &opts,
+                    seed,
+                    &Device::flex(),
+                    &mut |info| steps = info.step,
+                )
+                .unwrap();
+                // 256 chains in 6 groups of ≤ 48, 20 steps each.
+                assert_eq!(steps, 6 * 20);
+                fitted
+            };
+            let table = calibrate(&identity(), 5);
+            let last = table.last_step.clone().unwrap();
+            assert_eq!(
+                (last.steps, last.chains, last.seed, last.clip),
+                (20, 256, 5, clip)
+            );
+            assert!((last.before[0] - m).abs() < 0.03, "{last:?} vs {m}");
+            for t in [2, 10, 500, 1000] {
+                assert_eq!(table.coefficients(t), identity().coefficients(t), "t = {t}");
+            }
+            assert!((table.coefficients(1).0[0] + last.shift[0]).abs() < 1e-12);
+            let after = model(biased, table.clone());
+            let replay = sample_mean(&after, 256, &opts, 5);
+            assert!(
+                (replay - target).abs() < 1e-4,
+                "clip {clip}: replayed mean {replay}"
+            );
+            let fresh = sample_mean(&after, 256, &opts, 9);
+            assert!(
+                (fresh - target).abs() < 0.01,
+                "clip {clip}: fresh mean {fresh}"
+            );
+            // Again on the same chains: nothing left to shift; the record holds the total.
+            let again = calibrate(&table, 5);
+            let total = again.last_step.unwrap();
+            assert!((total.shift[0] - last.shift[0]).abs() < 1e-4, "{total:?}");
+            assert!((total.before[0] - target).abs() < 1e-4, "{total:?}");
+        }
+    }
+
+    #[test]
+    fn bad_last_step_calibrations_are_errors() {
+        let schedule = Schedule::linear_default();
+        let m = model(0.2, identity());
+        let den = Denoiser::new(&m, &schedule);
+        let run = |target: &[f64], shape: [usize; 4], batch: usize, steps: usize| {
+            let opts = ChainOptions {
+                steps,
+                ..Default::default()
+            };
+            fit_last_step_open_loop(
+                &den,
+                &identity(),
+                target,
+                shape,
+                batch,
+                &opts,
+                0,
+                &Device::flex(),
+                &mut |_| (),
+            )
+        };
+        assert!(run(&[0.2], [4, 1, 4, 4], 2, 5).is_ok());
+        assert!(run(&[0.2, 0.1], [4, 1, 4, 4], 2, 5).is_err(), "channels");
+        assert!(run(&[-1.0], [4, 1, 4, 4], 2, 5).is_err(), "target at −1");
+        assert!(run(&[0.2], [0, 1, 4, 4], 2, 5).is_err(), "no chains");
+        assert!(run(&[0.2], [4, 1, 4, 4], 0, 5).is_err(), "batch 0");
+        let err = run(&[0.2], [4, 1, 4, 4], 2, 1).unwrap_err();
+        assert!(err.to_string().contains("t = 1"), "{err}");
     }
 
     #[test]

@@ -768,6 +768,7 @@ mod tests {
             rule: tweedie_core::FitRule::Regression,
             posterior_variance: None,
             chain: None,
+            last_step: None,
         };
         let mut with = plain.clone();
         with.mean_correction = Some(table.clone());
