@@ -1,6 +1,7 @@
 //! `tweedie fit-mean`: fit a model's post-hoc correction of x̂0's per-channel image mean
 //! ([`MeanCorrection`]) on training images, optionally refit its intercepts on sampler
-//! chains ([`fit_mean_on_chain`]), and write the config that carries it.
+//! chains ([`fit_mean_on_chain`]) and calibrate its last step on fresh chains
+//! ([`fit_last_step_open_loop`]), and write the config that carries it.
 
 use crate::args::{check_crop, check_steps};
 use crate::model;
@@ -70,13 +71,15 @@ pub struct FitMeanArgs {
     #[arg(long)]
     pub chain_variance: bool,
     /// Keep the correction the model's config already has (instead of refitting its lines on
-    /// noised images) and refit only its intercepts on the chains; needs `--chains`.
+    /// noised images): only the chain steps then change it (`--chains`, `--last-step-chains`;
+    /// one of them is needed).
     #[arg(long)]
     pub keep_fit: bool,
     /// Last, calibrate the last step (t = 1) open-loop on this many fresh chains (0: none):
     /// run them under the table as it is then (seed `--seed` + 2³³, with `--chain-steps`,
-    /// `--variance` and `--no-clip`), and lower t = 1's intercept so that their samples'
-    /// average channel means equal the images' mean. Only the samples' mean colour moves.
+    /// `--variance` and `--no-clip`), and shift t = 1's intercept so that their samples'
+    /// average channel means equal the images' mean (t = 1's intercept moves, up or down).
+    /// Every sampler whose chain ends at t = 1 then gets the shift at its last step.
     #[arg(long, default_value_t = 0)]
     pub last_step_chains: usize,
 }

@@ -525,12 +525,8 @@ fn train_evaluate_and_report_run_end_to_end() {
     assert_eq!(record["seed"], 1u64 << 33, "{calibrated}");
     assert_eq!(record["shift"].as_array().unwrap().len(), 3, "{calibrated}");
     let settings: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(last.join("mean_correction.json")).unwrap())
-            .unwrap();
-    assert_eq!(
-        settings["last_step_calibration"]["chains"], 4,
-        "{settings}"
-    );
+        serde_json::from_slice(&std::fs::read(last.join("mean_correction.json")).unwrap()).unwrap();
+    assert_eq!(settings["last_step_calibration"]["chains"], 4, "{settings}");
     assert!(settings["chain_fit"].is_null(), "{settings}");
     fails(
         &[

@@ -88,10 +88,12 @@ pub struct LastStepFit {
     pub seed: u64,
     /// The target channel means ([−1, 1] scale).
     pub target: Vec<f64>,
-    /// The chains' samples' channel means before the calibration ([−1, 1] scale).
+    /// The chains' samples' channel means before the calibration ([−1, 1] scale). Like the
+    /// other fields but `shift`, it describes the latest calibration only.
     pub before: Vec<f64>,
     /// The shift subtracted from x̂0's channel means at t = 1 (in total, when calibrated
-    /// more than once).
+    /// more than once). It reaches every sampler whose chain ends at t = 1 (SDEdit, DPS,
+    /// DiffPIR, DDNM too), though it was measured on unconditional chains.
     pub shift: Vec<f64>,
 }
 
@@ -198,6 +200,16 @@ impl MeanCorrection {
             return Err(bad(format!(
                 "posterior_variance must hold {channels} finite values ≥ 0 for each of the {} timesteps",
                 self.t.len()
+            )));
+        }
+        if let Some(last) = &self.last_step
+            && [&last.shift, &last.target, &last.before]
+                .iter()
+                .any(|v| v.len() != channels || v.iter().any(|x| !x.is_finite()))
+        {
+            return Err(bad(format!(
+                "last_step's shift, target and before must each hold {channels} finite values, not {:?} / {:?} / {:?}",
+                last.shift, last.target, last.before
             )));
         }
         Ok(())
@@ -432,8 +444,8 @@ impl MeanCorrection {
             rule: self.rule,
             posterior_variance: self.posterior_variance.as_ref().map(|_| variance),
             chain: Some(chain),
-            // Its t = 1 line already holds any last-step shift (through `coefficients`).
-            last_step: None,
+            // A t = 1 row already holds any last-step shift (through `coefficients`).
+            last_step: self.last_step.clone().filter(|_| ts.first() != Some(&1)),
         };
         table.validate(channels, max_t)?;
         Ok(table)
@@ -577,7 +589,9 @@ mod tests {
         };
         let m = table();
         let shifted = m.with_last_step_shift(&[0.02, 0.05], fit(vec![])).unwrap();
-        assert_eq!(shifted.coefficients(1), (vec![-0.02, 0.15], vec![1.0, 0.5]));
+        let (a, b) = shifted.coefficients(1);
+        let close = |x: &[f64], y: &[f64]| x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-12);
+        assert!(close(&a, &[-0.02, 0.15]) && b == [1.0, 0.5], "{a:?} {b:?}");
         for t in [2, 100, 150, 1000] {
             assert_eq!(shifted.coefficients(t), m.coefficients(t), "t = {t}");
         }
@@ -585,14 +599,23 @@ mod tests {
             .with_last_step_shift(&[0.01, -0.05], fit(vec![]))
             .unwrap();
         let total = &twice.last_step.as_ref().unwrap().shift;
-        assert!((total[0] - 0.03).abs() < 1e-12 && total[1].abs() < 1e-12, "{total:?}");
+        assert!(
+            (total[0] - 0.03).abs() < 1e-12 && total[1].abs() < 1e-12,
+            "{total:?}"
+        );
         assert!(m.with_last_step_shift(&[0.1], fit(vec![])).is_err());
-        assert!(m.with_last_step_shift(&[0.1, f64::NAN], fit(vec![])).is_err());
+        assert!(
+            m.with_last_step_shift(&[0.1, f64::NAN], fit(vec![]))
+                .is_err()
+        );
         let mut bad = shifted.clone();
         bad.last_step.as_mut().unwrap().shift.pop();
         assert!(bad.validate(2, 1000).is_err());
         let json = serde_json::to_string(&shifted).unwrap();
-        assert_eq!(serde_json::from_str::<MeanCorrection>(&json).unwrap(), shifted);
+        assert_eq!(
+            serde_json::from_str::<MeanCorrection>(&json).unwrap(),
+            shifted
+        );
         let plain = serde_json::to_string(&m).unwrap();
         assert!(!plain.contains("last_step"), "{plain}");
         assert_eq!(serde_json::from_str::<MeanCorrection>(&plain).unwrap(), m);

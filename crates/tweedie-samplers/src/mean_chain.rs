@@ -200,7 +200,8 @@ pub fn fit_mean_on_chain(
 
 /// Calibrates `table`'s last step (t = 1) open-loop: runs `shape[0]` fresh chains under the
 /// table as it is (as [`generate`] would with `opts`; chain i draws from the i-th fork of
-/// `NoiseSource::new(seed)`, so `generate` with that seed replays them), takes the x̂0 each
+/// `NoiseSource::new(seed)`, so [`generate`] with per-item forks of that seed, as
+/// `tweedie generate --seed` draws, replays them), takes the x̂0 each
 /// chain's last step outputs, and solves per channel for the shift s that brings those
 /// samples' average channel mean to `target` (for the clamped x̂0 when `opts.clip_x0`). The
 /// returned table subtracts s more at t = 1 only ([`MeanCorrection::with_last_step_shift`]):
@@ -268,7 +269,14 @@ pub fn fit_last_step_open_loop(
                 t: view.info.t,
             });
         });
-        generate(den, [b, channels, h, w], opts, &mut noise, device, &mut observer)?;
+        generate(
+            den,
+            [b, channels, h, w],
+            opts,
+            &mut noise,
+            device,
+            &mut observer,
+        )?;
         drop(observer);
         let x_1 = x_1.expect("a chain of ≥ 2 steps reports its second-to-last state");
         let x0_hat = tweedie_core::tensor::to_vec(&den.predict(x_1, &last, false, false).x0_hat);
@@ -277,12 +285,17 @@ pub fn fit_last_step_open_loop(
         }
     }
     let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
-    let clamped_mean = |v: &[f32]| {
-        v.iter().map(|&x| (x as f64).clamp(-1.0, 1.0)).sum::<f64>() / v.len() as f64
-    };
+    let clamped_mean =
+        |v: &[f32]| v.iter().map(|&x| (x as f64).clamp(-1.0, 1.0)).sum::<f64>() / v.len() as f64;
     let before: Vec<f64> = pixels
         .iter()
-        .map(|v| if opts.clip_x0 { clamped_mean(v) } else { mean(v) })
+        .map(|v| {
+            if opts.clip_x0 {
+                clamped_mean(v)
+            } else {
+                mean(v)
+            }
+        })
         .collect();
     let shift: Vec<f64> = pixels
         .into_iter()
