@@ -44,21 +44,8 @@ pub fn fit_mean_on_chain(
     progress: &mut dyn FnMut(StepInfo),
 ) -> Result<MeanCorrection, SampleError> {
     check_eta(opts)?;
+    check_chains(shape, batch, target)?;
     let [n, channels, h, w] = shape;
-    if shape.contains(&0) || batch == 0 {
-        return Err(SampleError::invalid(
-            "shape",
-            format!("{shape:?} in batches of {batch}"),
-            "all dimensions and the batch must be ≥ 1",
-        ));
-    }
-    if target.len() != channels || target.iter().any(|m| !(-1.0 < *m && *m < 1.0)) {
-        return Err(SampleError::invalid(
-            "target",
-            format!("{target:?}"),
-            format!("need {channels} channel means inside (−1, 1)"),
-        ));
-    }
     let t_max = den.schedule.num_steps();
     table.validate(channels, t_max)?;
     if match_variance && table.posterior_variance.is_none() {
@@ -224,21 +211,8 @@ pub fn fit_last_step_open_loop(
     progress: &mut dyn FnMut(StepInfo),
 ) -> Result<MeanCorrection, SampleError> {
     check_eta(opts)?;
+    check_chains(shape, batch, target)?;
     let [n, channels, h, w] = shape;
-    if shape.contains(&0) || batch == 0 {
-        return Err(SampleError::invalid(
-            "shape",
-            format!("{shape:?} in batches of {batch}"),
-            "all dimensions and the batch must be ≥ 1",
-        ));
-    }
-    if target.len() != channels || target.iter().any(|m| !(-1.0 < *m && *m < 1.0)) {
-        return Err(SampleError::invalid(
-            "target",
-            format!("{target:?}"),
-            format!("need {channels} channel means inside (−1, 1)"),
-        ));
-    }
     let t_max = den.schedule.num_steps();
     table.validate(channels, t_max)?;
     let chain = den.schedule.chain(t_max, opts.steps.min(t_max))?;
@@ -320,6 +294,27 @@ pub fn fit_last_step_open_loop(
         shift: Vec::new(),
     };
     Ok(table.with_last_step_shift(&shift, fit)?)
+}
+
+/// Checks a chain fit's `shape` (`[chains, C, H, W]`, all ≥ 1), `batch` (≥ 1) and `target`
+/// (C channel means inside (−1, 1)).
+fn check_chains(shape: [usize; 4], batch: usize, target: &[f64]) -> Result<(), SampleError> {
+    if shape.contains(&0) || batch == 0 {
+        return Err(SampleError::invalid(
+            "shape",
+            format!("{shape:?} in batches of {batch}"),
+            "all dimensions and the batch must be ≥ 1",
+        ));
+    }
+    let channels = shape[1];
+    if target.len() != channels || target.iter().any(|m| !(-1.0 < *m && *m < 1.0)) {
+        return Err(SampleError::invalid(
+            "target",
+            format!("{target:?}"),
+            format!("need {channels} channel means inside (−1, 1)"),
+        ));
+    }
+    Ok(())
 }
 
 /// The s with mean(clamp(x − s, −1, 1)) = `target` (safeguarded Newton on the decreasing,
