@@ -23,7 +23,7 @@ pub mod tensor;
 
 pub use error::{CoreError, InvalidParameter};
 pub use mean_correction::{
-    ChainFit, ChainStep, FitRule, LastStepFit, MeanCorrected, MeanCorrection,
+    ChainFit, ChainRun, ChainStep, FitRule, LastStepFit, MeanCorrected, MeanCorrection,
 };
 pub use model::{EpsModel, NoiseLevel};
 pub use noise::NoiseSource;

@@ -73,21 +73,10 @@ pub struct MeanCorrection {
 /// measured is the samples' own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastStepFit {
-    /// Reverse steps of the chains (strided from T).
-    pub steps: usize,
-    /// The ancestral step's variance.
-    pub variance: StepVariance,
-    /// DDIM's η, when the chains used DDIM steps.
-    pub eta: Option<f64>,
-    /// Whether the chains clamped x̂0 to [−1, 1] (the shift was then solved for the clamped
-    /// mean, which is the samples').
-    pub clip: bool,
-    /// Number of chains averaged.
-    pub chains: usize,
-    /// Seed of the chains' noise (chain i: the i-th fork of `NoiseSource::new(seed)`).
-    pub seed: u64,
-    /// The target channel means ([−1, 1] scale).
-    pub target: Vec<f64>,
+    /// The chains that were run (their `clip`: the shift was then solved for the clamped mean,
+    /// which is the samples').
+    #[serde(flatten)]
+    pub run: ChainRun,
     /// The chains' samples' channel means before the calibration ([−1, 1] scale). Like the
     /// other fields but `shift`, it describes the latest calibration only.
     pub before: Vec<f64>,
@@ -95,6 +84,25 @@ pub struct LastStepFit {
     /// more than once). It reaches every sampler whose chain ends at t = 1 (SDEdit, DPS,
     /// DiffPIR, DDNM too), though it was measured on unconditional chains.
     pub shift: Vec<f64>,
+}
+
+/// The reverse chains a table was fitted or calibrated on ([`ChainFit`], [`LastStepFit`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChainRun {
+    /// Reverse steps of each chain (strided from T).
+    pub steps: usize,
+    /// The ancestral step's variance.
+    pub variance: StepVariance,
+    /// DDIM's η, when the chains used DDIM steps.
+    pub eta: Option<f64>,
+    /// Whether the chains clamped x̂0 to [−1, 1].
+    pub clip: bool,
+    /// Number of chains averaged.
+    pub chains: usize,
+    /// Seed of the chains' noise (chain i: the i-th fork of `NoiseSource::new(seed)`).
+    pub seed: u64,
+    /// The target channel means ([−1, 1] scale).
+    pub target: Vec<f64>,
 }
 
 /// How a table was refitted on a reverse chain: at each of the chain's timesteps, x̂0's
@@ -105,21 +113,10 @@ pub struct LastStepFit {
 /// [`MeanCorrection::posterior_variance`]. The line became b' = k·b, a' = k·a + (1 − k)·U − s.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChainFit {
-    /// Reverse steps of the chain (strided from T).
-    pub steps: usize,
-    /// The ancestral step's variance.
-    pub variance: StepVariance,
-    /// DDIM's η, when the chain used DDIM steps.
-    pub eta: Option<f64>,
-    /// Whether the chain clamped x̂0 to [−1, 1] (the shift was then solved for the clamped
-    /// x̂0's mean, the one the step uses).
-    pub clip: bool,
-    /// Number of chains averaged.
-    pub chains: usize,
-    /// Seed of the chains' noise.
-    pub seed: u64,
-    /// The target channel means ([−1, 1] scale): the training images' average.
-    pub target: Vec<f64>,
+    /// The chains that were run (their `clip`: the shift was then solved for the clamped x̂0's
+    /// mean, the one the step uses; their `target`: the training images' average).
+    #[serde(flatten)]
+    pub run: ChainRun,
     /// The shift subtracted at each of the table's timesteps, one per channel (aligned with
     /// [`MeanCorrection::t`]).
     pub shift: Vec<Vec<f64>>,
@@ -203,13 +200,13 @@ impl MeanCorrection {
             )));
         }
         if let Some(last) = &self.last_step
-            && [&last.shift, &last.target, &last.before]
+            && [&last.shift, &last.run.target, &last.before]
                 .iter()
                 .any(|v| v.len() != channels || v.iter().any(|x| !x.is_finite()))
         {
             return Err(bad(format!(
                 "last_step's shift, target and before must each hold {channels} finite values, not {:?} / {:?} / {:?}",
-                last.shift, last.target, last.before
+                last.shift, last.run.target, last.before
             )));
         }
         Ok(())
@@ -577,13 +574,15 @@ mod tests {
     #[test]
     fn last_step_shift_moves_only_t_1() {
         let fit = |shift: Vec<f64>| LastStepFit {
-            steps: 100,
-            variance: StepVariance::Beta,
-            eta: None,
-            clip: true,
-            chains: 8,
-            seed: 3,
-            target: vec![0.1, -0.2],
+            run: ChainRun {
+                steps: 100,
+                variance: StepVariance::Beta,
+                eta: None,
+                clip: true,
+                chains: 8,
+                seed: 3,
+                target: vec![0.1, -0.2],
+            },
             before: vec![0.12, -0.15],
             shift,
         };
@@ -745,13 +744,15 @@ mod tests {
         let mut m = table();
         m.posterior_variance = Some(vec![vec![0.01, 0.02], vec![0.03, 0.0]]);
         let chain = ChainFit {
-            steps: 3,
-            variance: StepVariance::Beta,
-            eta: None,
-            clip: true,
-            chains: 8,
-            seed: 4,
-            target: vec![0.1, -0.1],
+            run: ChainRun {
+                steps: 3,
+                variance: StepVariance::Beta,
+                eta: None,
+                clip: true,
+                chains: 8,
+                seed: 4,
+                target: vec![0.1, -0.1],
+            },
             shift: Vec::new(),
             scale: Vec::new(),
         };

@@ -11,7 +11,7 @@ use crate::driver::{Denoiser, Observer, check_bounded};
 use crate::generate;
 use burn::tensor::{Device, Tensor};
 use tweedie_core::diffusion::StepVariance;
-use tweedie_core::{ChainFit, ChainStep, LastStepFit, MeanCorrection, NoiseSource};
+use tweedie_core::{ChainFit, ChainRun, ChainStep, LastStepFit, MeanCorrection, NoiseSource};
 
 /// Refits `table`'s intercepts on the reverse chain `opts` describes (from x_T ~ N(0, I)).
 ///
@@ -172,13 +172,7 @@ pub fn fit_mean_on_chain(
     let ts: Vec<usize> = chain.iter().rev().map(|tr| tr.t).collect();
     steps.reverse();
     let fit = ChainFit {
-        steps: chain.len(),
-        variance: opts.variance,
-        eta: opts.eta,
-        clip: opts.clip_x0,
-        chains: n,
-        seed,
-        target: target.to_vec(),
+        run: chain_run(opts, chain.len(), n, seed, target),
         shift: Vec::new(),
         scale: Vec::new(),
     };
@@ -283,17 +277,30 @@ pub fn fit_last_step_open_loop(
         })
         .collect();
     let fit = LastStepFit {
-        steps: total,
-        variance: opts.variance,
-        eta: opts.eta,
-        clip: opts.clip_x0,
-        chains: n,
-        seed,
-        target: target.to_vec(),
+        run: chain_run(opts, total, n, seed, target),
         before,
         shift: Vec::new(),
     };
     Ok(table.with_last_step_shift(&shift, fit)?)
+}
+
+/// The record of `chains` chains of `steps` steps run with `opts` from `seed` towards `target`.
+fn chain_run(
+    opts: &ChainOptions,
+    steps: usize,
+    chains: usize,
+    seed: u64,
+    target: &[f64],
+) -> ChainRun {
+    ChainRun {
+        steps,
+        variance: opts.variance,
+        eta: opts.eta,
+        clip: opts.clip_x0,
+        chains,
+        seed,
+        target: target.to_vec(),
+    }
 }
 
 /// Checks a chain fit's `shape` (`[chains, C, H, W]`, all ≥ 1), `batch` (≥ 1) and `target`
@@ -490,7 +497,12 @@ mod tests {
             let table = fit(&before, target, &opts, 5);
             let chain = table.chain.clone().unwrap();
             assert_eq!(
-                (chain.steps, chain.chains, chain.seed, chain.clip),
+                (
+                    chain.run.steps,
+                    chain.run.chains,
+                    chain.run.seed,
+                    chain.run.clip
+                ),
                 (20, 256, 5, clip)
             );
             assert_eq!((table.t.len(), chain.shift.len()), (20, 20));
@@ -669,7 +681,12 @@ mod tests {
             let table = calibrate(&identity(), 5);
             let last = table.last_step.clone().unwrap();
             assert_eq!(
-                (last.steps, last.chains, last.seed, last.clip),
+                (
+                    last.run.steps,
+                    last.run.chains,
+                    last.run.seed,
+                    last.run.clip
+                ),
                 (20, 256, 5, clip)
             );
             assert!((last.before[0] - m).abs() < 0.03, "{last:?} vs {m}");
