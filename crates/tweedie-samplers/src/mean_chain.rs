@@ -11,7 +11,9 @@ use crate::driver::{Denoiser, Observer, check_bounded};
 use crate::generate;
 use burn::tensor::{Device, Tensor};
 use tweedie_core::diffusion::StepVariance;
-use tweedie_core::{ChainFit, ChainRun, ChainStep, LastStepFit, MeanCorrection, NoiseSource};
+use tweedie_core::{
+    ChainFit, ChainRun, ChainStep, LastStepFit, MeanCorrection, NoiseSource, Transition,
+};
 
 /// Refits `table`'s intercepts on the reverse chain `opts` describes (from x_T ~ N(0, I)).
 ///
@@ -43,11 +45,8 @@ pub fn fit_mean_on_chain(
     device: &Device,
     progress: &mut dyn FnMut(StepInfo),
 ) -> Result<MeanCorrection, SampleError> {
-    check_eta(opts)?;
-    check_chains(shape, batch, target)?;
+    let chain = checked_chain(den, table, target, shape, batch, opts)?;
     let [n, channels, h, w] = shape;
-    let t_max = den.schedule.num_steps();
-    table.validate(channels, t_max)?;
     if match_variance && table.posterior_variance.is_none() {
         return Err(SampleError::invalid(
             "match_variance",
@@ -55,7 +54,6 @@ pub fn fit_mean_on_chain(
             "the table records no posterior variances (fit it again with MeanCorrection::fit)",
         ));
     }
-    let chain = den.schedule.chain(t_max, opts.steps.min(t_max))?;
     let learned = opts.eta.is_none() && opts.variance == StepVariance::Learned;
     let mut streams = NoiseSource::new(seed);
     let mut groups: Vec<(Tensor<4>, NoiseSource)> = (0..n)
@@ -176,7 +174,7 @@ pub fn fit_mean_on_chain(
         shift: Vec::new(),
         scale: Vec::new(),
     };
-    Ok(table.with_chain_steps(&ts, &steps, fit, t_max)?)
+    Ok(table.with_chain_steps(&ts, &steps, fit, den.schedule.num_steps())?)
 }
 
 /// Calibrates `table`'s last step (t = 1) open-loop: runs `shape[0]` fresh chains under the
@@ -204,12 +202,8 @@ pub fn fit_last_step_open_loop(
     device: &Device,
     progress: &mut dyn FnMut(StepInfo),
 ) -> Result<MeanCorrection, SampleError> {
-    check_eta(opts)?;
-    check_chains(shape, batch, target)?;
+    let chain = checked_chain(den, table, target, shape, batch, opts)?;
     let [n, channels, h, w] = shape;
-    let t_max = den.schedule.num_steps();
-    table.validate(channels, t_max)?;
-    let chain = den.schedule.chain(t_max, opts.steps.min(t_max))?;
     let last = *chain.last().expect("a chain has at least one step");
     if chain.len() < 2 || last.t != 1 {
         return Err(SampleError::invalid(
@@ -303,9 +297,18 @@ fn chain_run(
     }
 }
 
-/// Checks a chain fit's `shape` (`[chains, C, H, W]`, all ≥ 1), `batch` (≥ 1) and `target`
-/// (C channel means inside (−1, 1)).
-fn check_chains(shape: [usize; 4], batch: usize, target: &[f64]) -> Result<(), SampleError> {
+/// The strided chain from T that a chain fit runs with `opts`, after checking `opts`' η,
+/// `shape` (`[chains, C, H, W]`, all ≥ 1), `batch` (≥ 1), `target` (C channel means inside
+/// (−1, 1)) and `table` (C channels, timesteps within T).
+fn checked_chain(
+    den: &Denoiser,
+    table: &MeanCorrection,
+    target: &[f64],
+    shape: [usize; 4],
+    batch: usize,
+    opts: &ChainOptions,
+) -> Result<Vec<Transition>, SampleError> {
+    check_eta(opts)?;
     if shape.contains(&0) || batch == 0 {
         return Err(SampleError::invalid(
             "shape",
@@ -321,7 +324,9 @@ fn check_chains(shape: [usize; 4], batch: usize, target: &[f64]) -> Result<(), S
             format!("need {channels} channel means inside (−1, 1)"),
         ));
     }
-    Ok(())
+    let t_max = den.schedule.num_steps();
+    table.validate(channels, t_max)?;
+    Ok(den.schedule.chain(t_max, opts.steps.min(t_max))?)
 }
 
 /// The s with mean(clamp(x − s, −1, 1)) = `target` (safeguarded Newton on the decreasing,
