@@ -29,9 +29,10 @@ pub struct DenoiseArgs {
 
 pub fn run(a: DenoiseArgs) -> Result<()> {
     let c = &a.common;
-    let schedule = Schedule::linear_default();
+    // The embedded model's T (1000) checks --t before any work; a loaded model's own
+    // schedule checks it again below.
     for &t in &a.t {
-        schedule
+        Schedule::linear_default()
             .check_timestep(t)
             .map_err(|e| anyhow::anyhow!("--t {t}: {e}"))?;
     }
@@ -39,8 +40,9 @@ pub fn run(a: DenoiseArgs) -> Result<()> {
     check_out(&c.out)?;
     let device = model::device(c.backend.as_str())?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
+    let schedule = net.schedule().clone();
     let lpips = Lpips::alex_default(&device)?;
-    let size = net.net.config().image_size;
+    let size = net.image_size();
     let (usable, skipped) = readable(inputs.iter().enumerate().collect(), a.strict, |p| {
         Ok(tweedie_io::load_image_sized(p, size)?)
     })?;

@@ -14,7 +14,6 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tweedie::tasks::{self, Method, Scores};
-use tweedie_core::Schedule;
 use tweedie_io::{Grid, GridCell};
 use tweedie_metrics::Lpips;
 use tweedie_operators::OperatorSpec;
@@ -119,10 +118,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     let inputs = crate::inputs::named_inputs(std::slice::from_ref(&a.folder))?;
     check_out(&c.out)?;
-    let schedule = Schedule::linear_default();
     let device = model::device(c.backend.as_str())?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
-    let size = net.net.config().image_size;
+    let schedule = net.schedule().clone();
+    let size = net.image_size();
     let specs: Vec<(String, OperatorSpec)> = a
         .ops
         .iter()
@@ -211,7 +210,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
     }
     progress.finish();
-    let settings = serde_json::json!({"model": c.model, "steps": a.solver.steps, "sigma": a.solver.sigma, "t0": a.solver.t0, "preset": value_name(&a.solver.preset), "zeta": a.solver.zeta, "dps_step": a.solver.dps_step.as_ref().map(value_name), "variance": c.variance.as_ref().map(value_name), "ald_rule": a.solver.ald_rule.as_ref().map(value_name), "lambda": a.solver.lambda, "ald_scale": a.solver.ald_scale, "eta": a.solver.eta, "seed": c.seed, "crop": a.crop, "methods": a.methods.iter().map(value_name).collect::<Vec<_>>(), "ops": specs, "folder": a.folder});
+    let settings = serde_json::json!({"model": c.model, "network": net.describe(), "steps": a.solver.steps, "sigma": a.solver.sigma, "t0": a.solver.t0, "preset": value_name(&a.solver.preset), "zeta": a.solver.zeta, "dps_step": a.solver.dps_step.as_ref().map(value_name), "variance": c.variance.as_ref().map(value_name), "ald_rule": a.solver.ald_rule.as_ref().map(value_name), "lambda": a.solver.lambda, "ald_scale": a.solver.ald_scale, "eta": a.solver.eta, "seed": c.seed, "crop": a.crop, "methods": a.methods.iter().map(value_name).collect::<Vec<_>>(), "ops": specs, "folder": a.folder});
     let file = ShardFile {
         shard,
         shards,

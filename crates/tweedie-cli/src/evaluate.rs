@@ -119,7 +119,8 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     crate::output::check_out(&c.out)?;
     let device = model::device(c.backend.as_str())?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
-    let size = net.net.config().image_size;
+    let schedule = net.schedule().clone();
+    let size = net.image_size();
     let opts = DatasetOptions { size, crop: a.crop };
     let val = Dataset::load(&a.val, &opts)?;
     let train = Dataset::load(&a.train, &opts)?;

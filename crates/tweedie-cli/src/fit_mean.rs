@@ -133,7 +133,7 @@ pub fn run(a: FitMeanArgs) -> Result<()> {
     }
     crate::output::check_out(&c.out)?;
     let device = model::device(c.backend.as_str())?;
-    let mut net = model::load(&c.model, c.config.as_deref(), &device)?;
+    let mut net = model::load_adm(&c.model, c.config.as_deref(), &device)?;
     let existing = net.net.config().mean_correction.clone();
     if a.keep_fit && existing.is_none() {
         bail!(

@@ -84,6 +84,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         "command": "generate",
         "model": c.model,
         "config": c.config,
+        "network": net.describe(),
         "backend": c.backend.as_str(),
         "n": a.n,
         "batch": a.batch,

@@ -3,7 +3,8 @@
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
-use tweedie_unet::{UNet, UNetConfig, UNetEps, WeightMap};
+use tweedie_unet::diffusers::{DiffusersFiles, DiffusersModel};
+use tweedie_unet::{Prior, UNet, UNetConfig, UNetEps, WeightMap};
 
 /// The default model's weights, compiled into the binary from `assets/model.safetensors`.
 static EMBEDDED_WEIGHTS: &[u8] = include_bytes!(concat!(
@@ -110,11 +111,43 @@ fn wgpu_probe(device: &Device) -> bool {
     }
 }
 
-/// Loads `--model embedded|PATH` (with `--config JSON`, default `<PATH stem>.json`).
+/// Loads `--model embedded|PATH|DIR`: the built-in ADM, a guided-diffusion checkpoint
+/// (`--config JSON`, default `<PATH stem>.json`), or a diffusers model folder (flat or
+/// pipeline layout; it carries its own config and scheduler).
+pub fn load(model: &str, config: Option<&Path>, device: &Device) -> Result<Prior> {
+    let path = Path::new(model);
+    if model != "embedded" && path.is_dir() {
+        if !DiffusersFiles::is_diffusers_dir(path) {
+            bail!(
+                "{} is a folder but not a diffusers model (expected config.json + scheduler_config.json + diffusion_pytorch_model.safetensors/.bin, or model_index.json with unet/ and scheduler/)",
+                path.display()
+            );
+        }
+        if let Some(c) = config {
+            bail!(
+                "--config {} is for guided-diffusion checkpoints: the diffusers folder {} carries its own config.json",
+                c.display(),
+                path.display()
+            );
+        }
+        let m = DiffusersModel::load_dir(path, device)
+            .with_context(|| format!("loading the diffusers model {}", path.display()))?;
+        return Ok(Prior::Diffusers(m));
+    }
+    load_adm(model, config, device).map(Prior::adm)
+}
+
+/// Loads `--model embedded|PATH` as a guided-diffusion ADM (with `--config JSON`, default
+/// `<PATH stem>.json`).
 ///
 /// `embedded` is the model built into the binary, or `$TWEEDIE_ASSETS/model.safetensors`
 /// (with its `model.json`) when that variable is set.
-pub fn load(model: &str, config: Option<&Path>, device: &Device) -> Result<UNetEps> {
+pub fn load_adm(model: &str, config: Option<&Path>, device: &Device) -> Result<UNetEps> {
+    if model != "embedded" && Path::new(model).is_dir() {
+        bail!(
+            "{model} is a folder: this command takes a guided-diffusion checkpoint (.pt/.safetensors with its JSON config)"
+        );
+    }
     let weights = if model == "embedded" {
         let Some(dir) = std::env::var_os("TWEEDIE_ASSETS").map(PathBuf::from) else {
             let cfg = match config {

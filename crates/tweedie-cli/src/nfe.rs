@@ -9,7 +9,6 @@ use clap::Args;
 use std::path::PathBuf;
 use tweedie::nfe::{NfeRun, fastest_within, plot, sweep, table};
 use tweedie::tasks::Method;
-use tweedie_core::Schedule;
 use tweedie_metrics::Lpips;
 
 /// `tweedie nfe`'s arguments.
@@ -138,7 +137,7 @@ pub fn run(a: NfeArgs) -> Result<()> {
     check_out(&c.out)?;
     let device = model::device(c.backend.as_str())?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
-    let size = net.net.config().image_size;
+    let size = net.image_size();
     let files: Vec<PathBuf> = crate::inputs::collect_inputs(std::slice::from_ref(&a.faces))?
         .into_iter()
         .take(a.n_faces)
@@ -165,7 +164,7 @@ pub fn run(a: NfeArgs) -> Result<()> {
     let mut progress = crate::progress::Progress::new(total, "nfe");
     let runs = sweep(
         &net,
-        &Schedule::linear_default(),
+        net.schedule(),
         &x,
         &lpips,
         &ops,

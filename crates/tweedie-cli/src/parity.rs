@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct ParityArgs {
-    /// Fixture folder.
+    /// Fixture folder: a guided-diffusion one (config.json, model.safetensors/.pt,
+    /// io.safetensors) or a diffusers model folder with io.safetensors.
     dir: PathBuf,
     /// `cpu` (burn flex), `wgpu` or `libtorch` (builds with those features).
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
@@ -33,6 +34,9 @@ pub struct ParityDpsArgs {
 
 pub fn run(a: ParityArgs) -> Result<()> {
     let device = crate::model::device(a.backend.as_str())?;
+    if tweedie_unet::diffusers::DiffusersFiles::is_diffusers_dir(&a.dir) {
+        return run_diffusers(&a.dir, &device);
+    }
     let cfg = tweedie_unet::UNetConfig::from_json_file(a.dir.join("config.json"))?;
     let io_path = a.dir.join("io.safetensors");
     let bytes =
@@ -58,6 +62,20 @@ pub fn run(a: ParityArgs) -> Result<()> {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         println!("{weights}: max abs error {err:e} over {} values", got.len());
+    }
+    Ok(())
+}
+
+/// A diffusers fixture folder: every weight file's output error and the scheduler's ᾱ error.
+fn run_diffusers(dir: &std::path::Path, device: &burn::tensor::Device) -> Result<()> {
+    let reports = tweedie_unet::diffusers::check_parity(dir, device)
+        .with_context(|| format!("diffusers parity on {}", dir.display()))?;
+    for r in reports {
+        let name = r.weights.strip_prefix(dir).unwrap_or(&r.weights).display();
+        println!(
+            "{name}: max abs error {:e} over {} values; alphas_cumprod max abs error {:e}",
+            r.out_error, r.values, r.alpha_bar_error
+        );
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tweedie::calibrate::Calibration;
 use tweedie::tasks::{self, Method, Scores};
-use tweedie_core::{NoiseSource, Schedule};
+use tweedie_core::NoiseSource;
 use tweedie_io::{Grid, GridCell, Image};
 use tweedie_metrics::Lpips;
 use tweedie_samplers::{ChainOptions, Observer, StepInfo};
@@ -91,9 +91,9 @@ pub fn run(a: ReportArgs) -> Result<()> {
     crate::output::check_out(&c.out)?;
     let device = model::device(c.backend.as_str())?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
-    let size = net.net.config().image_size;
+    let size = net.image_size();
     let lpips = Lpips::alex_default(&device)?;
-    let schedule = Schedule::linear_default();
+    let schedule = net.schedule().clone();
     let files: Vec<PathBuf> = crate::inputs::collect_inputs(std::slice::from_ref(&a.faces))?
         .into_iter()
         .take(a.n_faces)
@@ -108,19 +108,20 @@ pub fn run(a: ReportArgs) -> Result<()> {
     let x0 = tweedie_io::to_tensor(&faces, &device)?;
     let fig = c.out.join("figures");
     let mut md = String::new();
-    let mut all = json!({"model": c.model, "image_size": size, "faces": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(), "steps": a.solver.steps, "sigma": a.solver.sigma});
+    let mut all = json!({"model": c.model, "network": net.describe(), "image_size": size, "faces": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(), "steps": a.solver.steps, "sigma": a.solver.sigma});
     writeln!(md, "# tweedie report\n")?;
     writeln!(
         md,
-        "Model: `{}` ({}×{}, {:.2} M parameters). Faces: {} from `{}`. Reverse steps: {} (strided from T = 1000{}). Seed {}. Backend: {}.\n",
+        "Model: `{}` ({}×{}, {:.2} M parameters). Faces: {} from `{}`. Reverse steps: {} (strided from T = {}{}). Seed {}. Backend: {}.\n",
         c.model,
         size,
         size,
-        net.net.num_parameters() as f64 / 1e6,
+        net.num_parameters() as f64 / 1e6,
         faces.len(),
         a.faces.display(),
         a.solver.steps,
-        if a.solver.steps == 1000 {
+        schedule.num_steps(),
+        if a.solver.steps == schedule.num_steps() {
             ", the sheet's full chain"
         } else {
             "; `--full` runs 1000"

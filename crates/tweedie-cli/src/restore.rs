@@ -11,7 +11,7 @@ use clap::Args;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use tweedie::tasks::{self, Method, Scores};
-use tweedie_core::{NoiseSource, Schedule};
+use tweedie_core::NoiseSource;
 use tweedie_io::{Grid, GridCell, Image};
 use tweedie_metrics::Lpips;
 use tweedie_samplers::{Observer, StepInfo};
@@ -213,10 +213,10 @@ pub fn run(a: RestoreArgs) -> Result<()> {
         None => named_inputs(&a.inputs)?,
     };
     check_out(&c.out)?;
-    let schedule = Schedule::linear_default();
     let device = model::device(c.backend.as_str())?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
-    let size = net.net.config().image_size;
+    let schedule = net.schedule().clone();
+    let size = net.image_size();
     let spec = a.operator.spec(a.op, size)?;
     let method_name = crate::args::value_name(&a.method);
     // (index among all inputs, output name, job); each simulated image's seed is `--seed`
@@ -318,7 +318,8 @@ pub fn run(a: RestoreArgs) -> Result<()> {
             pb.set_length(s.total as u64);
             pb.set_position(s.step as u64)
         });
-        let mut record = json!({"image": name, "method": method.to_string()});
+        let mut record =
+            json!({"image": name, "method": method.to_string(), "network": net.describe()});
         let (r, outputs) = match a.samples {
             None if matches!(job, Job::Simulated { .. }) => {
                 if ready.is_empty() {

@@ -3,7 +3,7 @@
 use crate::args::check_eta;
 use crate::progress::Progress;
 use anyhow::{Context, Result};
-use tweedie_core::{NoiseSource, Schedule};
+use tweedie_core::NoiseSource;
 use tweedie_samplers::{ChainOptions, Denoiser, Observer, StepInfo};
 
 /// Images per batch of `generate` (default of `--batch`), `evaluate` and `report`.
@@ -12,7 +12,7 @@ pub(crate) const DEFAULT_BATCH: usize = 16;
 /// Generates `n` samples with a progress bar, [`DEFAULT_BATCH`] at a time; returns them and
 /// the seconds taken.
 pub(crate) fn sample_images(
-    net: &tweedie_unet::UNetEps,
+    net: &tweedie_unet::Prior,
     n: usize,
     opts: &ChainOptions,
     seed: u64,
@@ -43,7 +43,7 @@ pub(crate) fn sample_images(
 /// its index, not on how the images are batched. Returns the seconds taken.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sample_batches(
-    net: &tweedie_unet::UNetEps,
+    net: &tweedie_unet::Prior,
     n: usize,
     batch: usize,
     opts: &ChainOptions,
@@ -53,10 +53,10 @@ pub(crate) fn sample_batches(
     each: &mut dyn FnMut(usize, Vec<tweedie_io::Image>) -> Result<()>,
 ) -> Result<f64> {
     check_eta(opts.eta)?;
-    let schedule = Schedule::linear_default();
+    let schedule = net.schedule();
     let t_max = schedule.num_steps();
     let chain = schedule.chain(t_max, opts.steps.min(t_max))?;
-    let size = net.net.config().image_size;
+    let size = net.image_size();
     let batch = batch.max(1);
     // Steps of all batches; without a terminal, a line per batch.
     let mut progress = Progress::new(n.div_ceil(batch) * chain.len(), what);
@@ -68,7 +68,7 @@ pub(crate) fn sample_batches(
         // depend on the batch it falls in.
         let mut noise = NoiseSource::per_item((0..b).map(|_| streams.fork()).collect());
         let out = tweedie_samplers::generate(
-            &Denoiser::new(net, &schedule),
+            &Denoiser::new(net, schedule),
             [b, 3, size, size],
             opts,
             &mut noise,

@@ -2357,3 +2357,80 @@ fn fd_skips_odd_sizes_and_sees_colour_shifts() {
         "draws of 16 images from a pool of 8",
     );
 }
+
+/// `tweedie parity` recognises a diffusers folder and prints each weight file's error and the
+/// scheduler's ᾱ error, for the flat, legacy-key and pipeline fixtures.
+#[test]
+fn parity_recognises_diffusers_folders() {
+    for (dir, files) in [
+        (
+            "ddpm_flat",
+            &[
+                "diffusion_pytorch_model.safetensors",
+                "diffusion_pytorch_model.bin",
+            ][..],
+        ),
+        (
+            "ddpm_flat_legacy_keys",
+            &["diffusion_pytorch_model.bin"][..],
+        ),
+        (
+            "pipeline_scale_shift",
+            &["unet/diffusion_pytorch_model.safetensors"][..],
+        ),
+    ] {
+        let text = ok(&["parity", &format!("tests/fixtures/diffusers/{dir}")]);
+        for f in files {
+            assert!(
+                text.contains(&format!("{f}: max abs error")),
+                "{dir}: {text}"
+            );
+        }
+        assert!(text.contains("alphas_cumprod max abs error"), "{text}");
+    }
+}
+
+/// A diffusers folder is a `--model` like any checkpoint: DPS and DiffPIR restore a face with
+/// the `ddpm_flat` fixture, and the run's JSON records its scheduler.
+#[test]
+fn restore_runs_on_a_diffusers_model() {
+    for (method, op) in [("dps", "inpaint-box"), ("diffpir", "gaussian-blur")] {
+        let out = tmp(&format!("restore-diffusers-{method}"));
+        let o = out.to_str().unwrap();
+        let text = ok(&[
+            "restore",
+            FACE,
+            "--model",
+            "tests/fixtures/diffusers/ddpm_flat",
+            "--method",
+            method,
+            "--op",
+            op,
+            "--steps",
+            "3",
+            "--out",
+            o,
+        ]);
+        assert!(text.contains("PSNR"), "{text}");
+        let json = std::fs::read_to_string(out.join(format!("{method}_metrics.json"))).unwrap();
+        assert!(
+            json.contains("diffusers UNet2DModel") && json.contains("fixed_small"),
+            "{json}"
+        );
+    }
+    fails(
+        &[
+            "restore",
+            FACE,
+            "--model",
+            "tests/fixtures/diffusers/ddpm_flat",
+            "--config",
+            "tests/fixtures/adm/config.json",
+        ],
+        "carries its own config.json",
+    );
+    fails(
+        &["restore", FACE, "--model", "tests/fixtures"],
+        "not a diffusers model",
+    );
+}

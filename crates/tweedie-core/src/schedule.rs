@@ -22,6 +22,15 @@ pub enum ScheduleKind {
         /// β_T.
         beta_end: f64,
     },
+    /// β_t = (√β_1 + (t − 1)/(T − 1)·(√β_T − √β_1))² (diffusers' `scaled_linear`).
+    ScaledLinear {
+        /// β_1.
+        beta_start: f64,
+        /// β_T.
+        beta_end: f64,
+    },
+    /// β_1…β_T given explicitly ([`Schedule::from_betas`]; diffusers' `trained_betas`).
+    Trained,
     /// The cosine schedule of Nichol & Dhariwal (2021), ᾱ(t) = cos²((t/T + s)/(1 + s) · π/2),
     /// with β clipped at 0.999.
     Cosine {
@@ -36,6 +45,25 @@ impl Default for ScheduleKind {
             beta_start: 1e-4,
             beta_end: 0.02,
         }
+    }
+}
+
+/// Checks a linear schedule's end points.
+fn check_beta_range(beta_start: f64, beta_end: f64) -> Result<(), CoreError> {
+    for (name, b) in [("beta_start", beta_start), ("beta_end", beta_end)] {
+        if !(b > 0.0 && b < 1.0) {
+            return Err(CoreError::invalid(name, b, "must lie in (0, 1)"));
+        }
+    }
+    Ok(())
+}
+
+/// (t − 1)/(T − 1), 0 when T = 1.
+fn linear_fraction(t: usize, num_steps: usize) -> f64 {
+    if num_steps == 1 {
+        0.0
+    } else {
+        (t - 1) as f64 / (num_steps - 1) as f64
     }
 }
 
@@ -101,19 +129,27 @@ impl Schedule {
                 beta_start,
                 beta_end,
             } => {
-                for (name, b) in [("beta_start", beta_start), ("beta_end", beta_end)] {
-                    if !(b > 0.0 && b < 1.0) {
-                        return Err(CoreError::invalid(name, b, "must lie in (0, 1)"));
-                    }
-                }
+                check_beta_range(beta_start, beta_end)?;
                 for (t, b) in beta.iter_mut().enumerate().skip(1) {
-                    let frac = if num_steps == 1 {
-                        0.0
-                    } else {
-                        (t - 1) as f64 / (num_steps - 1) as f64
-                    };
-                    *b = beta_start + frac * (beta_end - beta_start);
+                    *b = beta_start + linear_fraction(t, num_steps) * (beta_end - beta_start);
                 }
+            }
+            ScheduleKind::ScaledLinear {
+                beta_start,
+                beta_end,
+            } => {
+                check_beta_range(beta_start, beta_end)?;
+                let (a, z) = (beta_start.sqrt(), beta_end.sqrt());
+                for (t, b) in beta.iter_mut().enumerate().skip(1) {
+                    *b = (a + linear_fraction(t, num_steps) * (z - a)).powi(2);
+                }
+            }
+            ScheduleKind::Trained => {
+                return Err(CoreError::invalid(
+                    "kind",
+                    "trained",
+                    "explicit β come through Schedule::from_betas",
+                ));
             }
             ScheduleKind::Cosine { offset } => {
                 if !(0.0..1.0).contains(&offset) {
@@ -129,10 +165,24 @@ impl Schedule {
                 }
             }
         }
-        Ok(Self::from_betas(kind, beta))
+        Ok(Self::with_betas(kind, beta))
     }
 
-    fn from_betas(kind: ScheduleKind, beta: Vec<f64>) -> Self {
+    /// A schedule from explicit β_1…β_T (each in (0, 1)); `kind` records where they came from.
+    pub fn from_betas(kind: ScheduleKind, betas: Vec<f64>) -> Result<Self, CoreError> {
+        if betas.is_empty() {
+            return Err(CoreError::invalid("betas", 0, "must hold at least one β"));
+        }
+        if let Some(b) = betas.iter().find(|b| !(**b > 0.0 && **b < 1.0)) {
+            return Err(CoreError::invalid("beta", *b, "must lie in (0, 1)"));
+        }
+        let mut beta = Vec::with_capacity(betas.len() + 1);
+        beta.push(0.0);
+        beta.extend(betas);
+        Ok(Self::with_betas(kind, beta))
+    }
+
+    fn with_betas(kind: ScheduleKind, beta: Vec<f64>) -> Self {
         let alpha: Vec<f64> = beta.iter().map(|b| 1.0 - b).collect();
         let mut alpha_bar = Vec::with_capacity(alpha.len());
         let mut prod = 1.0;

@@ -144,6 +144,11 @@ impl Conv {
             key: prefix.to_string(),
         }
     }
+    /// The same convolution with zero padding `padding` on every side (default: k/2).
+    pub fn with_padding(mut self, padding: usize) -> Self {
+        self.padding = padding;
+        self
+    }
     /// Applies the convolution.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let (s, p) = (self.stride, self.padding);
@@ -236,12 +241,16 @@ impl Linear {
     }
 }
 
-/// GroupNorm(G, C), ε = 1e-5, with affine parameters (G = 32 in guided-diffusion).
+/// GroupNorm(G, C) with affine parameters: ε = 1e-5 and G = 32 in guided-diffusion; diffusers
+/// models set both (`norm_num_groups`, `norm_eps`).
 #[derive(Module, Debug)]
 pub struct GroupNorm {
     weight: Param<Tensor<1>>,
     bias: Param<Tensor<1>>,
     groups: usize,
+    /// The ε added to each group's variance.
+    #[module(skip)]
+    eps: f64,
     /// The checkpoint key prefix, set once when the layer is built and read by `export`.
     #[module(skip)]
     key: String,
@@ -272,8 +281,14 @@ impl GroupNorm {
                 device,
             ),
             groups,
+            eps: 1e-5,
             key: prefix.to_string(),
         }
+    }
+    /// The same norm with ε = `eps` in `(x − μ)/√(σ² + ε)`.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
     }
     /// Normalises `[B, C, H, W]` per group.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -301,7 +316,7 @@ impl GroupNorm {
             // modulation as one per-(batch, channel) multiply-add, in place.
             let device = xg.device();
             let normed =
-                burn::tensor::module::layer_norm(xg, Tensor::ones([n], &device), None, 1e-5);
+                burn::tensor::module::layer_norm(xg, Tensor::ones([n], &device), None, self.eps);
             let (gain, offset) = self.affine(b, c, None, modulation);
             return normed.reshape([b, c, h, w]) * gain.reshape([b, c, 1, 1])
                 + offset.reshape([b, c, 1, 1]);
@@ -311,7 +326,7 @@ impl GroupNorm {
         let mean = xg.clone().mean_dim(2);
         let centred = xg - mean;
         let var = centred.clone().powf_scalar(2.0).mean_dim(2); // [B, G, 1]
-        let inv_std = var.add_scalar(1e-5).sqrt().recip();
+        let inv_std = var.add_scalar(self.eps).sqrt().recip();
         let inv_std = inv_std.expand([b, g, c / g]).reshape([b, c]);
         let (gain, offset) = self.affine(b, c, Some(inv_std), modulation);
         centred.reshape([b, c, h, w]) * gain.reshape([b, c, 1, 1]) + offset.reshape([b, c, 1, 1])

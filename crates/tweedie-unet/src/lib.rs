@@ -5,13 +5,18 @@
 //! own `create_model` argument names; [`UNet::load`] reads `.pt` state dicts or
 //! `.safetensors` files with guided-diffusion's key names and fails with a listing of
 //! missing, unexpected and mis-shaped keys; [`UNet::save`] writes safetensors + JSON config.
+//! [`diffusers`] loads Hugging Face diffusers `UNet2DModel` folders with their scheduler, and
+//! [`Prior`] is either kind of network with its noise schedule.
 
 mod config;
+pub mod diffusers;
 mod layers;
+mod prior;
 mod unet;
 mod weights;
 
 pub use config::{ConfigError, UNetConfig};
 pub use layers::{Export, Init, ParamSource, RandomInit};
+pub use prior::Prior;
 pub use unet::{UNet, UNetEps, UNetLoadError};
 pub use weights::{BoxedSource, WeightError, WeightMap};

@@ -268,6 +268,15 @@ impl WeightMap {
             .map_err(|e| WeightError::io(path, "cannot write", e))
     }
 
+    /// Renames every key for which `rename` returns a new name (before any is taken).
+    pub fn rename_keys(&mut self, rename: impl Fn(&str) -> Option<String>) {
+        let old = std::mem::take(&mut self.tensors);
+        self.tensors = old
+            .into_iter()
+            .map(|(k, v)| (rename(&k).unwrap_or(k), v))
+            .collect();
+    }
+
     /// Where these weights came from.
     pub fn source(&self) -> &str {
         &self.source
