@@ -9,7 +9,10 @@
 //!   table; JSON in `target/bench_compare.json` (see docs/backends.md).
 //! - `cargo xtask flex-repro` — minimal burn-flex reproducers of the CPU bottlenecks
 //!   (docs/backends.md); `xtask/flex_repro_torch.py` times the same ops in PyTorch.
-//! - `cargo xtask fetch-weights ffhq|lpips-vgg [--url URL]` — download into the cache.
+//! - `cargo xtask fetch-weights ffhq|celebahq|cifar10|church|lpips-vgg [--url URL]` — download
+//!   from the Hugging Face Hub into its cache (`HF_ENDPOINT`, `HF_HOME`, `HF_HUB_CACHE`,
+//!   `HF_HUB_OFFLINE`, `HF_TOKEN`), resumable and verified, and print the local path (see
+//!   `fetch` and docs/fetch.md); `--url` / `TWEEDIE_FFHQ_URL`: a direct link instead.
 
 mod compare;
 mod fetch;
@@ -102,7 +105,7 @@ fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         bail!(
-            "usage: cargo xtask <run-all [--full] [--model embedded|ffhq|PATH] [--out DIR] | bench [--ffhq] | bench --compare [--python PATH] [--backend cpu,libtorch] [--also LABEL=BIN] [--rounds N] [--threads N] [--reps N] [--models A,B] | flex-repro | fetch-weights ffhq|lpips-vgg [--url URL]>"
+            "usage: cargo xtask <run-all [--full] [--model embedded|ffhq|PATH] [--out DIR] | bench [--ffhq] | bench --compare [--python PATH] [--backend cpu,libtorch] [--also LABEL=BIN] [--rounds N] [--threads N] [--reps N] [--models A,B] | flex-repro | fetch-weights ffhq|celebahq|cifar10|church|lpips-vgg [--url URL]>"
         );
     }
     let cmd = args.remove(0);
@@ -135,14 +138,17 @@ fn main() -> Result<()> {
                     )
                 }
                 "ffhq" => {
-                    let ckpt = fetch::cache_dir().join("ffhq_10m.pt");
-                    if !ckpt.exists() {
+                    let Some(ckpt) = fetch::local_model("ffhq") else {
+                        let settings = fetch::Settings::from_env();
+                        let manual = fetch::model("ffhq")
+                            .map(|m| fetch::manual_path(&settings, m))
+                            .unwrap_or_else(|| settings.tweedie_cache.join("ffhq_10m.pt"));
                         bail!(
-                            "{} is missing: run `cargo xtask fetch-weights ffhq` first (or place the file there)",
-                            ckpt.display()
+                            "the FFHQ-256 checkpoint is missing: run `cargo xtask fetch-weights ffhq` first (or place ffhq_10m.pt at {})",
+                            manual.display()
                         );
-                    }
-                    let cfg = fetch::write_ffhq_config()?;
+                    };
+                    let cfg = fetch::write_ffhq_config(&ckpt)?;
                     let faces = root().join("../shared/data/ffhq256");
                     let faces = if faces.exists() {
                         faces
@@ -173,12 +179,9 @@ fn main() -> Result<()> {
             }
             // LPIPS-VGG beside AlexNet where its weights are at hand (../shared, or the cache
             // `cargo xtask fetch-weights lpips-vgg` fills).
-            let vgg = [
-                root().join("../shared/weights/lpips_vgg16.safetensors"),
-                fetch::cache_dir().join("lpips_vgg16.safetensors"),
-            ]
-            .into_iter()
-            .find(|p| p.exists());
+            let vgg = Some(root().join("../shared/weights/lpips_vgg16.safetensors"))
+                .filter(|p| p.exists())
+                .or_else(|| fetch::local_model("lpips-vgg"));
             if let Some(vgg) = vgg {
                 report.extend(["--lpips-vgg".to_string(), vgg.display().to_string()]);
             }
@@ -225,16 +228,13 @@ fn main() -> Result<()> {
             Ok(())
         }
         "fetch-weights" => {
-            let what = args
-                .first()
-                .cloned()
-                .context("fetch-weights needs ffhq or lpips-vgg")?;
             let url = take_value(&mut args, "--url");
-            let path = match what.as_str() {
-                "ffhq" => fetch::fetch_ffhq(url.as_deref())?,
-                "lpips-vgg" => fetch::fetch_lpips_vgg(url.as_deref())?,
-                other => bail!("unknown weights {other:?}: expected ffhq or lpips-vgg"),
+            let what = match args.as_slice() {
+                [what] => what.clone(),
+                [] => bail!("fetch-weights needs one of {}", fetch::NAMES),
+                [_, extra, ..] => bail!("fetch-weights: unexpected argument {extra:?}"),
             };
+            let path = fetch::fetch(&what, url.as_deref())?;
             println!("{}", path.display());
             Ok(())
         }
