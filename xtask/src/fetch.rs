@@ -69,6 +69,8 @@ pub struct Model {
     pub repo: &'static str,
     /// Its layout.
     pub kind: Kind,
+    /// What it is, its licence and where it comes from (the report's model line).
+    pub about: &'static str,
 }
 
 /// The Hub models, by name.
@@ -79,21 +81,25 @@ pub const MODELS: [Model; 4] = [
         kind: Kind::Adm {
             file: "diffusion_ffhq_10m.pt",
         },
+        about: "the DPS FFHQ-256 checkpoint `ffhq_10m.pt` (guided-diffusion ADM, 93.6 M parameters; Chung et al., DPS), fetched from the Hugging Face Hub repo `deepinv/diffunet` (`diffusion_ffhq_10m.pt`). The DPS repository states no licence for it; it was trained on FFHQ, whose images are CC BY-NC-SA 4.0",
     },
     Model {
         name: "celebahq",
         repo: "google/ddpm-celebahq-256",
         kind: Kind::Diffusers,
+        about: "`google/ddpm-celebahq-256` (diffusers DDPM, 113.7 M parameters; Ho et al. 2020), from the Hugging Face Hub, licence Apache-2.0; trained on CelebA-HQ 256×256 faces",
     },
     Model {
         name: "cifar10",
         repo: "google/ddpm-cifar10-32",
         kind: Kind::Diffusers,
+        about: "`google/ddpm-cifar10-32` (diffusers DDPM, 35.7 M parameters; Ho et al. 2020), from the Hugging Face Hub, licence Apache-2.0; trained on CIFAR-10 32×32, so faces are outside its training distribution",
     },
     Model {
         name: "church",
         repo: "google/ddpm-ema-church-256",
         kind: Kind::Diffusers,
+        about: "`google/ddpm-ema-church-256` (diffusers DDPM; Ho et al. 2020), from the Hugging Face Hub, licence Apache-2.0; trained on LSUN church 256×256, so faces are outside its training distribution",
     },
 ];
 

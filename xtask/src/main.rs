@@ -1,6 +1,6 @@
 //! `cargo xtask`: builds the release CLI and runs the project's jobs.
 //!
-//! - `cargo xtask run-all [--full] [--model embedded|ffhq|PATH] [--out DIR]` — the task suite
+//! - `cargo xtask run-all [--full] [--model embedded|ffhq|celebahq|cifar10|church|PATH] [--out DIR]` — the task suite
 //!   (Tasks 2–6) on the embedded model, written to `report/`.
 //! - `cargo xtask bench [--ffhq]` — UNet forward, DPS-step and training-step timings.
 //! - `cargo xtask bench --compare [--python PATH] [--backend cpu,libtorch] [--also LABEL=BIN]
@@ -105,7 +105,7 @@ fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         bail!(
-            "usage: cargo xtask <run-all [--full] [--model embedded|ffhq|PATH] [--out DIR] | bench [--ffhq] | bench --compare [--python PATH] [--backend cpu,libtorch] [--also LABEL=BIN] [--rounds N] [--threads N] [--reps N] [--models A,B] | flex-repro | fetch-weights ffhq|celebahq|cifar10|church|lpips-vgg [--url URL]>"
+            "usage: cargo xtask <run-all [--full] [--model embedded|ffhq|celebahq|cifar10|church|PATH] [--out DIR] | bench [--ffhq] | bench --compare [--python PATH] [--backend cpu,libtorch] [--also LABEL=BIN] [--rounds N] [--threads N] [--reps N] [--models A,B] | flex-repro | fetch-weights ffhq|celebahq|cifar10|church|lpips-vgg [--url URL]>"
         );
     }
     let cmd = args.remove(0);
@@ -121,56 +121,8 @@ fn main() -> Result<()> {
                 vec![]
             };
             let mut report: Vec<String> = vec!["report".into(), "--out".into(), out];
-            match model.as_str() {
-                "embedded" => {
-                    // Operator strengths matched to DPS's 256-px difficulty for this 32-px
-                    // model (made by `tweedie calibrate`, see docs/calibration_32px.json).
-                    report.extend(
-                        [
-                            "--faces",
-                            "assets/faces",
-                            "--crop",
-                            "140",
-                            "--calibration",
-                            "docs/calibration_32px.json",
-                        ]
-                        .map(String::from),
-                    )
-                }
-                "ffhq" => {
-                    let Some(ckpt) = fetch::local_model("ffhq") else {
-                        let settings = fetch::Settings::from_env();
-                        let manual = fetch::model("ffhq")
-                            .map(|m| fetch::manual_path(&settings, m))
-                            .unwrap_or_else(|| settings.tweedie_cache.join("ffhq_10m.pt"));
-                        bail!(
-                            "the FFHQ-256 checkpoint is missing: run `cargo xtask fetch-weights ffhq` first (or place ffhq_10m.pt at {})",
-                            manual.display()
-                        );
-                    };
-                    let cfg = fetch::write_ffhq_config(&ckpt)?;
-                    let faces = root().join("../shared/data/ffhq256");
-                    let faces = if faces.exists() {
-                        faces
-                    } else {
-                        root().join("assets/faces")
-                    };
-                    report.extend([
-                        "--model".into(),
-                        ckpt.display().to_string(),
-                        "--config".into(),
-                        cfg.display().to_string(),
-                        "--faces".into(),
-                        faces.display().to_string(),
-                    ]);
-                }
-                path => report.extend([
-                    "--model".into(),
-                    path.to_string(),
-                    "--faces".into(),
-                    "assets/faces".into(),
-                ]),
-            }
+            let (model_args, about) = run_all_model(&model)?;
+            report.extend(model_args);
             // Default: 250 strided steps (fits the 15-minute CPU budget); --full: the sheet's 1000.
             let steps = if full { "1000" } else { "250" };
             report.extend(["--steps", steps].map(String::from));
@@ -207,6 +159,9 @@ fn main() -> Result<()> {
                 }
             }
             report.extend(["--nfe".to_string(), nfe_out]);
+            if let Some(about) = about {
+                report.extend(["--model-about".to_string(), about.to_string()]);
+            }
             report.extend(args);
             let bin = build_cli(&features)?;
             run(&bin, &nfe)?;
@@ -240,6 +195,62 @@ fn main() -> Result<()> {
         }
         other => bail!("unknown xtask command {other:?}"),
     }
+}
+
+/// The report's model, faces and operator strengths for `run-all --model NAME`, and the
+/// model's line (what it is, licence, source) for fetched models.
+///
+/// - `embedded`: the built-in 32-px ADM on `assets/faces`, with the operator strengths
+///   matched to DPS's 256-px difficulty (`docs/calibration_32px.json`);
+/// - `ffhq`, `celebahq`, `church` (256 px): FFHQ faces (`../shared/data/ffhq256`, else
+///   `assets/faces`) at DPS's own 256-px operator settings;
+/// - `cifar10` (32 px): `assets/faces` at the 32-px calibrated strengths;
+/// - anything else: a checkpoint path or diffusers folder, on `assets/faces`.
+fn run_all_model(model: &str) -> Result<(Vec<String>, Option<&'static str>)> {
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let calibrated_32 = strings(&[
+        "--faces",
+        "assets/faces",
+        "--crop",
+        "140",
+        "--calibration",
+        "docs/calibration_32px.json",
+    ]);
+    let faces_256 = || {
+        let ffhq = root().join("../shared/data/ffhq256");
+        if ffhq.exists() {
+            vec!["--faces".to_string(), ffhq.display().to_string()]
+        } else {
+            strings(&["--faces", "assets/faces", "--crop", "178"])
+        }
+    };
+    if model == "embedded" {
+        return Ok((calibrated_32, None));
+    }
+    let Some(m) = fetch::model(model) else {
+        return Ok((
+            strings(&["--model", model, "--faces", "assets/faces"]),
+            None,
+        ));
+    };
+    let Some(path) = fetch::local_model(model) else {
+        let settings = fetch::Settings::from_env();
+        bail!(
+            "the {model} model is missing: run `cargo xtask fetch-weights {model}` first (or put its files at {})",
+            fetch::manual_path(&settings, m).display()
+        );
+    };
+    let mut args = vec!["--model".to_string(), path.display().to_string()];
+    if model == "ffhq" {
+        let cfg = fetch::write_ffhq_config(&path)?;
+        args.extend(["--config".to_string(), cfg.display().to_string()]);
+    }
+    if model == "cifar10" {
+        args.extend(calibrated_32);
+    } else {
+        args.extend(faces_256());
+    }
+    Ok((args, Some(m.about)))
 }
 
 /// `cargo xtask bench --compare …`: see [`compare`].

@@ -41,6 +41,11 @@ pub fn run(a: DenoiseArgs) -> Result<()> {
     let device = model::device(c.backend.as_str())?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;
     let schedule = net.schedule().clone();
+    for &t in &a.t {
+        schedule
+            .check_timestep(t)
+            .map_err(|e| anyhow::anyhow!("--t {t}: {e}"))?;
+    }
     let lpips = Lpips::alex_default(&device)?;
     let size = net.image_size();
     let (usable, skipped) = readable(inputs.iter().enumerate().collect(), a.strict, |p| {

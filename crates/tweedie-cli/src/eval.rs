@@ -298,6 +298,18 @@ fn check_shards(shards: &[(PathBuf, ShardFile)]) -> Result<usize> {
                 first.shard
             );
         }
+        let weights = |f: &ShardFile| f.settings["network"]["sha256"]["weights"].clone();
+        if weights(s) != weights(first) {
+            bail!(
+                "{} (shard {}/{n}) was made with other weights than {} (shard {}/{n}): weights SHA-256 {} vs {}",
+                p.display(),
+                s.shard,
+                first_path.display(),
+                first.shard,
+                weights(s),
+                weights(first)
+            );
+        }
         if s.settings != first.settings || s.total_images != first.total_images {
             bail!(
                 "{} (shard {}/{n}) was made with other settings or images than {} (shard {}/{n})",

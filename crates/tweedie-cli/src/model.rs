@@ -111,10 +111,121 @@ fn wgpu_probe(device: &Device) -> bool {
     }
 }
 
+/// A loaded network with the content hashes of what it was loaded from, which every result
+/// JSON records (`merge` refuses shards whose hashes differ).
+pub struct Loaded {
+    /// The network and its schedule.
+    pub prior: Prior,
+    /// SHA-256 of the weight bytes and of each config file's bytes.
+    pub hashes: serde_json::Value,
+}
+
+impl std::ops::Deref for Loaded {
+    type Target = Prior;
+    fn deref(&self) -> &Prior {
+        &self.prior
+    }
+}
+
+impl tweedie_core::EpsModel for Loaded {
+    fn predict_eps(
+        &self,
+        x_t: burn::tensor::Tensor<4>,
+        level: tweedie_core::NoiseLevel,
+    ) -> burn::tensor::Tensor<4> {
+        self.prior.predict_eps(x_t, level)
+    }
+    fn predict_eps_and_variance(
+        &self,
+        x_t: burn::tensor::Tensor<4>,
+        level: tweedie_core::NoiseLevel,
+    ) -> (burn::tensor::Tensor<4>, Option<burn::tensor::Tensor<4>>) {
+        self.prior.predict_eps_and_variance(x_t, level)
+    }
+    fn has_learned_variance(&self) -> bool {
+        self.prior.has_learned_variance()
+    }
+}
+
+impl Loaded {
+    /// The network's description ([`Prior::describe`]) with the hashes of its files.
+    pub fn describe(&self) -> serde_json::Value {
+        let mut d = self.prior.describe();
+        d["sha256"] = self.hashes.clone();
+        d
+    }
+}
+
+/// Hex SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Hex SHA-256 of a file's bytes, read in chunks.
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The hashes of the files `model` and `config` name, as [`load`] reads them.
+fn hashes(model: &str, config: Option<&Path>) -> Result<serde_json::Value> {
+    let path = Path::new(model);
+    if model != "embedded" && path.is_dir() {
+        let files = DiffusersFiles::find(path)?;
+        return Ok(serde_json::json!({
+            "weights": sha256_file(&files.weights[0])?,
+            "config": sha256_file(&files.config)?,
+            "scheduler": sha256_file(&files.scheduler)?,
+        }));
+    }
+    let assets = std::env::var_os("TWEEDIE_ASSETS").map(PathBuf::from);
+    let (weights, default_config) = match (model, &assets) {
+        ("embedded", None) => (
+            sha256_hex(EMBEDDED_WEIGHTS),
+            sha256_hex(EMBEDDED_CONFIG.as_bytes()),
+        ),
+        ("embedded", Some(dir)) => {
+            let w = dir.join("model.safetensors");
+            (sha256_file(&w)?, sha256_file(&w.with_extension("json"))?)
+        }
+        (p, _) => {
+            let p = Path::new(p);
+            let default = p.with_extension("json");
+            let cfg = if config.is_none() && default.is_file() {
+                sha256_file(&default)?
+            } else {
+                String::new()
+            };
+            (sha256_file(p)?, cfg)
+        }
+    };
+    let config = match config {
+        Some(c) => sha256_file(c)?,
+        None => default_config,
+    };
+    Ok(serde_json::json!({"weights": weights, "config": config}))
+}
+
+/// Loads `--model embedded|PATH|DIR` (see [`load_prior`]) with the hashes of its files.
+pub fn load(model: &str, config: Option<&Path>, device: &Device) -> Result<Loaded> {
+    let prior = load_prior(model, config, device)?;
+    Ok(Loaded {
+        prior,
+        hashes: hashes(model, config)?,
+    })
+}
+
 /// Loads `--model embedded|PATH|DIR`: the built-in ADM, a guided-diffusion checkpoint
 /// (`--config JSON`, default `<PATH stem>.json`), or a diffusers model folder (flat or
 /// pipeline layout; it carries its own config and scheduler).
-pub fn load(model: &str, config: Option<&Path>, device: &Device) -> Result<Prior> {
+pub fn load_prior(model: &str, config: Option<&Path>, device: &Device) -> Result<Prior> {
     let path = Path::new(model);
     if model != "embedded" && path.is_dir() {
         if !DiffusersFiles::is_diffusers_dir(path) {

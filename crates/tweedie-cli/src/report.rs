@@ -61,6 +61,10 @@ pub struct ReportArgs {
     /// plot become the report's section on quality against steps.
     #[arg(long)]
     pub nfe: Option<PathBuf>,
+    /// What the model is, where it came from and its licence, shown under the report's title
+    /// and in its JSON (`cargo xtask run-all --model NAME` fills it for the models it fetches).
+    #[arg(long)]
+    pub model_about: Option<String>,
 }
 
 /// PSNR, SSIM, LPIPS-Alex (and LPIPS-VGG) of each item.
@@ -110,6 +114,10 @@ pub fn run(a: ReportArgs) -> Result<()> {
     let mut md = String::new();
     let mut all = json!({"model": c.model, "network": net.describe(), "image_size": size, "faces": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(), "steps": a.solver.steps, "sigma": a.solver.sigma});
     writeln!(md, "# tweedie report\n")?;
+    if let Some(about) = &a.model_about {
+        writeln!(md, "**Model:** {about}\n")?;
+        all["model_about"] = json!(about);
+    }
     writeln!(
         md,
         "Model: `{}` ({}×{}, {:.2} M parameters). Faces: {} from `{}`. Reverse steps: {} (strided from T = {}{}). Seed {}. Backend: {}.\n",

@@ -12,7 +12,7 @@ pub(crate) const DEFAULT_BATCH: usize = 16;
 /// Generates `n` samples with a progress bar, [`DEFAULT_BATCH`] at a time; returns them and
 /// the seconds taken.
 pub(crate) fn sample_images(
-    net: &tweedie_unet::Prior,
+    net: &crate::model::Loaded,
     n: usize,
     opts: &ChainOptions,
     seed: u64,
@@ -43,7 +43,7 @@ pub(crate) fn sample_images(
 /// its index, not on how the images are batched. Returns the seconds taken.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sample_batches(
-    net: &tweedie_unet::Prior,
+    net: &crate::model::Loaded,
     n: usize,
     batch: usize,
     opts: &ChainOptions,

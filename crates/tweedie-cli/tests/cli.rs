@@ -1078,6 +1078,29 @@ fn merge_rejects_inconsistent_shard_files() {
     merge(&[&a, &b], "does not belong to shard 0/2");
 }
 
+/// Shards run with other weights (e.g. another model under `TWEEDIE_ASSETS`, same
+/// `--model embedded`) are refused by the weights' SHA-256, which every shard records.
+#[test]
+fn merge_refuses_shards_made_with_other_weights() {
+    let out = tmp("merge-weights");
+    let shard = |name: &str, shard: usize, weights: &str| -> String {
+        let p = out.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                r#"{{"shard": {shard}, "shards": 2, "total_images": 2, "settings": {{"model": "embedded", "network": {{"sha256": {{"weights": "{weights}"}}}}}}, "records": []}}"#
+            ),
+        )
+        .unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (a, b) = (shard("a.json", 0, "aaaa"), shard("b.json", 1, "bbbb"));
+    fails(
+        &["merge", &a, &b, "--out", out.to_str().unwrap()],
+        "other weights",
+    );
+}
+
 /// Runs `tweedie` from the repository root with `args`; returns (success, stdout, stderr).
 fn run_text(args: &[&str]) -> (bool, String, String) {
     let out = tweedie(args);
@@ -2414,7 +2437,9 @@ fn restore_runs_on_a_diffusers_model() {
         assert!(text.contains("PSNR"), "{text}");
         let json = std::fs::read_to_string(out.join(format!("{method}_metrics.json"))).unwrap();
         assert!(
-            json.contains("diffusers UNet2DModel") && json.contains("fixed_small"),
+            json.contains("diffusers UNet2DModel")
+                && json.contains("fixed_small")
+                && json.contains("sha256"),
             "{json}"
         );
     }

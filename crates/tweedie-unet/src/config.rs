@@ -133,6 +133,31 @@ impl Default for UNetConfig {
 }
 
 impl UNetConfig {
+    /// Every key a config may hold: guided-diffusion's `create_model` arguments, tweedie's
+    /// `norm_groups` and `mean_correction`, and `model_path` (DPS's model configs carry the
+    /// checkpoint's path; it is not read).
+    pub const KEYS: [&'static str; 19] = [
+        "image_size",
+        "num_channels",
+        "num_res_blocks",
+        "channel_mult",
+        "attention_resolutions",
+        "num_heads",
+        "num_head_channels",
+        "num_heads_upsample",
+        "use_scale_shift_norm",
+        "resblock_updown",
+        "learn_sigma",
+        "norm_groups",
+        "dropout",
+        "use_new_attention_order",
+        "class_cond",
+        "use_checkpoint",
+        "use_fp16",
+        "mean_correction",
+        "model_path",
+    ];
+
     /// The DPS FFHQ-256 checkpoint's configuration (`ffhq_10m.pt`).
     pub fn ffhq256() -> Self {
         Self {
@@ -187,13 +212,28 @@ impl UNetConfig {
         Ok(cfg)
     }
 
-    /// Parses JSON text (see [`UNetConfig::from_json_file`]).
+    /// Parses JSON text (see [`UNetConfig::from_json_file`]). Every key must be one of
+    /// [`UNetConfig::KEYS`] (an unknown one is refused, naming the closest known key), and
+    /// `image_size` must be given.
     pub fn from_json_str(text: &str) -> Result<Self, ConfigError> {
         let value: serde_json::Value = serde_json::from_str(text)?;
         let args = value
             .get("guided_diffusion_create_model_args")
             .cloned()
             .unwrap_or(value);
+        let Some(map) = args.as_object() else {
+            return Err(ConfigError::Invalid(
+                "expected a JSON object of create_model arguments".into(),
+            ));
+        };
+        if let Some(m) = crate::keys::unknown_key(map, &Self::KEYS) {
+            return Err(ConfigError::Invalid(m));
+        }
+        if !map.contains_key("image_size") {
+            return Err(ConfigError::Invalid(
+                "missing required key \"image_size\" (the image side in pixels)".into(),
+            ));
+        }
         let cfg: Self = serde_json::from_value(args)?;
         cfg.validate()?;
         Ok(cfg)
@@ -703,6 +743,33 @@ impl Acc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A misspelled key would otherwise fall back to its default silently (`norm_group`: 32
+    /// groups instead of the model's 8, a different network with the same weight shapes).
+    #[test]
+    fn unknown_keys_are_refused_naming_the_closest_known_one() {
+        let embedded = include_str!("../../../assets/model.json");
+        for (typo, right) in [
+            ("\"norm_group\"", "norm_groups"),
+            ("\"num_head_channel\"", "num_head_channels"),
+            ("\"mean_corection\"", "mean_correction"),
+        ] {
+            let right_quoted = format!("\"{right}\"");
+            assert!(embedded.contains(&right_quoted), "{right}");
+            let text = embedded.replacen(&right_quoted, typo, 1);
+            let err = UNetConfig::from_json_str(&text).unwrap_err().to_string();
+            assert!(err.contains(typo) && err.contains(&right_quoted), "{err}");
+        }
+        assert!(UNetConfig::from_json_str(embedded).is_ok());
+    }
+
+    #[test]
+    fn a_missing_image_size_is_named() {
+        let err = UNetConfig::from_json_str(r#"{"num_channels": 32}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("image_size"), "{err}");
+    }
 
     #[test]
     fn fixture_style_config_parses_with_defaults() {

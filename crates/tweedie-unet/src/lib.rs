@@ -10,6 +10,7 @@
 
 mod config;
 pub mod diffusers;
+mod keys;
 mod layers;
 mod prior;
 mod unet;

@@ -44,8 +44,14 @@ fn fixture(name: &str) -> std::path::PathBuf {
 
 /// The three configs of the issue: JSON as a user would write it.
 const ABSURD: [(&str, &str); 3] = [
-    (r#"{"num_channels": 1000000000}"#, "parameters"),
-    (r#"{"num_res_blocks": 1000000}"#, "parameters"),
+    (
+        r#"{"image_size": 64, "num_channels": 1000000000}"#,
+        "parameters",
+    ),
+    (
+        r#"{"image_size": 64, "num_res_blocks": 1000000}"#,
+        "parameters",
+    ),
     (
         r#"{"image_size": 65536, "channel_mult": "1,1,2,2,4,4", "attention_resolutions": "32768",
             "num_head_channels": 64}"#,

@@ -164,29 +164,6 @@ const UNET_KEYS: [&str; 29] = [
     "_name_or_path",
 ];
 
-/// The known key closest to `key` (edit distance), for "did you mean".
-fn closest<'a>(key: &str, known: &[&'a str]) -> &'a str {
-    fn distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut row: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut prev = row[0];
-            row[0] = i + 1;
-            for (j, &cb) in b.iter().enumerate() {
-                let cur = row[j + 1];
-                row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
-                prev = cur;
-            }
-        }
-        row[b.len()]
-    }
-    known
-        .iter()
-        .min_by_key(|k| distance(key, k))
-        .copied()
-        .unwrap_or("")
-}
-
 /// Parses `text` as a JSON object whose keys are all in `known` (or start with `_`, diffusers'
 /// metadata such as `_class_name`), then as `T`.
 fn strict<T: serde::de::DeserializeOwned>(
@@ -201,13 +178,8 @@ fn strict<T: serde::de::DeserializeOwned>(
             "{what}: expected a JSON object"
         )));
     };
-    for key in map.keys() {
-        if !key.starts_with('_') && !known.contains(&key.as_str()) {
-            return Err(DiffusersError::Config(format!(
-                "{what}: unknown key {key:?} (did you mean {:?}?)",
-                closest(key, known)
-            )));
-        }
+    if let Some(m) = crate::keys::unknown_key(&map, known) {
+        return Err(DiffusersError::Config(format!("{what}: {m}")));
     }
     let parsed = serde_json::from_value(Value::Object(map.clone()))
         .map_err(|e| DiffusersError::Config(format!("{what}: {e}")))?;

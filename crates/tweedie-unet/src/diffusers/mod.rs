@@ -9,6 +9,22 @@
 //! attention names older conversions wrote (`query`, `key`, `value`, `proj_attn`); the noise
 //! schedule comes from the scheduler ([`SchedulerConfig::schedule`]). Diffusers' timestep
 //! `t − 1` is tweedie's `t` ([`tweedie_core::NoiseLevel::network_timestep`]).
+//!
+//! ```
+//! use tweedie_core::{Device, EpsModel, NoiseSource};
+//! use tweedie_unet::diffusers::DiffusersModel;
+//!
+//! let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+//!     .join("../../tests/fixtures/diffusers/ddpm_flat");
+//! # if !dir.exists() { return; } // the fixtures are not in the published crate
+//! let device = Device::flex();
+//! let model = DiffusersModel::load_dir(&dir, &device).unwrap();
+//! assert_eq!(model.image_size(), 32);
+//! // Tweedie's x̂0 at t = 100 of the model's own schedule (its scheduler_config.json).
+//! let level = model.schedule.level(100);
+//! let x_t = NoiseSource::new(0).normal([1, 3, 32, 32], &device);
+//! assert_eq!(model.denoise(x_t, level).dims(), [1, 3, 32, 32]);
+//! ```
 
 mod config;
 mod net;
