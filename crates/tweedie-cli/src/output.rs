@@ -42,7 +42,8 @@ pub(crate) fn check_out(dir: &Path) -> Result<()> {
     let probe = dir.join(format!(".tweedie-write-check-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(fail)?;
     std::fs::remove_file(&probe).map_err(fail)?;
-    // Temp files of an earlier run that was killed mid-write (`.NAME.PID.tmp`, PID gone).
+    // Temp files of an earlier run that was killed mid-write (`.tweedie-tmp-PID-…`, PID gone;
+    // only names the tool makes).
     let removed = tweedie_io::clean_stale_temps(dir).map_err(fail)?;
     if removed > 0 {
         eprintln!(

@@ -1,7 +1,9 @@
 //! Decoding, resizing and encoding images.
 
 use crate::atomic::write_atomic;
+use crate::input::{Source, open_input};
 use burn::tensor::{Device, Tensor};
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Rgb32FImage};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Cursor, Seek, SeekFrom};
@@ -225,6 +227,15 @@ impl ImageLimits {
     }
 }
 
+impl ImageLimits {
+    /// The most bytes an image may take when it comes through a pipe or device, read into
+    /// memory: room for the largest accepted image stored uncompressed at 16-bit RGBA, plus
+    /// 64 MiB of headers and metadata.
+    pub fn max_stream_bytes(&self) -> u64 {
+        self.max_pixels.saturating_mul(8).saturating_add(64 << 20)
+    }
+}
+
 impl Default for ImageLimits {
     fn default() -> Self {
         Self {
@@ -297,9 +308,6 @@ fn jpeg_reaches_eoi(r: &mut impl BufRead) -> std::io::Result<bool> {
     }
 }
 
-/// Decodes PNG/JPEG data from `r`, named `path` in errors: the header's size is checked
-/// against `limits` before anything is decoded, and a JPEG must be complete (see
-/// [`jpeg_reaches_eoi`]).
 /// An `ImageReader` over `r` from its start, its format from `path`'s extension, then from
 /// the content.
 fn reader_at_start<'a, R: BufRead + Seek>(
@@ -318,6 +326,9 @@ fn reader_at_start<'a, R: BufRead + Seek>(
     reader.with_guessed_format()
 }
 
+/// Decodes PNG/JPEG data from `r`, named `path` in errors: the header's size is checked
+/// against `limits` before anything is decoded, a JPEG must be complete (see
+/// [`jpeg_reaches_eoi`]), and the EXIF orientation is applied.
 fn decode_checked<R: BufRead + Seek>(
     mut r: R,
     path: &Path,
@@ -367,7 +378,12 @@ fn decode_checked<R: BufRead + Seek>(
     let mut alloc = limits.decoder_limits();
     alloc.reserve(decoder.total_bytes()).map_err(decode_err)?;
     decoder.set_limits(alloc).map_err(decode_err)?;
-    DynamicImage::from_decoder(decoder).map_err(decode_err)
+    // The EXIF orientation (JPEG APP1, PNG eXIf), applied so the pixels are the way up the
+    // camera (and every viewer) shows them.
+    let orientation = decoder.orientation().map_err(decode_err)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
 /// Rows per strip when converting to f32: about a million pixels (12 MB) at a time.
@@ -414,6 +430,9 @@ fn image_from_dynamic(img: &DynamicImage) -> Image {
 /// Loads a PNG or JPEG as RGB in [−1, 1] (see the crate docs for mode handling), within the
 /// default [`ImageLimits`] (`TWEEDIE_MAX_PIXELS` overrides the pixel limit).
 ///
+/// The EXIF orientation (1–8) is applied. `path` may be a pipe or device (`/dev/stdin`), read
+/// into memory once per process ([`read_input`](crate::read_input)).
+///
 /// Refused, with an error naming the file: unreadable, undecodable or truncated files
 /// (including JPEGs cut short, which decoders would fill with grey), empty images, and
 /// images above the pixel limit (checked from the header, before decoding).
@@ -421,19 +440,38 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<Image, IoError> {
     load_image_with(path, &ImageLimits::from_env()?)
 }
 
-/// The `(width, height)` of an image file, from its header only (nothing is decoded).
+/// The `(width, height)` of an image file as [`load_image`] gives it (after its EXIF
+/// orientation: a quarter turn swaps the stored sides), from its header only (no pixel is
+/// decoded).
 pub fn image_dimensions(path: impl AsRef<Path>) -> Result<(usize, usize), IoError> {
     let path = path.as_ref();
-    let file_err = |source| IoError::File {
-        path: path.into(),
-        source,
-    };
-    let mut r = std::io::BufReader::new(std::fs::File::open(path).map_err(file_err)?);
-    let reader = reader_at_start(&mut r, path).map_err(file_err)?;
-    let (w, h) = reader.into_dimensions().map_err(|source| IoError::Decode {
+    let limits = ImageLimits::from_env()?;
+    match open_input(path, limits.max_stream_bytes())? {
+        Source::File(f) => dimensions_checked(std::io::BufReader::new(f), path),
+        Source::Bytes(b) => dimensions_checked(Cursor::new(&b[..]), path),
+    }
+}
+
+fn dimensions_checked<R: BufRead + Seek>(mut r: R, path: &Path) -> Result<(usize, usize), IoError> {
+    let mut reader = reader_at_start(&mut r, path).map_err(|source| IoError::File {
         path: path.into(),
         source,
     })?;
+    reader.no_limits();
+    let decode_err = |source| IoError::Decode {
+        path: path.into(),
+        source,
+    };
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    let (w, h) = decoder.dimensions();
+    let turned = matches!(
+        decoder.orientation().map_err(decode_err)?,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    );
+    let (w, h) = if turned { (h, w) } else { (w, h) };
     Ok((w as usize, h as usize))
 }
 
@@ -454,12 +492,33 @@ pub fn decode_image(
     Ok(image_from_dynamic(&dynamic))
 }
 
+/// Decodes the image file `path` (regular, or a pipe or device read into memory: see
+/// [`read_input`](crate::read_input)): every image loader comes through here.
 fn decode_file(path: &Path, limits: &ImageLimits) -> Result<DynamicImage, IoError> {
-    let file = std::fs::File::open(path).map_err(|source| IoError::File {
-        path: path.into(),
-        source,
-    })?;
-    decode_checked(std::io::BufReader::new(file), path, limits)
+    match open_input(path, limits.max_stream_bytes())? {
+        Source::File(f) => decode_checked(std::io::BufReader::new(f), path, limits),
+        Source::Bytes(b) => decode_checked(Cursor::new(&b[..]), path, limits),
+    }
+}
+
+/// Loads an image file as the `image` crate's [`DynamicImage`], its own channels and bit
+/// depth kept (alpha, 16 bits), with every check and the EXIF orientation of [`load_image`]:
+/// for readers that need more than RGB in [−1, 1] (masks, kernel images).
+pub fn load_dynamic_image(
+    path: impl AsRef<Path>,
+    limits: &ImageLimits,
+) -> Result<DynamicImage, IoError> {
+    decode_file(path.as_ref(), limits)
+}
+
+/// [`load_dynamic_image`] of PNG/JPEG data held in memory; `name` stands for the data in
+/// errors.
+pub fn decode_dynamic_image(
+    bytes: &[u8],
+    name: impl AsRef<Path>,
+    limits: &ImageLimits,
+) -> Result<DynamicImage, IoError> {
+    decode_checked(Cursor::new(bytes), name.as_ref(), limits)
 }
 
 /// Loads an image, centre-crops it to a square and resizes it to `size × size`, within the

@@ -168,21 +168,25 @@ fn stale_temps_of_dead_processes_are_removed() {
     child.wait().unwrap();
     let live = std::process::id();
     let stale = [
-        format!(".out.png.{dead}.tmp"),
-        format!(".metrics.csv.{dead}.tmp"),
+        format!(".tweedie-tmp-{dead}-0-out.png"),
+        format!(".tweedie-tmp-{dead}-17-metrics.csv"),
     ];
     let kept = [
-        format!(".out.png.{live}.tmp"), // this process: a write in flight
-        ".out.png.1.tmp".to_string(),   // init is always running
+        format!(".tweedie-tmp-{live}-0-out.png"), // this process: a write in flight
+        ".tweedie-tmp-1-0-out.png".to_string(),   // init is always running
         "out.png".to_string(),
-        format!("out.png.{dead}.tmp"), // no leading dot: not ours
-        format!(".{dead}.tmp"),        // no target name
-        ".out.png.12ab.tmp".to_string(),
+        // A user's own files that look like temporary files but lack the tool's prefix.
+        format!(".out.png.{dead}.tmp"),
+        format!(".mynotes.{dead}.tmp"),
+        format!("tweedie-tmp-{dead}-0-out.png"), // no leading dot
+        format!(".tweedie-tmp-{dead}-out.png"),  // no sequence number
+        format!(".tweedie-tmp-{dead}x-0-out.png"),
+        ".tweedie-tmp-12ab-0-out.png".to_string(),
     ];
     for name in stale.iter().chain(&kept) {
         std::fs::write(dir.join(name), b"x").unwrap();
     }
-    std::fs::create_dir(dir.join(format!(".folder.{dead}.tmp"))).unwrap();
+    std::fs::create_dir(dir.join(format!(".tweedie-tmp-{dead}-1-folder"))).unwrap();
     assert_eq!(clean_stale_temps(&dir).unwrap(), 2);
     for name in &stale {
         assert!(!dir.join(name).exists(), "{name} left");
@@ -190,7 +194,59 @@ fn stale_temps_of_dead_processes_are_removed() {
     for name in &kept {
         assert!(dir.join(name).exists(), "{name} removed");
     }
-    assert!(dir.join(format!(".folder.{dead}.tmp")).is_dir());
+    assert!(dir.join(format!(".tweedie-tmp-{dead}-1-folder")).is_dir());
     assert_eq!(clean_stale_temps(&dir).unwrap(), 0);
     assert_eq!(clean_stale_temps(dir.join("absent")).unwrap(), 0);
+}
+
+#[test]
+fn temporary_files_are_the_tools_own_and_cleanup_finds_them() {
+    // A write killed after its temp file was made leaves exactly what cleanup removes: fill
+    // the temp file, then stop the write (the callback fails) after copying it aside.
+    let dir = fresh_dir("own-temps");
+    let target = dir.join("out.png");
+    let mut seen = None;
+    let err = write_atomic_with(&target, |f| {
+        std::io::Write::write_all(f, b"half")?;
+        seen = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n != "out.png");
+        Err(std::io::Error::other("killed"))
+    });
+    assert!(err.is_err());
+    let name = seen.expect("a temporary file while writing");
+    assert!(name.starts_with(TEMP_PREFIX), "{name}");
+    assert!(name.ends_with("out.png"), "{name}");
+    assert!(!target.exists() && !dir.join(&name).exists());
+}
+
+#[test]
+fn writes_work_for_every_legal_file_name_length() {
+    // File names up to 255 bytes are legal; the temporary name beside them must stay within
+    // that too (`.NAME.PID.tmp` went over from about 240 bytes).
+    let dir = fresh_dir("long-names");
+    for len in [1, 200, 235, 240, 245, 251, 252, 255] {
+        let name = match len {
+            ..5 => "n".repeat(len),
+            _ => format!("{}.png", "n".repeat(len - 4)),
+        };
+        assert_eq!(name.len(), len);
+        let p = dir.join(&name);
+        write_atomic(&p, b"data").unwrap_or_else(|e| panic!("{len}-byte name: {e}"));
+        assert_eq!(std::fs::read(&p).unwrap(), b"data");
+        save_png(&Image::filled(2, 2, 0.0), &p).unwrap_or_else(|e| panic!("{len}: {e}"));
+    }
+    // Multi-byte characters are cut at a character boundary: 126 two-byte "é" + ".pn".
+    let wide = format!("{}.pn", "é".repeat(126));
+    assert_eq!(wide.len(), 255);
+    write_atomic(&dir.join(&wide), b"x").unwrap();
+    assert_eq!(std::fs::read(dir.join(&wide)).unwrap(), b"x");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
+        .collect();
+    assert!(left.is_empty(), "temporary files left");
 }

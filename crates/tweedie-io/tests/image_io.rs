@@ -37,7 +37,7 @@ fn png_round_trip_is_exact_at_8_bit() {
     let leftovers: Vec<_> = std::fs::read_dir(p.parent().unwrap())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
         .collect();
     assert!(leftovers.is_empty());
 }
