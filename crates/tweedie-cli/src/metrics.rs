@@ -26,8 +26,8 @@ pub struct MetricsArgs {
     #[arg(long, value_enum, default_value_t = NetArg::Alex)]
     pub net: NetArg,
     /// LPIPS weights file (default for alex: the built-in copy of
-    /// assets/lpips_alexnet.safetensors; for vgg the file `cargo xtask fetch-weights
-    /// lpips-vgg` prints).
+    /// crates/tweedie-metrics/assets/lpips_alexnet.safetensors; for vgg the file `cargo xtask
+    /// fetch-weights lpips-vgg` prints).
     #[arg(long)]
     pub lpips_weights: Option<PathBuf>,
 }

@@ -9,8 +9,8 @@
 //! Two features:
 //! - **FD-Alex** ([`alex_features`]): the images are resized to 224×224 (bilinear,
 //!   half-pixel centres), passed through LPIPS's scaling layer and the LPIPS AlexNet backbone
-//!   (`assets/lpips_alexnet.safetensors`, torchvision's AlexNet convs), and conv5 after its
-//!   ReLU is averaged over positions: 256 numbers per image. FID uses Inception-v3 pool3
+//!   (this crate's `assets/lpips_alexnet.safetensors`, torchvision's AlexNet convs), and conv5
+//!   after its ReLU is averaged over positions: 256 numbers per image. FID uses Inception-v3 pool3
 //!   (2048-d) on 299×299 images, so the values are **not** comparable with published FIDs,
 //!   only with each other.
 //! - **colour-FD** ([`mean_rgb`]): the per-image mean R, G, B on the [0, 1] scale (3 numbers),

@@ -156,8 +156,8 @@ impl Lpips {
     }
 
     /// The LPIPS-alex weights: `$TWEEDIE_ASSETS/lpips_alexnet.safetensors` when that
-    /// variable is set, else the copy of `assets/lpips_alexnet.safetensors` compiled into
-    /// the binary (so that an installed binary needs no source tree).
+    /// variable is set, else the copy of this crate's `assets/lpips_alexnet.safetensors`
+    /// compiled into the binary (so that an installed binary needs no source tree).
     pub fn alex_default(device: &Device) -> Result<Self, LpipsError> {
         if std::env::var_os("TWEEDIE_ASSETS").is_some() {
             let path = default_alex_path();
@@ -268,17 +268,19 @@ impl Lpips {
     }
 }
 
-/// `assets/lpips_alexnet.safetensors`, compiled in.
+/// This crate's `assets/lpips_alexnet.safetensors`, compiled in (inside the crate, so that
+/// the published package carries it).
 static EMBEDDED_ALEX: &[u8] = include_bytes!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../assets/lpips_alexnet.safetensors"
+    "/assets/lpips_alexnet.safetensors"
 ));
 
-/// `assets/lpips_alexnet.safetensors` of the repository (or `$TWEEDIE_ASSETS`): the file
-/// the built-in weights were compiled from.
+/// `lpips_alexnet.safetensors` in `$TWEEDIE_ASSETS` when that variable is set, else this
+/// crate's `assets/lpips_alexnet.safetensors`: the file the built-in weights were compiled
+/// from.
 pub fn default_alex_path() -> std::path::PathBuf {
     std::env::var_os("TWEEDIE_ASSETS")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"))
         .join("lpips_alexnet.safetensors")
 }
