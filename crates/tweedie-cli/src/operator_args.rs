@@ -19,7 +19,7 @@ pub enum OpArg {
     InpaintRandom,
     /// DPS's random pixels: p ~ U(0.3, 0.7), exactly ⌊HWp⌋ missing.
     InpaintRandomRange,
-    /// A mask image (`--mask`, white = observed).
+    /// A mask image (`--mask`: white or 1 = observed, alpha 0 = missing).
     InpaintMask,
     /// DPS's Gaussian blur (scipy `gaussian_filter` kernel); `--kernel FILE` replaces it.
     GaussianBlur,
@@ -47,11 +47,18 @@ pub struct OperatorArgs {
     /// Missing fraction for inpaint-random.
     #[arg(long)]
     pub drop: Option<f64>,
-    /// Mask PNG for inpaint-mask (white = observed).
+    /// Mask image (PNG/JPEG, the images' size) for inpaint-mask. The rule: where the image
+    /// has transparency, alpha 0 = missing (colour ignored); else a file whose largest value
+    /// is 1 is a 0/1 mask (NumPy uint8), 1 = observed; else brighter than mid-grey =
+    /// observed (white = observed, black = missing). A mask that observes nothing is
+    /// refused. May be a pipe (/dev/stdin) or FIFO.
     #[arg(long)]
     pub mask: Option<PathBuf>,
-    /// A blur kernel file (`.npy`, safetensors, PNG, or the JSON `restore` saves) for
-    /// gaussian-blur or motion-blur, e.g. the `*_kernel.npy` of an earlier run or a DPS kernel.
+    /// A blur kernel file (`.npy`, safetensors, PNG/JPEG grey levels, or the JSON `restore`
+    /// saves) for gaussian-blur or motion-blur, e.g. the `*_kernel.npy` of an earlier run or
+    /// a DPS kernel. Every format is divided by its sum (kept exactly when that is already
+    /// 1); a sum ≤ 0, a non-finite value, or negative values cancelling the positive ones is
+    /// refused. May be a pipe (/dev/stdin) or FIFO.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
     /// Blur kernel size (odd; default: DPS's 61 scaled to the resolution).

@@ -94,31 +94,39 @@ fn stream_key(path: &Path, meta: &std::fs::Metadata) -> StreamKey {
     }
 }
 
+/// One stream's bytes, once read.
+type Slot = Arc<Mutex<Option<Arc<[u8]>>>>;
+
 /// The streams read so far in this process, by [`StreamKey`].
-fn streams() -> &'static Mutex<HashMap<StreamKey, Arc<[u8]>>> {
-    static STREAMS: OnceLock<Mutex<HashMap<StreamKey, Arc<[u8]>>>> = OnceLock::new();
+fn streams() -> &'static Mutex<HashMap<StreamKey, Slot>> {
+    static STREAMS: OnceLock<Mutex<HashMap<StreamKey, Slot>>> = OnceLock::new();
     STREAMS.get_or_init(Default::default)
 }
 
 /// The content of the non-regular input `path`: from the cache when this process read it
-/// before, else read now ([`read_stream`]) and kept.
+/// before, else read now ([`read_stream`]) and kept. A second reader of the same stream
+/// waits for the first one's bytes; other streams are read meanwhile.
 fn read_stream_once(
     path: &Path,
     meta: &std::fs::Metadata,
     max_bytes: u64,
     fifo_wait: Duration,
 ) -> Result<Arc<[u8]>, IoError> {
-    let key = stream_key(path, meta);
-    // Held while reading: a second reader of the same stream waits for the first's bytes.
-    let mut cache = streams().lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(bytes) = cache.get(&key) {
+    let slot: Slot = streams()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(stream_key(path, meta))
+        .or_default()
+        .clone();
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(bytes) = slot.as_ref() {
         if bytes.len() as u64 > max_bytes {
             return Err(too_long(path, max_bytes));
         }
         return Ok(bytes.clone());
     }
     let bytes: Arc<[u8]> = read_stream(path, is_fifo(meta), max_bytes, fifo_wait)?.into();
-    cache.insert(key, bytes.clone());
+    *slot = Some(bytes.clone());
     Ok(bytes)
 }
 

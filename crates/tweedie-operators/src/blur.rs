@@ -107,8 +107,10 @@ fn check_size(size: usize) -> Result<(), OperatorError> {
     Ok(())
 }
 
-/// On-disk form of a blur kernel (JSON), so an experiment can be rerun exactly.
+/// On-disk form of a blur kernel (JSON), so an experiment can be rerun exactly. Unknown keys
+/// are refused, naming the key and the known ones.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KernelFile {
     label: String,
     size: usize,
@@ -249,17 +251,24 @@ impl Blur {
     }
 
     /// Loads a kernel file, recognised by its first bytes (then its extension):
-    /// - `.npy`: a 2-D float32/float64 array (e.g. `np.save("k.npy", Kernel(...).kernelMatrix)`),
-    ///   used as stored;
-    /// - safetensors: its only tensor, or the one named `kernel`, 2-D F32/F64, used as stored;
-    /// - PNG (or another image): grey levels (colour → luma) divided by their sum;
+    /// - `.npy`: a 2-D float32/float64 array (e.g. `np.save("k.npy", Kernel(...).kernelMatrix)`);
+    /// - safetensors: its only tensor, or the one named `kernel`, 2-D F32/F64;
+    /// - PNG or JPEG: grey levels (colour → luma; EXIF orientation applied);
     /// - JSON written by [`Blur::save`].
     ///
-    /// The kernel must be square with an odd side, finite, with a positive sum.
+    /// Every format is then checked and normalised by the same rule: square with an odd side,
+    /// every value finite, a positive sum that is not a near-cancellation of negative and
+    /// positive values (sum ≥ 10⁻³ of the values' magnitudes), values not all subnormal; the
+    /// kernel is divided by its sum, unless that is 1 within 10⁻⁵ (then it is used bit for
+    /// bit, as DPS's kernels and this tool's own saved kernels are). A rescaled kernel says so
+    /// in its [`describe`](Operator::describe) text.
+    ///
+    /// `path` may be a pipe (`/dev/stdin`) or a named FIFO: it is read into memory once per
+    /// process ([`tweedie_io::read_input`]); a FIFO that nobody writes to is an error after
+    /// [`tweedie_io::FIFO_WRITER_WAIT`].
     pub fn load(path: impl AsRef<Path>) -> Result<Self, OperatorError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|e| OperatorError::file_from(path.display().to_string(), e))?;
+        let bytes = tweedie_io::read_input(path, tweedie_io::DEFAULT_MAX_STREAM_BYTES)?;
         let ext = path
             .extension()
             .map(|e| e.to_string_lossy().to_ascii_lowercase())
@@ -269,6 +278,13 @@ impl Blur {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
+        let rescaled = |k: &KernelData| {
+            if k.was_rescaled() {
+                format!(", divided by its sum {:.6e}", k.stored_sum)
+            } else {
+                String::new()
+            }
+        };
         let from_2d = |values: Vec<f32>, shape: Vec<usize>, kind: &str| {
             if shape.len() != 2 {
                 return Err(OperatorError::file(format!(
@@ -276,25 +292,29 @@ impl Blur {
                     path.display()
                 )));
             }
-            let KernelData { values, size } =
-                kernel_io::validate(path, values, shape[0], shape[1])?;
-            Self::new(
-                values,
-                size,
-                format!("blur kernel {name} ({kind} {size}×{size})"),
-            )
+            let k = kernel_io::normalise(path, values, shape[0], shape[1])?;
+            let label = format!(
+                "blur kernel {name} ({kind} {0}×{0}{1})",
+                k.size,
+                rescaled(&k)
+            );
+            Self::new(k.values, k.size, label)
         };
         let png_magic: &[u8] = b"\x89PNG";
-        if bytes.starts_with(b"\x93NUMPY") || (ext == "npy" && !bytes.starts_with(png_magic)) {
+        let jpeg_magic: &[u8] = b"\xFF\xD8\xFF";
+        if bytes.starts_with(b"\x93NUMPY")
+            || (ext == "npy" && !bytes.starts_with(png_magic) && !bytes.starts_with(jpeg_magic))
+        {
             let (v, shape) = kernel_io::read_npy(path, &bytes)?;
             from_2d(v, shape, "npy")
         } else if bytes.starts_with(png_magic)
+            || bytes.starts_with(jpeg_magic)
             || matches!(
                 ext.as_str(),
                 "png" | "jpg" | "jpeg" | "bmp" | "tif" | "tiff"
             )
         {
-            let (v, shape) = kernel_io::read_png(path)?;
+            let (v, shape) = kernel_io::read_image(path, &bytes)?;
             from_2d(v, shape, "image")
         } else if ext == "json" || bytes.first() == Some(&b'{') && ext != "safetensors" {
             let f: KernelFile = serde_json::from_slice(&bytes).map_err(|e| {
@@ -308,8 +328,9 @@ impl Blur {
                     f.size
                 )));
             }
-            let KernelData { values, size } = kernel_io::validate(path, f.values, f.size, f.size)?;
-            Self::new(values, size, f.label)
+            let k = kernel_io::normalise(path, f.values, f.size, f.size)?;
+            let label = format!("{}{}", f.label, rescaled(&k));
+            Self::new(k.values, k.size, label)
         } else {
             let (v, shape) = kernel_io::read_safetensors(path, &bytes)?;
             from_2d(v, shape, "safetensors")

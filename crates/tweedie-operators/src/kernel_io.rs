@@ -1,19 +1,39 @@
 //! Blur-kernel files: NumPy `.npy`, safetensors, grey PNG and our JSON, read into a square
 //! row-major `f32` kernel, and written back (`.npy` exact, PNG for viewing).
 //!
-//! Numeric formats (`.npy`, safetensors, JSON) are used exactly as stored (DPS's kernels already
-//! sum to 1); a PNG holds 8/16-bit grey levels, so its values are divided by their sum.
-//! Every loader checks the kernel is 2-D, square, of odd side, finite, with a positive sum.
+//! Every format is checked and normalised by one rule ([`normalise`]): the kernel must be 2-D,
+//! square, of odd side, every value finite, with a positive sum that is not a cancellation of
+//! positive and negative values; it is then divided by its sum, unless that is 1 already
+//! (within 1e-5: DPS's kernels, and those this tool saves, are reused bit for bit). A PNG's
+//! grey levels are such a kernel like any other.
 
 use crate::OperatorError;
 use std::path::Path;
 
-/// A square kernel read from a file: `size × size` row-major values.
+/// A square kernel read from a file: `size × size` row-major values, normalised
+/// ([`normalise`]), and the sum the file's values had.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct KernelData {
     pub values: Vec<f32>,
     pub size: usize,
+    pub stored_sum: f64,
 }
+
+impl KernelData {
+    /// Whether the values were divided by their sum (it was not 1 to within [`SUM_TOLERANCE`]).
+    pub fn was_rescaled(&self) -> bool {
+        (self.stored_sum - 1.0).abs() > SUM_TOLERANCE
+    }
+}
+
+/// A kernel whose values sum to 1 within this is used exactly as stored (so a DPS kernel, or
+/// one this tool saved, is reused bit for bit); any other is divided by its sum.
+pub(crate) const SUM_TOLERANCE: f64 = 1e-5;
+
+/// The smallest sum a kernel may have relative to the sum of its values' magnitudes: below
+/// it, negative values cancel nearly all the positive ones, and dividing by the sum would
+/// amplify the kernel more than 1000×.
+pub(crate) const MIN_SUM_RATIO: f64 = 1e-3;
 
 fn io_err(path: &Path, what: impl std::fmt::Display) -> OperatorError {
     OperatorError::file(format!("{}: {what}", path.display()))
@@ -32,8 +52,11 @@ fn io_err_from(
     OperatorError::file_from(context, source)
 }
 
-/// Checks a loaded `rows × cols` kernel: square, odd side, finite values, positive sum.
-pub(crate) fn validate(
+/// Checks a loaded `rows × cols` kernel and normalises it, the same way whatever the file's
+/// format: it must be square with an odd side, every value finite, with a positive sum that
+/// is not a near-cancellation ([`MIN_SUM_RATIO`]) and values not all subnormal; it is then
+/// divided by its sum (unless that is already 1 within [`SUM_TOLERANCE`]).
+pub(crate) fn normalise(
     path: &Path,
     values: Vec<f32>,
     rows: usize,
@@ -57,17 +80,61 @@ pub(crate) fn validate(
             format!("holds {} values for a {rows}×{cols} kernel", values.len()),
         ));
     }
-    if values.iter().any(|v| !v.is_finite()) {
-        return Err(io_err(path, "kernel has non-finite values"));
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(io_err(
+            path,
+            format!(
+                "kernel has non-finite values (the first at row {}, column {}: {})",
+                i / cols,
+                i % cols,
+                values[i]
+            ),
+        ));
     }
-    let sum: f64 = values.iter().map(|v| *v as f64).sum();
+    let sum: f64 = values.iter().map(|v| f64::from(*v)).sum();
+    let magnitude: f64 = values.iter().map(|v| f64::from(v.abs())).sum();
     if sum <= 0.0 {
         return Err(io_err(
             path,
-            format!("kernel sums to {sum} (≤ 0); a blur kernel must have a positive sum"),
+            format!(
+                "kernel sums to {sum:e} (≤ 0); a blur kernel must have a positive sum (it is                  divided by it, so that the blur keeps brightness)"
+            ),
         ));
     }
-    Ok(KernelData { values, size: rows })
+    if sum < MIN_SUM_RATIO * magnitude {
+        return Err(io_err(
+            path,
+            format!(
+                "kernel sums to {sum:e} while its values' magnitudes sum to {magnitude:e}: the                  negative values cancel all but {:.2e} of the positive ones, and dividing by                  the sum would amplify it {:.0}×; a blur kernel must be (mostly) non-negative                  with a positive sum",
+                sum / magnitude,
+                magnitude / sum
+            ),
+        ));
+    }
+    let largest = values.iter().map(|v| v.abs()).fold(0f32, f32::max);
+    if largest < f32::MIN_POSITIVE {
+        return Err(io_err(
+            path,
+            format!(
+                "kernel values are all below {:e} (subnormal float32, sum {sum:e}): too small                  to hold a kernel's shape; save it scaled (e.g. divided by its sum)",
+                f32::MIN_POSITIVE
+            ),
+        ));
+    }
+    let data = KernelData {
+        values,
+        size: rows,
+        stored_sum: sum,
+    };
+    if !data.was_rescaled() {
+        return Ok(data);
+    }
+    let values = data
+        .values
+        .iter()
+        .map(|v| (f64::from(*v) / sum) as f32)
+        .collect();
+    Ok(KernelData { values, ..data })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -241,24 +308,17 @@ pub(crate) fn encode_safetensors(values: &[f32], size: usize) -> Result<Vec<u8>,
 // ---------------------------------------------------------------------------------------
 // PNG
 
-/// Reads a kernel image (any format `image` decodes; colour is converted to luma) and divides
-/// its grey levels by their sum.
-pub(crate) fn read_png(path: &Path) -> Result<(Vec<f32>, Vec<usize>), OperatorError> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| io_err_from(path, "", e))?
-        .with_guessed_format()
-        .map_err(|e| io_err_from(path, "", e))?
-        .decode()
-        .map_err(|e| io_err_from(path, "cannot decode kernel image", e))?
-        .to_luma32f();
+/// Reads a kernel image (PNG or JPEG, through the same loader as every image: limits,
+/// truncation checks, EXIF orientation) as its grey levels (colour → luma), in [0, 1] and
+/// not yet normalised.
+pub(crate) fn read_image(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(Vec<f32>, Vec<usize>), OperatorError> {
+    let limits = tweedie_io::ImageLimits::from_env()?;
+    let img = tweedie_io::decode_dynamic_image(bytes, path, &limits)?.to_luma32f();
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let raw = img.into_raw();
-    let sum: f64 = raw.iter().map(|v| *v as f64).sum();
-    if sum <= 0.0 {
-        return Err(io_err(path, "kernel image is all black (sums to 0)"));
-    }
-    let values = raw.iter().map(|v| (*v as f64 / sum) as f32).collect();
-    Ok((values, vec![h, w]))
+    Ok((img.into_raw(), vec![h, w]))
 }
 
 /// Encodes a kernel as an 8-bit grey PNG scaled so its maximum is white (for viewing; loading
@@ -322,11 +382,48 @@ mod tests {
     #[test]
     fn validation_names_the_problem() {
         let p = Path::new("k");
-        let e = |v: Vec<f32>, r, c| validate(p, v, r, c).unwrap_err().to_string();
+        let e = |v: Vec<f32>, r, c| normalise(p, v, r, c).unwrap_err().to_string();
         assert!(e(vec![1.0; 6], 2, 3).contains("square"));
         assert!(e(vec![1.0; 4], 2, 2).contains("odd"));
         assert!(e(vec![-1.0; 9], 3, 3).contains("positive sum"));
         assert!(e(vec![f32::NAN; 9], 3, 3).contains("non-finite"));
-        assert!(validate(p, vec![0.5, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0], 3, 3).is_ok());
+        assert!(normalise(p, vec![0.5, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0], 3, 3).is_ok());
+    }
+
+    #[test]
+    fn every_kernel_is_normalised_by_one_rule() {
+        let p = Path::new("k");
+        let sum = |k: &KernelData| k.values.iter().map(|v| f64::from(*v)).sum::<f64>();
+        // Any positive scale, from huge to tiny, gives the same kernel.
+        let shape = [1.0f32, 2.0, 1.0, 2.0, 4.0, 2.0, 1.0, 2.0, 1.0];
+        let unit: Vec<f32> = shape.iter().map(|v| v / 16.0).collect();
+        for scale in [1e38f32 / 4.0, 1e3, 1.0 / 16.0, 8e-29 / 16.0, 1e-36] {
+            let k = normalise(p, shape.iter().map(|v| v * scale).collect(), 3, 3).unwrap();
+            assert!(
+                (sum(&k) - 1.0).abs() < 1e-6,
+                "scale {scale}: sum {}",
+                sum(&k)
+            );
+            for (a, b) in k.values.iter().zip(&unit) {
+                assert!((a - b).abs() < 1e-6, "scale {scale}");
+            }
+        }
+        // A kernel that sums to 1 already is kept bit for bit.
+        let k = normalise(p, unit.clone(), 3, 3).unwrap();
+        assert!(!k.was_rescaled() && k.values == unit);
+        // Refused: a sum ≤ 0, a cancelling sum, infinities, subnormal values.
+        let e = |v: Vec<f32>| normalise(p, v, 3, 3).unwrap_err().to_string();
+        assert!(e(vec![0.0; 9]).contains("(≤ 0)"));
+        let mut cancel = vec![0.0f32; 9];
+        (cancel[0], cancel[8]) = (1.0, -0.9999);
+        assert!(e(cancel).contains("cancel"));
+        let mut inf = unit.clone();
+        inf[4] = f32::INFINITY;
+        assert!(e(inf).contains("row 1, column 1"));
+        assert!(e(vec![1e-40; 9]).contains("subnormal"));
+        // Mild negative lobes are fine.
+        let mut lobes = unit;
+        lobes[0] = -0.01;
+        assert!(normalise(p, lobes, 3, 3).unwrap().was_rescaled());
     }
 }

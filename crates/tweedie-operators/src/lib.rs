@@ -33,6 +33,23 @@
 //! [`NoiseSource`], and a DPS kernel or mask is reused exactly by loading its file
 //! ([`Blur::load`], [`Mask::load`]).
 //!
+//! # Mask and kernel files
+//!
+//! Both are read through `tweedie-io`'s loader, so a file may also be a pipe (`/dev/stdin`)
+//! or a named FIFO (read into memory once; a FIFO nobody writes to is an error after a few
+//! seconds), and image files get their EXIF orientation applied.
+//!
+//! - **Masks** ([`Mask::load`]): where the image has transparency, alpha 0 = missing (the
+//!   colour is then ignored); else a file whose largest value is 1 is a 0/1 mask (NumPy
+//!   `uint8` 0s and 1s), 1 = observed; else brighter than mid-grey = observed (white =
+//!   observed, black = missing). A mask that observes nothing is refused, as are boxes that
+//!   cover the whole image. The rule used and the observed fraction are in `describe()`.
+//! - **Kernels** ([`Blur::load`]: `.npy`, safetensors, PNG/JPEG grey levels, our JSON): one
+//!   rule for every format: square, odd side, finite, with a positive sum that is at least
+//!   10⁻³ of the sum of the values' magnitudes, then divided by its sum (kept bit for bit
+//!   when that is 1 within 10⁻⁵); a rescaled kernel says so in `describe()`. [`Blur::new`]
+//!   takes a kernel as given.
+//!
 //! Images are `[B, 3, H, W]` in [−1, 1]; the measurement noise σ is in that scale (DPS: 0.05).
 
 mod blur;

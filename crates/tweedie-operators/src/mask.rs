@@ -2,9 +2,10 @@
 
 use crate::{Operator, OperatorError};
 use burn::tensor::{Device, Tensor};
+use image::DynamicImage;
 use std::path::{Path, PathBuf};
 use tweedie_core::NoiseSource;
-use tweedie_io::{Image, load_image, save_png};
+use tweedie_io::{Image, ImageLimits, load_dynamic_image, save_png};
 
 /// A pixel mask `[1, 1, H, W]`, shared by all channels and batch items. Self-adjoint, and for a
 /// binary mask idempotent, so A⁺ = Aᵀ = A. (`A⁺` and `prox_l2` are written for any diagonal
@@ -16,7 +17,8 @@ pub struct Mask {
 }
 
 impl Mask {
-    /// Builds a mask from host values (1 = keep, 0 = drop), row-major `height × width`.
+    /// Builds a mask from host values (1 = keep, 0 = drop), row-major `height × width`, as
+    /// given (not checked: every other constructor refuses a mask that observes nothing).
     pub fn from_values(
         values: Vec<f32>,
         height: usize,
@@ -28,7 +30,30 @@ impl Mask {
         Self { mask, label }
     }
 
-    /// A `box_h × box_w` hole with its top-left corner at (`top`, `left`).
+    /// [`Mask::from_values`] for a mask that must observe something: refused, naming
+    /// `label`, when every value is 0.
+    fn checked(
+        values: Vec<f32>,
+        height: usize,
+        width: usize,
+        label: String,
+        device: &Device,
+    ) -> Result<Self, OperatorError> {
+        let observed = values.iter().filter(|m| **m != 0.0).count();
+        if observed == 0 {
+            return Err(OperatorError::invalid(
+                "mask",
+                label,
+                format!(
+                    "observes no pixel of the {width}×{height} (W×H) image: the measurement                      would carry nothing and the result would be an unconditional sample"
+                ),
+            ));
+        }
+        Ok(Self::from_values(values, height, width, label, device))
+    }
+
+    /// A `box_h × box_w` hole with its top-left corner at (`top`, `left`); a hole that covers
+    /// the whole image (nothing observed) is refused.
     pub fn boxed(
         height: usize,
         width: usize,
@@ -51,13 +76,7 @@ impl Mask {
                 v[y * width + x] = 0.0;
             }
         }
-        Ok(Self::from_values(
-            v,
-            height,
-            width,
-            format!("box {box_h}×{box_w}"),
-            device,
-        ))
+        Self::checked(v, height, width, format!("box {box_h}×{box_w}"), device)
     }
 
     /// A `box_size²` hole placed as DPS's `random_sq_bbox(mask_shape=(s, s), margin=(m, m))`:
@@ -145,13 +164,13 @@ impl Mask {
         let v = (0..height * width)
             .map(|_| if noise.uniform() < drop { 0.0 } else { 1.0 })
             .collect();
-        Ok(Self::from_values(
+        Self::checked(
             v,
             height,
             width,
             format!("random {:.0}% missing", drop * 100.0),
             device,
-        ))
+        )
     }
 
     /// Drops exactly `⌊H·W·drop⌋` pixels chosen uniformly without replacement (DPS's
@@ -178,13 +197,13 @@ impl Mask {
         for &i in &idx[..count] {
             v[i] = 0.0;
         }
-        Ok(Self::from_values(
+        Self::checked(
             v,
             height,
             width,
             format!("random {count} of {n} pixels missing"),
             device,
-        ))
+        )
     }
 
     /// DPS's `mask_generator(mask_type="random")`: a drop ratio `p ~ U(min_drop, max_drop)`
@@ -208,8 +227,22 @@ impl Mask {
         Self::random_pixels_exact(height, width, p, noise, device)
     }
 
-    /// Loads a mask image (white = observed, black = missing; thresholded at mid-grey).
-    /// Its size must be `height × width`.
+    /// Loads a mask image (PNG or JPEG, grey or colour, 8 or 16 bits, with or without alpha;
+    /// its EXIF orientation applied) of size `height × width`, by one rule:
+    ///
+    /// 1. **Alpha.** When the image has an alpha channel that is not opaque everywhere, the
+    ///    alpha channel alone is the mask: alpha = 0 (fully transparent) is missing, any other
+    ///    alpha observed, whatever the colour (a hole erased to transparency, on a white
+    ///    layer or on the photo itself).
+    /// 2. **0/1 masks.** Otherwise, when the largest value in the file is 1 (a NumPy `uint8`
+    ///    array of 0s and 1s saved as an image), 1 is observed and 0 missing.
+    /// 3. **Grey levels.** Otherwise a pixel is observed where the mean of its colour values
+    ///    is above mid-grey (above 127.5 of 255 at 8 bits): white = observed, black = missing.
+    ///
+    /// A mask with no observed pixel is refused (the measurement would then carry nothing,
+    /// and a "restoration" would be an unconditional sample). The rule used and the
+    /// observed fraction are in the operator's [`describe`](Operator::describe) text, which
+    /// the CLI's JSON records.
     pub fn load(
         path: impl AsRef<Path>,
         height: usize,
@@ -217,37 +250,30 @@ impl Mask {
         device: &Device,
     ) -> Result<Self, OperatorError> {
         let path = path.as_ref();
-        let img = load_image(path)?;
-        if (img.height, img.width) != (height, width) {
+        let img = load_dynamic_image(path, &ImageLimits::from_env()?)?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        if (h, w) != (height, width) {
+            return Err(OperatorError::invalid(
+                "mask",
+                path.display(),
+                format!("is {w}×{h} but the images are {width}×{height} (width×height)"),
+            ));
+        }
+        let (v, rule) = mask_values(&img);
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if v.iter().all(|m| *m == 0.0) {
             return Err(OperatorError::invalid(
                 "mask",
                 path.display(),
                 format!(
-                    "is {}×{} but the images are {width}×{height} (width×height)",
-                    img.width, img.height
+                    "marks no pixel as observed ({}), so the measurement would carry nothing                      and the result would be an unconditional sample. The rule: where the                      image has transparency, alpha 0 = missing; else in a file whose largest                      value is 1, 1 = observed; else brighter than mid-grey = observed (white                      = observed, black = missing)",
+                    rule.why_empty()
                 ),
             ));
         }
-        let n = height * width;
-        let v = (0..n)
-            .map(|i| {
-                if img.data[i] + img.data[n + i] + img.data[2 * n + i] > 0.0 {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        Ok(Self::from_values(
-            v,
-            height,
-            width,
-            format!(
-                "mask {}",
-                path.file_name().unwrap_or_default().to_string_lossy()
-            ),
-            device,
-        ))
+        let percent = 100.0 * v.iter().filter(|m| **m != 0.0).count() as f64 / v.len() as f64;
+        let label = format!("mask {name}: {}, {percent:.1}% observed", rule.label());
+        Self::checked(v, height, width, label, device)
     }
 
     /// Saves the mask as a black/white PNG that [`Mask::load`] reads back exactly.
@@ -278,6 +304,80 @@ impl Mask {
         let v = tweedie_core::tensor::to_vec(&self.mask);
         v.iter().map(|m| *m as f64).sum::<f64>() / v.len() as f64
     }
+}
+
+/// Which part of [`Mask::load`]'s rule read a mask file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MaskRule {
+    /// Alpha = 0 is missing.
+    Alpha,
+    /// A 0/1 file: 1 is observed.
+    ZeroOne,
+    /// Brighter than mid-grey is observed; `max` is the file's largest value of `white`.
+    Grey { max: f64, white: f64 },
+}
+
+impl MaskRule {
+    fn label(self) -> String {
+        match self {
+            MaskRule::Alpha => "alpha 0 = missing".into(),
+            MaskRule::ZeroOne => "0/1 values".into(),
+            MaskRule::Grey { .. } => "above mid-grey = observed".into(),
+        }
+    }
+
+    /// Why a mask read by this rule came out empty.
+    fn why_empty(self) -> String {
+        match self {
+            MaskRule::Alpha => "its alpha channel is 0 everywhere".into(),
+            MaskRule::ZeroOne => "it holds only 0s".into(),
+            MaskRule::Grey { max: 0.0, white } => {
+                format!("it is black everywhere (0 of {white})")
+            }
+            MaskRule::Grey { max, white } => format!(
+                "no pixel is brighter than mid-grey: its largest value is {max} of {white};                  scale it so that observed pixels are white"
+            ),
+        }
+    }
+}
+
+/// The mask values (1 observed, 0 missing, row-major) of a mask image by [`Mask::load`]'s
+/// rule, and which part of the rule decided.
+fn mask_values(img: &DynamicImage) -> (Vec<f32>, MaskRule) {
+    let colour = img.color();
+    // The format's white: 255 at 8 bits, 65535 at 16, 1 for floating point.
+    let white = match colour.bytes_per_pixel() / colour.channel_count() {
+        1 => 255.0,
+        2 => 65535.0,
+        _ => 1.0,
+    };
+    let rgba = img.to_rgba32f();
+    if colour.has_alpha() && rgba.pixels().any(|p| p.0[3] < 1.0) {
+        let v = rgba.pixels().map(|p| f32::from(p.0[3] > 0.0)).collect();
+        return (v, MaskRule::Alpha);
+    }
+    let max = rgba
+        .pixels()
+        .flat_map(|p| p.0[..3].iter().copied())
+        .fold(0f32, f32::max);
+    let max_raw = (f64::from(max) * white).round();
+    // Mean of the colour values, in the format's [0, 1]; a 0/1 file's 1 is 1/white.
+    let (scale, rule) = if white > 1.0 && max_raw == 1.0 {
+        (white as f32, MaskRule::ZeroOne)
+    } else {
+        (
+            1.0,
+            MaskRule::Grey {
+                max: max_raw,
+                white,
+            },
+        )
+    };
+    let v = rgba
+        .pixels()
+        .map(|p| f32::from((p.0[0] + p.0[1] + p.0[2]) * scale > 1.5))
+        .collect();
+    (v, rule)
 }
 
 /// DPS's `random_sq_bbox` position for an `box_h × box_w` hole: `(top, left)` with
