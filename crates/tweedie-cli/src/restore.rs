@@ -204,8 +204,12 @@ pub fn run(a: RestoreArgs) -> Result<()> {
     }
     let inputs = match &a.measured {
         Some(m) => {
-            if !m.is_file() {
+            // A pipe (`/dev/stdin`) or FIFO is fine: the loader reads it into memory.
+            if !m.exists() {
                 bail!("--measured {} does not exist", m.display());
+            }
+            if m.is_dir() {
+                bail!("--measured {} is a folder: give one image", m.display());
             }
             a.operator.check_measured(a.op)?;
             Vec::new()

@@ -2459,3 +2459,61 @@ fn restore_runs_on_a_diffusers_model() {
         "not a diffusers model",
     );
 }
+
+/// Issue 35, item 16: a measured image and a mask given through a pipe (`/dev/stdin`) are
+/// read (they failed with "Illegal seek", and `--measured` said the pipe did not exist); the
+/// mask rule reads a 0/1 mask as 0/1, and the JSON says which rule it used.
+#[cfg(target_os = "linux")]
+#[test]
+fn measured_image_and_mask_through_stdin() {
+    let out = tmp("stdin-inputs");
+    let o = out.to_str().unwrap();
+    let sim = out.join("sim");
+    ok(&with_model(
+        vec!["restore", FACE, "--op", "inpaint-box", "--steps", "2"],
+        sim.to_str().unwrap(),
+    ));
+    // The saved mask as 0/1 values, the usual NumPy uint8 mistake.
+    let mask = image::open(sim.join("000444_mask.png")).unwrap().to_luma8();
+    let zero_one = out.join("mask01.png");
+    image::GrayImage::from_fn(mask.width(), mask.height(), |x, y| {
+        image::Luma([u8::from(mask.get_pixel(x, y).0[0] > 127)])
+    })
+    .save(&zero_one)
+    .unwrap();
+    // A real pipe, as `cat FILE | tweedie …` gives (a file redirected with `<` is seekable).
+    let piped = |args: Vec<&str>, file: &Path| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tweedie"))
+            .current_dir(root())
+            .args(with_model(args, o))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let bytes = std::fs::read(file).unwrap();
+        let feed = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &bytes));
+        let r = child.wait_with_output().unwrap();
+        // (A command that fails early closes the pipe: its error text says why.)
+        let _ = feed.join();
+        let text = String::from_utf8_lossy(&r.stderr).into_owned();
+        assert!(r.status.success(), "{text}");
+        text
+    };
+    let y = sim.join("000444_measurement.png");
+    let mask_arg = zero_one.to_str().unwrap();
+    let base = ["--op", "inpaint-mask", "--method", "sdedit", "--steps", "2"];
+    let mut measured = vec!["restore", "--measured", "/dev/stdin", "--mask", mask_arg];
+    measured.extend(base);
+    piped(measured, &y);
+    let y = y.to_str().unwrap();
+    let mut mask = vec!["restore", "--measured", y, "--mask", "/dev/stdin"];
+    mask.extend(base);
+    piped(mask, &zero_one);
+    let json = std::fs::read_to_string(out.join("sdedit_metrics.json")).unwrap();
+    assert!(
+        json.contains("0/1 values") && json.contains("75.0% observed"),
+        "{json}"
+    );
+}

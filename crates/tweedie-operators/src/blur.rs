@@ -280,7 +280,7 @@ impl Blur {
             .into_owned();
         let rescaled = |k: &KernelData| {
             if k.was_rescaled() {
-                format!(", divided by its sum {:.6e}", k.stored_sum)
+                format!(", divided by its sum {}", kernel_io::short(k.stored_sum))
             } else {
                 String::new()
             }

@@ -35,6 +35,24 @@ pub(crate) const SUM_TOLERANCE: f64 = 1e-5;
 /// amplify the kernel more than 1000×.
 pub(crate) const MIN_SUM_RATIO: f64 = 1e-3;
 
+/// `x` for messages: plain with up to 6 significant digits in [10⁻³, 10⁶), else in e
+/// notation with 4 (`16`, `3.76471`, `1.000e38`, `0`).
+pub(crate) fn short(x: f64) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else if (1e-3..1e6).contains(&x.abs()) {
+        let digits = (5 - x.abs().log10().floor() as i32).clamp(0, 8) as usize;
+        let s = format!("{x:.digits$}");
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    } else {
+        format!("{x:.3e}")
+    }
+}
+
 fn io_err(path: &Path, what: impl std::fmt::Display) -> OperatorError {
     OperatorError::file(format!("{}: {what}", path.display()))
 }
@@ -97,7 +115,9 @@ pub(crate) fn normalise(
         return Err(io_err(
             path,
             format!(
-                "kernel sums to {sum:e} (≤ 0); a blur kernel must have a positive sum (it is                  divided by it, so that the blur keeps brightness)"
+                "kernel sums to {} (≤ 0); a blur kernel must have a positive sum (it is \
+                 divided by it, so that the blur keeps brightness)",
+                short(sum)
             ),
         ));
     }
@@ -105,8 +125,12 @@ pub(crate) fn normalise(
         return Err(io_err(
             path,
             format!(
-                "kernel sums to {sum:e} while its values' magnitudes sum to {magnitude:e}: the                  negative values cancel all but {:.2e} of the positive ones, and dividing by                  the sum would amplify it {:.0}×; a blur kernel must be (mostly) non-negative                  with a positive sum",
-                sum / magnitude,
+                "kernel sums to {} while its values' magnitudes sum to {}: the negative values \
+                 cancel all but {} of the positive ones, and dividing by the sum would amplify \
+                 it {:.0}×; a blur kernel must be (mostly) non-negative with a positive sum",
+                short(sum),
+                short(magnitude),
+                short(sum / magnitude),
                 magnitude / sum
             ),
         ));
@@ -116,8 +140,10 @@ pub(crate) fn normalise(
         return Err(io_err(
             path,
             format!(
-                "kernel values are all below {:e} (subnormal float32, sum {sum:e}): too small                  to hold a kernel's shape; save it scaled (e.g. divided by its sum)",
-                f32::MIN_POSITIVE
+                "kernel values are all below {} (subnormal float32, sum {}): too small to hold \
+                 a kernel's shape; save it scaled (e.g. divided by its sum)",
+                short(f64::from(f32::MIN_POSITIVE)),
+                short(sum)
             ),
         ));
     }
@@ -377,6 +403,16 @@ mod tests {
         let i8_header = b"\x93NUMPY\x01\x00\x10\x00{'descr': '|i1'}";
         let err = read_npy(p, i8_header).unwrap_err().to_string();
         assert!(err.contains("dtype"), "{err}");
+    }
+
+    #[test]
+    fn numbers_in_messages_are_short() {
+        assert_eq!(short(16.0), "16");
+        assert_eq!(short(3.764706), "3.76471");
+        assert_eq!(short(0.0), "0");
+        assert_eq!(short(1e38), "1.000e38");
+        assert_eq!(short(8e-29), "8.000e-29");
+        assert_eq!(short(0.001), "0.001");
     }
 
     #[test]

@@ -45,7 +45,8 @@ impl Mask {
                 "mask",
                 label,
                 format!(
-                    "observes no pixel of the {width}×{height} (W×H) image: the measurement                      would carry nothing and the result would be an unconditional sample"
+                    "observes no pixel of the {width}×{height} (W×H) image: the measurement \
+                     would carry nothing and the result would be an unconditional sample"
                 ),
             ));
         }
@@ -266,7 +267,11 @@ impl Mask {
                 "mask",
                 path.display(),
                 format!(
-                    "marks no pixel as observed ({}), so the measurement would carry nothing                      and the result would be an unconditional sample. The rule: where the                      image has transparency, alpha 0 = missing; else in a file whose largest                      value is 1, 1 = observed; else brighter than mid-grey = observed (white                      = observed, black = missing)",
+                    "marks no pixel as observed: {}. The measurement would carry nothing and \
+                     the result would be an unconditional sample. The rule: where the image \
+                     has transparency, alpha 0 = missing; else in a file whose largest value \
+                     is 1, 1 = observed; else brighter than mid-grey = observed (white = \
+                     observed, black = missing)",
                     rule.why_empty()
                 ),
             ));
@@ -331,11 +336,10 @@ impl MaskRule {
         match self {
             MaskRule::Alpha => "its alpha channel is 0 everywhere".into(),
             MaskRule::ZeroOne => "it holds only 0s".into(),
-            MaskRule::Grey { max: 0.0, white } => {
-                format!("it is black everywhere (0 of {white})")
-            }
+            MaskRule::Grey { max: 0.0, .. } => "it is black everywhere".into(),
             MaskRule::Grey { max, white } => format!(
-                "no pixel is brighter than mid-grey: its largest value is {max} of {white};                  scale it so that observed pixels are white"
+                "no pixel is brighter than mid-grey: its largest value is {max} of {white}; \
+                 scale it so that observed pixels are white"
             ),
         }
     }
