@@ -164,7 +164,8 @@ pub enum Knob {
     /// Motion-blur kernel side `k ∈ {3, 5, …, 2·side − 1}` with intensity
     /// [`MOTION_INTENSITY`]; all scanned.
     MotionSize,
-    /// Side `s ∈ 1..=side` of the centred hole (`inpaint-box`); all scanned.
+    /// Side `s ∈ 1..side` of the centred hole (`inpaint-box`); all scanned (a hole of the
+    /// whole side observes nothing, and such a mask is refused).
     CentredBoxSide,
     /// Side `s ∈ 1..side` of DPS's random box (`inpaint-random-box`, min = max = s) with
     /// margin `min(round(16·side/256), ⌊(side − s − 1)/2⌋)` as [`OperatorSpec::dps_default`];
@@ -412,7 +413,7 @@ pub fn search(
                 .collect(),
         ),
         Knob::CentredBoxSide => scan(
-            (1..=side)
+            (1..side)
                 .map(|s| {
                     let spec = OperatorSpec::InpaintBox {
                         size: s,
