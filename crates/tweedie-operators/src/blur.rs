@@ -14,6 +14,7 @@
 
 use crate::fft;
 use crate::kernel_io::{self, KernelData};
+use crate::kron::{Kronecker, rank_one_factors, reflect_correlation_matrix};
 use crate::{CG_MAX_ITERATIONS, CG_TOLERANCE, Operator, OperatorError};
 use burn::tensor::module::{conv_transpose2d, conv2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, PadMode};
@@ -140,7 +141,16 @@ pub struct Blur {
     size: usize,
     label: String,
     padding: Padding,
+    /// `(u, v)` with kernel = u vᵀ, when the kernel is rank one (every Gaussian kernel): then
+    /// the reflect-padded blur is `L ⊗ R` and its prox is exact ([`crate::kron`]).
+    separable: Option<(Vec<f64>, Vec<f64>)>,
+    /// The Kronecker form for the last image size it was asked for.
+    kron: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Kronecker>>>>,
 }
+
+/// A kernel counts as separable when its second singular value is at most this fraction of
+/// its first (f32 kernels: Gaussian kernels are rank one to about 1e-8).
+const SEPARABLE_RTOL: f64 = 1e-6;
 
 impl Blur {
     /// A blur with an explicit kernel (`size²` values, row-major, odd `size`), applied as given
@@ -158,11 +168,14 @@ impl Blur {
                 format!("needs {} finite values", size * size),
             ));
         }
+        let separable = rank_one_factors(&kernel, size, SEPARABLE_RTOL);
         Ok(Self {
             kernel,
             size,
             label: label.into(),
             padding: Padding::Reflect,
+            separable,
+            kron: Default::default(),
         })
     }
 
@@ -346,6 +359,26 @@ impl Blur {
         k.repeat_dim(0, channels)
     }
 
+    /// The reflect-padded blur as `L ⊗ R` on `h × w` images, when the kernel is separable
+    /// (built once per image size: two eigen-decompositions of `n × n` matrices).
+    fn kronecker(&self, h: usize, w: usize) -> Option<std::sync::Arc<Kronecker>> {
+        let (u, v) = self.separable.as_ref()?;
+        let mut cached = self.kron.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = cached.as_ref().filter(|k| k.input_size() == (h, w)) {
+            return Some(k.clone());
+        }
+        let k = std::sync::Arc::new(Kronecker::new(
+            &reflect_correlation_matrix(u, h),
+            h,
+            h,
+            &reflect_correlation_matrix(v, w),
+            w,
+            w,
+        ));
+        *cached = Some(k.clone());
+        Some(k)
+    }
+
     fn check_fits(&self, h: usize, w: usize) {
         let p = self.size / 2;
         assert!(
@@ -477,14 +510,21 @@ impl Operator for Blur {
         }
     }
 
-    /// Reflect padding: the CG default ([`crate::prox_l2_cg`]). Circular padding:
+    /// Reflect padding: exact through the Kronecker form `L ⊗ R` when the kernel is separable
+    /// (`z + (I + γAᵀA)⁻¹γAᵀ(y − Az)` by the eigen-decompositions of `LᵀL` and `RᵀR`, see
+    /// [`crate::kron`]), else the CG default ([`crate::prox_l2_cg`]). Circular padding:
     /// `x = F⁻¹( (ẑ + γ conj(K̂) ŷ) / (1 + γ|K̂|²) )`, on the host in `f64` (not
     /// differentiable).
     fn prox_l2(&self, z: Tensor<4>, y: Tensor<4>, gamma: f64) -> Tensor<4> {
         crate::cg::check_gamma(gamma);
         match self.padding {
             Padding::Reflect => {
-                crate::prox_l2_cg(self, z, y, gamma, CG_TOLERANCE, CG_MAX_ITERATIONS).x
+                let [_, _, h, w] = y.dims();
+                self.check_fits(h, w);
+                match self.kronecker(h, w) {
+                    Some(k) => k.prox(z.clone(), self.adjoint(y - self.forward(z)), gamma),
+                    None => crate::prox_l2_cg(self, z, y, gamma, CG_TOLERANCE, CG_MAX_ITERATIONS).x,
+                }
             }
             Padding::Circular => {
                 let [_, _, h, w] = y.dims();

@@ -57,6 +57,7 @@ mod cg;
 mod error;
 mod fft;
 mod kernel_io;
+pub mod kron;
 mod mask;
 mod motion;
 mod resize;

@@ -135,23 +135,7 @@ fn transpose(m: &[f32], r: usize, c: usize) -> Vec<f32> {
     t
 }
 
-/// `R X Cᵀ` for every `[H, W]` slice of `x: [B, K, H, W]`, with `R: [p, H]` and `C: [q, W]`
-/// given transposed (`rt: [H, p]`, `ct: [W, q]`), as 2-D matrix products.
-fn separable(x: Tensor<4>, rt: &[f32], p: usize, ct: &[f32], q: usize) -> Tensor<4> {
-    let [b, k, h, w] = x.dims();
-    let device = x.device();
-    let rt = tweedie_core::tensor::from_vec(rt.to_vec(), [h, p], &device);
-    let ct = tweedie_core::tensor::from_vec(ct.to_vec(), [w, q], &device);
-    let t = x.reshape([b * k * h, w]).matmul(ct); // [bkh, q]
-    let t = t
-        .reshape([b * k, h, q])
-        .swap_dims(1, 2)
-        .reshape([b * k * q, h]);
-    let t = t.matmul(rt); // [bkq, p]
-    t.reshape([b * k, q, p])
-        .swap_dims(1, 2)
-        .reshape([b, k, p, q])
-}
+use crate::kron::separable;
 
 /// DPS's super-resolution operator: `Resizer(in_shape, 1/f)` (antialiased cubic) for
 /// `height × width` images, giving `⌈height/f⌉ × ⌈width/f⌉` measurements.
@@ -168,6 +152,8 @@ pub struct Resizer {
     /// `M_h⁺ᵀ` `[h, H]` and `M_w⁺ᵀ` `[w, W]`.
     ph_t: Vec<f32>,
     pw_t: Vec<f32>,
+    /// `M_h ⊗ M_w` with the eigen-decompositions for the exact prox, built on first use.
+    kron: std::sync::Arc<std::sync::OnceLock<crate::kron::Kronecker>>,
 }
 
 impl Resizer {
@@ -223,6 +209,7 @@ impl Resizer {
             mw,
             ph_t: transpose(&f(&ph), height, oh),
             pw_t: transpose(&f(&pw), width, ow),
+            kron: Default::default(),
         })
     }
 
@@ -284,6 +271,19 @@ impl Operator for Resizer {
     fn pseudo_inverse(&self, y: Tensor<4>) -> Tensor<4> {
         self.check(y.dims(), false);
         separable(y, &self.ph_t, self.in_hw.0, &self.pw_t, self.in_hw.1)
+    }
+
+    /// Exact: `z + (I + γAᵀA)⁻¹γAᵀ(y − Az)` through `A = M_h ⊗ M_w` and the eigen-decompositions
+    /// of `M_hᵀM_h`, `M_wᵀM_w` ([`crate::kron`]), in place of conjugate gradients.
+    fn prox_l2(&self, z: Tensor<4>, y: Tensor<4>, gamma: f64) -> Tensor<4> {
+        crate::cg::check_gamma(gamma);
+        self.check(y.dims(), false);
+        let k = self.kron.get_or_init(|| {
+            let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+            let ((oh, ow), (h, w)) = (self.out_hw, self.in_hw);
+            crate::kron::Kronecker::new(&f64s(&self.mh), oh, h, &f64s(&self.mw), ow, w)
+        });
+        k.prox(z.clone(), self.adjoint(y - self.forward(z)), gamma)
     }
 
     fn describe(&self) -> String {
