@@ -72,6 +72,7 @@ pub struct MergeArgs {
 
 /// One image's result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Record {
     index: usize,
     /// The image's path relative to the folder, without the extension (`s1/face`).
@@ -83,6 +84,7 @@ struct Record {
 
 /// A shard's output file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ShardFile {
     shard: usize,
     shards: usize,

@@ -206,6 +206,28 @@ pub fn read_calibrations(
         .map_err(|e| anyhow::anyhow!("--calibration {}: {e}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("--calibration {}: {e}", path.display()))?;
+    const KEYS: [&str; 10] = [
+        "calibrations",
+        "crop",
+        "faces",
+        "faces_used",
+        "reference",
+        "reference_images",
+        "reference_size",
+        "seed",
+        "sigma",
+        "size",
+    ];
+    if let Some(k) = v
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !KEYS.contains(&k.as_str())))
+    {
+        bail!(
+            "--calibration {}: unknown key {k:?} (a `tweedie calibrate --out` file has {})",
+            path.display(),
+            KEYS.join(", ")
+        );
+    }
     if v["size"].as_u64() != Some(size as u64) {
         bail!(
             "--calibration {} was made for {} px images, the model is {size} px",

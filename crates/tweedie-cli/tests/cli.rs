@@ -1075,7 +1075,41 @@ fn merge_rejects_inconsistent_shard_files() {
     merge(&[&a, &b], "shard 1/2 given twice");
     let rec = r#"{"index": 1, "image": "x", "method": "DPS", "op": "inpaint-box", "scores": {"psnr": 1.0, "ssim": 0.5, "lpips": 0.1}}"#;
     let (a, b) = (shard("a.json", 0, 2, rec), shard("b.json", 1, 2, ""));
-    merge(&[&a, &b], "does not belong to shard 0/2");
+    merge(&[&a, &b], "does not belong to shard 0/2"); // A misspelled key is refused, not ignored.
+    let p = out.join("typo.json");
+    std::fs::write(
+        &p,
+        r#"{"shard": 0, "shards": 1, "total_images": 4, "settings": {}, "records": [], "skiped": []}"#,
+    )
+    .unwrap();
+    merge(&[p.to_str().unwrap()], "unknown field `skiped`");
+}
+
+/// Calibration files (and the operator specs inside them) refuse unknown keys.
+#[test]
+fn calibration_files_refuse_unknown_keys() {
+    let out = tmp("calibration-keys");
+    let text = std::fs::read_to_string(root().join("docs/calibration_32px.json")).unwrap();
+    for (from, to, needle) in [
+        ("\"seed\"", "\"sede\"", "unknown key \"sede\""),
+        ("\"pixel_scaled\"", "\"pixel_scale\"", "pixel_scale"),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let p = out.join("cal.json");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+        fails(
+            &[
+                "nfe",
+                "--faces",
+                "assets/faces",
+                "--calibration",
+                p.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            needle,
+        );
+    }
 }
 
 /// Shards run with other weights (e.g. another model under `TWEEDIE_ASSETS`, same

@@ -12,7 +12,7 @@ use tweedie_core::NoiseSource;
 /// Serialised with an `op` tag (kebab-case variant name), e.g.
 /// `{"op": "gaussian-blur", "size": 61, "sigma": 3.0}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum OperatorSpec {
     /// No degradation (pure denoising). `op: "identity"`.
     Identity,

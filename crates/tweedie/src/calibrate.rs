@@ -196,6 +196,7 @@ impl Knob {
 
 /// One operator setting at one image size and its mean measurement PSNR.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Setting {
     /// The spec (`None` only for report-only settings that no spec expresses).
     pub spec: Option<OperatorSpec>,
@@ -227,6 +228,7 @@ impl Setting {
 /// One operator's calibration: the reference (DPS) setting, the difficulty-matched small-size
 /// setting and the naive pixel-scaled one, each with its measurement PSNR.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Calibration {
     /// The [`OperatorSpec::dps_default`] name.
     pub name: String,
