@@ -492,21 +492,12 @@ impl Operator for Blur {
         }
     }
 
-    /// Reflect padding: for a separable kernel, the truncated SVD of `L ⊗ R` with the same
-    /// relative cut-off ([`crate::kron::Kronecker::pseudo_inverse`]); otherwise the CG default
-    /// ([`crate::least_squares_cg`]). Circular padding:
+    /// Reflect padding: the CG default ([`crate::least_squares_cg`]). Circular padding:
     /// `A⁺y = F⁻¹( ŷ / K̂ where |K̂| > ε, else 0 )` with `ε = CIRCULAR_PINV_RCOND · max |K̂|`
     /// (`1/K̂ = conj(K̂)/|K̂|²`), on the host in `f64` (not differentiable).
     fn pseudo_inverse(&self, y: Tensor<4>) -> Tensor<4> {
         match self.padding {
-            Padding::Reflect => {
-                let [_, _, h, w] = y.dims();
-                self.check_fits(h, w);
-                match self.kronecker(h, w) {
-                    Some(k) => k.pseudo_inverse(y, CIRCULAR_PINV_RCOND),
-                    None => crate::least_squares_cg(self, y, CG_TOLERANCE, CG_MAX_ITERATIONS).x,
-                }
-            }
+            Padding::Reflect => crate::least_squares_cg(self, y, CG_TOLERANCE, CG_MAX_ITERATIONS).x,
             Padding::Circular => {
                 let [_, _, h, w] = y.dims();
                 self.check_fits(h, w);

@@ -13,18 +13,10 @@
 use burn::tensor::Tensor;
 use nalgebra::DMatrix;
 
-/// One 1-D factor `M` (`out × inp`, row-major) with the eigen-decomposition of `MᵀM` and
-/// the thin SVD `M = U diag(s) Vᵀ` (`r = min(out, inp)` columns).
+/// One 1-D factor `M` (`out × inp`, row-major) with the eigen-decomposition of `MᵀM`.
 #[derive(Debug, Clone)]
 struct Factor {
     inp: usize,
-    rank: usize,
-    /// `U` (`out × r`), row-major.
-    u: Vec<f32>,
-    /// `Vᵀ` (`r × inp`), row-major.
-    v_t: Vec<f32>,
-    /// The singular values `s` (`r`), in the order of `U`'s columns.
-    s: Vec<f64>,
     /// `Q` (`inp × inp`, row-major): the orthonormal eigenvectors of `MᵀM`, by column.
     q: Vec<f32>,
     /// `Qᵀ`, row-major.
@@ -38,24 +30,15 @@ impl Factor {
         assert_eq!(matrix.len(), out * inp, "a {out}×{inp} factor");
         let m = DMatrix::from_row_slice(out, inp, matrix);
         let gram = m.transpose() * &m;
+        let eig = nalgebra::SymmetricEigen::new(gram);
+        let q = &eig.eigenvectors;
         let row_major = |t: &DMatrix<f64>| -> Vec<f32> {
             (0..t.nrows())
                 .flat_map(|r| (0..t.ncols()).map(move |c| t[(r, c)] as f32))
                 .collect()
         };
-        let eig = nalgebra::SymmetricEigen::new(gram);
-        let q = &eig.eigenvectors;
-        let svd = nalgebra::SVD::new(m, true, true);
-        let (u, v_t) = (
-            svd.u.expect("SVD computed with U"),
-            svd.v_t.expect("SVD computed with Vᵀ"),
-        );
         Self {
             inp,
-            rank: svd.singular_values.len(),
-            u: row_major(&u),
-            v_t: row_major(&v_t),
-            s: svd.singular_values.iter().copied().collect(),
             q: row_major(q),
             q_t: row_major(&q.transpose()),
             lambda: eig.eigenvalues.iter().map(|l| l.max(0.0)).collect(),
@@ -132,37 +115,6 @@ impl Kronecker {
         let gain = tweedie_core::tensor::from_vec(gain, [1, 1, h, w], &device);
         // Q_L T Q_Rᵀ: rt = Q_Lᵀ, ct = Q_Rᵀ.
         z + separable(t * gain, &self.rows.q_t, h, &self.cols.q_t, w)
-    }
-
-    /// `A⁺y = (V_L ⊗ V_R) diag(1/(s_i t_j)) (U_L ⊗ U_R)ᵀ y`, the Moore–Penrose inverse by the
-    /// factors' SVDs, with products `s_i t_j ≤ rcond · max` counted as zero (a truncated SVD;
-    /// `y`: `[B, C, out_h, out_w]`).
-    pub fn pseudo_inverse(&self, y: Tensor<4>, rcond: f64) -> Tensor<4> {
-        let (r, c) = (self.rows.rank, self.cols.rank);
-        let device = y.device();
-        let top = self.rows.s.iter().fold(0.0f64, |a, &b| a.max(b))
-            * self.cols.s.iter().fold(0.0f64, |a, &b| a.max(b));
-        // T = U_Lᵀ y U_R: rt = U_L, ct = U_R.
-        let t = separable(y, &self.rows.u, r, &self.cols.u, c);
-        let inv: Vec<f32> = self
-            .rows
-            .s
-            .iter()
-            .flat_map(|&a| {
-                self.cols.s.iter().map(move |&b| {
-                    let p = a * b;
-                    if p <= rcond * top {
-                        0.0
-                    } else {
-                        (1.0 / p) as f32
-                    }
-                })
-            })
-            .collect();
-        let inv = tweedie_core::tensor::from_vec(inv, [1, 1, r, c], &device);
-        // V_L T V_Rᵀ: rt = V_Lᵀ, ct = V_Rᵀ.
-        let (h, w) = self.input_size();
-        separable(t * inv, &self.rows.v_t, h, &self.cols.v_t, w)
     }
 }
 
