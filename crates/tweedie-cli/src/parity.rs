@@ -174,29 +174,7 @@ fn safetensors_view(
     let st = safetensors::SafeTensors::deserialize(bytes)
         .with_context(|| format!("{}: not a safetensors file", path.display()))?;
     let read = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
-        let v = st
-            .tensor(name)
-            .with_context(|| format!("{}: no tensor {name:?}", path.display()))?;
-        let d = v.data();
-        let values: Vec<f32> = match v.dtype() {
-            safetensors::Dtype::F32 => d
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            safetensors::Dtype::I64 => d
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
-                .collect(),
-            safetensors::Dtype::I32 => d
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
-                .collect(),
-            other => bail!(
-                "{}: tensor {name:?} is {other:?}, expected F32, I64 or I32",
-                path.display()
-            ),
-        };
-        Ok((v.shape().to_vec(), values))
+        Ok(tweedie_unet::reference_tensor(&st, name, path)?)
     };
     let (xs, x) = read("x")?;
     let (_, out) = read("out")?;

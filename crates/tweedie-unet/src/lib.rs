@@ -20,4 +20,4 @@ pub use config::{ConfigError, UNetConfig};
 pub use layers::{Export, Init, ParamSource, RandomInit};
 pub use prior::Prior;
 pub use unet::{UNet, UNetEps, UNetLoadError};
-pub use weights::{BoxedSource, WeightError, WeightMap};
+pub use weights::{BoxedSource, WeightError, WeightMap, reference_tensor};

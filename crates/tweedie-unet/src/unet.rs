@@ -37,7 +37,36 @@ struct ResSpec {
     groups: usize,
 }
 
+/// The layers of a residual block, under whatever key names a format gives them (the
+/// diffusers port builds its `ResnetBlock2D` from them).
+pub(crate) struct ResParts {
+    pub in_norm: GroupNorm,
+    pub in_conv: Conv,
+    pub emb: Linear,
+    pub out_norm: GroupNorm,
+    pub out_conv: Conv,
+    pub skip: Option<Conv>,
+    pub up: bool,
+    pub down: bool,
+    pub scale_shift: bool,
+}
+
 impl ResBlock {
+    /// A block of the given layers.
+    pub(crate) fn from_parts(p: ResParts) -> Self {
+        Self {
+            in_norm: p.in_norm,
+            in_conv: p.in_conv,
+            emb: p.emb,
+            out_norm: p.out_norm,
+            out_conv: p.out_conv,
+            skip: p.skip,
+            up: p.up,
+            down: p.down,
+            scale_shift: p.scale_shift,
+        }
+    }
+
     fn new(src: &mut dyn ParamSource, p: &str, s: ResSpec, device: &Device) -> Self {
         let emb_out = if s.scale_shift { 2 * s.cout } else { s.cout };
         Self {
@@ -90,7 +119,10 @@ impl ResBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<4>, emb: &Tensor<2>) -> Tensor<4> {
+    /// `skip(x) + out_conv(silu(out_norm(in_conv(silu(in_norm(x))), emb)))`, resampling `h`
+    /// and `x` after the first activation (nearest 2× up, 2×2 average down), the timestep
+    /// embedding added before `out_norm` or applied as its scale-shift.
+    pub(crate) fn forward(&self, x: Tensor<4>, emb: &Tensor<2>) -> Tensor<4> {
         let h = silu(self.in_norm.forward(x.clone()));
         let (h, x) = if self.up {
             (upsample2(h), upsample2(x))

@@ -55,6 +55,43 @@ impl WeightError {
     }
 }
 
+/// Tensor `name` of a reference file (`io.safetensors` of a parity fixture) as its shape and
+/// `f32` values; F32, I64 and I32 (integer timesteps) are read, `path` names the file in errors.
+pub fn reference_tensor(
+    st: &safetensors::SafeTensors,
+    name: &str,
+    path: &Path,
+) -> Result<(Vec<usize>, Vec<f32>), WeightError> {
+    let file = |reason: String| WeightError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let v = st
+        .tensor(name)
+        .map_err(|_| file(format!("no tensor {name:?}")))?;
+    let d = v.data();
+    let values = match v.dtype() {
+        safetensors::Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        safetensors::Dtype::I64 => d
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
+            .collect(),
+        safetensors::Dtype::I32 => d
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+            .collect(),
+        other => {
+            return Err(file(format!(
+                "tensor {name:?} is {other:?}, expected F32, I64 or I32"
+            )));
+        }
+    };
+    Ok((v.shape().to_vec(), values))
+}
+
 /// A flat checkpoint: key → (shape, f32 values), plus bookkeeping of what the model used.
 #[derive(Debug, Default, Clone)]
 pub struct WeightMap {

@@ -2,7 +2,8 @@
 //! (`unet_2d.py`, `unet_2d_blocks.py`, `resnet.py`, `attention_processor.py`).
 
 use super::config::{UNet2DConfig, down_kind};
-use crate::layers::{Conv, GroupNorm, Init, Linear, ParamSource, avgpool2, silu, upsample2};
+use crate::layers::{Conv, GroupNorm, Init, Linear, ParamSource, silu, upsample2};
+use crate::unet::{ResBlock, ResParts};
 use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
@@ -52,20 +53,12 @@ enum Resample {
     Down,
 }
 
-/// `ResnetBlock2D`: h = conv1(silu(norm1(x))), the timestep added before `norm2` (`default`)
-/// or as `norm2(h)·(1 + scale) + shift` (`scale_shift`), then conv2(silu(·)); output
-/// (shortcut(x) + h)/`output_scale_factor`.
+/// `ResnetBlock2D`: the ADM's residual block ([`ResBlock`]) under diffusers' key names
+/// (`norm1`, `conv1`, `time_emb_proj`, `norm2`, `conv2`, `conv_shortcut`), its output divided
+/// by `output_scale_factor`.
 #[derive(Module, Debug)]
 struct Resnet {
-    norm1: GroupNorm,
-    conv1: Conv,
-    time_emb_proj: Linear,
-    norm2: GroupNorm,
-    conv2: Conv,
-    conv_shortcut: Option<Conv>,
-    up: bool,
-    down: bool,
-    scale_shift: bool,
+    block: ResBlock,
     #[module(skip)]
     out_scale: f64,
 }
@@ -74,17 +67,19 @@ impl Resnet {
     fn new(b: &mut Builder, p: &str, cin: usize, cout: usize, resample: Resample) -> Self {
         let groups = b.groups;
         let emb_out = if b.scale_shift { 2 * cout } else { cout };
-        Self {
-            norm1: b.norm(&format!("{p}.norm1"), cin, groups),
-            conv1: b.conv(&format!("{p}.conv1"), cin, cout, 3, 1),
-            time_emb_proj: b.linear(&format!("{p}.time_emb_proj"), b.temb, emb_out),
-            norm2: b.norm(&format!("{p}.norm2"), cout, groups),
-            conv2: b.conv(&format!("{p}.conv2"), cout, cout, 3, 1),
-            conv_shortcut: (cin != cout)
-                .then(|| b.conv(&format!("{p}.conv_shortcut"), cin, cout, 1, 1)),
+        let block = ResBlock::from_parts(ResParts {
+            in_norm: b.norm(&format!("{p}.norm1"), cin, groups),
+            in_conv: b.conv(&format!("{p}.conv1"), cin, cout, 3, 1),
+            emb: b.linear(&format!("{p}.time_emb_proj"), b.temb, emb_out),
+            out_norm: b.norm(&format!("{p}.norm2"), cout, groups),
+            out_conv: b.conv(&format!("{p}.conv2"), cout, cout, 3, 1),
+            skip: (cin != cout).then(|| b.conv(&format!("{p}.conv_shortcut"), cin, cout, 1, 1)),
             up: resample == Resample::Up,
             down: resample == Resample::Down,
             scale_shift: b.scale_shift,
+        });
+        Self {
+            block,
             out_scale: 1.0,
         }
     }
@@ -95,29 +90,7 @@ impl Resnet {
     }
 
     fn forward(&self, x: Tensor<4>, temb: &Tensor<2>) -> Tensor<4> {
-        let h = silu(self.norm1.forward(x.clone()));
-        let (h, x) = if self.up {
-            (upsample2(h), upsample2(x))
-        } else if self.down {
-            (avgpool2(h), avgpool2(x))
-        } else {
-            (h, x)
-        };
-        let h = self.conv1.forward(h);
-        let [bsz, c, ..] = h.dims();
-        let e = self.time_emb_proj.forward(silu(temb.clone()));
-        let h = if self.scale_shift {
-            let (scale, shift) = (e.clone().narrow(1, 0, c), e.narrow(1, c, c));
-            self.norm2.forward_modulated(h, Some((scale, shift)))
-        } else {
-            self.norm2.forward(h + e.reshape([bsz, c, 1, 1]))
-        };
-        let h = self.conv2.forward(silu(h));
-        let x = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x),
-            None => x,
-        };
-        let out = x + h;
+        let out = self.block.forward(x, temb);
         if self.out_scale == 1.0 {
             out
         } else {

@@ -25,27 +25,7 @@ fn tensor(
     name: &str,
     path: &Path,
 ) -> Result<(Vec<usize>, Vec<f32>), DiffusersError> {
-    let v = st
-        .tensor(name)
-        .map_err(|_| DiffusersError::Layout(format!("{}: no tensor {name:?}", path.display())))?;
-    let d = v.data();
-    let values = match v.dtype() {
-        safetensors::Dtype::F32 => d
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        safetensors::Dtype::I64 => d
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
-            .collect(),
-        other => {
-            return Err(DiffusersError::Layout(format!(
-                "{}: tensor {name:?} is {other:?}, expected F32 or I64",
-                path.display()
-            )));
-        }
-    };
-    Ok((v.shape().to_vec(), values))
+    Ok(crate::weights::reference_tensor(st, name, path)?)
 }
 
 /// Runs every weight file of the diffusers folder `dir` on the reference input of
