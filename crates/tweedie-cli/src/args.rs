@@ -240,6 +240,21 @@ pub(crate) fn check_crop(crop: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a list flag that names one value twice (`--methods sdedit,sdedit`): each value runs
+/// once, so a repeat would only be counted twice in the results.
+pub(crate) fn refuse_repeats<T: PartialEq>(
+    flag: &str,
+    values: &[T],
+    name: impl Fn(&T) -> String,
+) -> Result<()> {
+    for (i, v) in values.iter().enumerate() {
+        if values[..i].contains(v) {
+            bail!("{flag} lists {} twice; give each value once", name(v));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a number of reverse steps given as `flag` (`generate --steps`, `evaluate
 /// --sample-steps`): 1..=T, with `restore`'s message.
 pub(crate) fn check_steps(flag: &str, steps: usize) -> Result<()> {

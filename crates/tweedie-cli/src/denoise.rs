@@ -31,6 +31,7 @@ pub fn run(a: DenoiseArgs) -> Result<()> {
     let c = &a.common;
     // The embedded model's T (1000) checks --t before any work; a loaded model's own
     // schedule checks it again below.
+    crate::args::refuse_repeats("--t", &a.t, |v| v.to_string())?;
     for &t in &a.t {
         Schedule::linear_default()
             .check_timestep(t)

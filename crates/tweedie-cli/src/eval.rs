@@ -114,6 +114,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let c = &a.common;
     let (shard, shards) = parse_shard(&a.shard)?;
     let methods: Vec<Method> = a.methods.clone();
+    crate::args::refuse_repeats("--methods", &methods, crate::args::value_name)?;
+    crate::args::refuse_repeats("--ops", &a.ops, crate::args::value_name)?;
     a.solver.validate()?;
     if a.batch == 0 {
         bail!("--batch must be ≥ 1");

@@ -133,6 +133,12 @@ pub fn run(a: NfeArgs) -> Result<()> {
     if a.nfe_steps.is_empty() || a.methods.is_empty() || a.ops.is_empty() {
         bail!("--nfe-steps, --methods and --ops each need at least one value");
     }
+    crate::args::refuse_repeats("--nfe-steps", &a.nfe_steps, |v| v.to_string())?;
+    crate::args::refuse_repeats("--methods", &a.methods, crate::args::value_name)?;
+    crate::args::refuse_repeats("--ops", &a.ops, crate::args::value_name)?;
+    if a.n_faces == 0 {
+        bail!("--n-faces must be ≥ 1");
+    }
     crate::args::check_crop(a.crop)?;
     check_out(&c.out)?;
     let device = model::device(c.backend.as_str())?;

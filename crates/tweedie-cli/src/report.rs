@@ -92,6 +92,11 @@ pub fn run(a: ReportArgs) -> Result<()> {
     let c = &a.common;
     // Bad solver options fail here, not after Tasks 2 and 3 have run.
     a.solver.validate()?;
+    crate::args::refuse_repeats("--ops", &a.ops, crate::args::value_name)?;
+    crate::args::refuse_repeats("--presets", &a.presets, crate::args::value_name)?;
+    if a.n_faces == 0 {
+        bail!("--n-faces must be ≥ 1");
+    }
     crate::output::check_out(&c.out)?;
     let device = model::device(c.backend.as_str())?;
     let net = model::load(&c.model, c.config.as_deref(), &device)?;

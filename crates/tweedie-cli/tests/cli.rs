@@ -2551,3 +2551,42 @@ fn measured_image_and_mask_through_stdin() {
         "{json}"
     );
 }
+
+/// A list flag naming one value twice is refused before any work (it would be counted twice:
+/// "images 8" for 2 images), as is `--n-faces 0` (it said "no faces in DIR" of a folder with
+/// faces).
+#[test]
+fn repeated_list_values_and_zero_faces_are_refused() {
+    let out = tmp("repeats");
+    let o = out.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec![
+                "eval",
+                "assets/faces",
+                "--methods",
+                "sdedit,sdedit",
+                "--ops",
+                "inpaint-box",
+            ],
+            "--methods lists sdedit twice",
+        ),
+        (
+            vec!["eval", "assets/faces", "--ops", "inpaint-box,inpaint-box"],
+            "--ops lists inpaint-box twice",
+        ),
+        (vec!["denoise", FACE, "--t", "30,30"], "--t lists 30 twice"),
+        (
+            vec!["nfe", "--faces", "assets/faces", "--nfe-steps", "2,2"],
+            "--nfe-steps lists 2 twice",
+        ),
+        (
+            vec!["nfe", "--faces", "assets/faces", "--n-faces", "0"],
+            "--n-faces must be ≥ 1",
+        ),
+    ] {
+        let mut v = args;
+        v.extend(["--out", o]);
+        fails(&v, needle);
+    }
+}
