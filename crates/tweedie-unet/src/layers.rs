@@ -363,6 +363,25 @@ impl GroupNorm {
     }
 }
 
+/// softmax(q kᵀ · `scale`) v over `[B, heads, T, d]`. Inference uses burn's fused op
+/// (flash/naive kernel on flex, a kernel on wgpu); under autodiff burn would differentiate a
+/// NaN-guarded composed fallback, slower than the plain softmax (forward + backward at
+/// [8, 128, 16, 16], 4 heads: 72 vs 58 ms on flex). `is_tracked`, not `is_require_grad`: the
+/// latter is true only for leaves, never for activations.
+pub fn scaled_dot_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<4> {
+    if q.is_tracked() {
+        let weights =
+            burn::tensor::activation::softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(scale), 3);
+        weights.matmul(v)
+    } else {
+        let options = burn::tensor::ops::AttentionModuleOptions {
+            scale: Some(scale),
+            ..Default::default()
+        };
+        burn::tensor::module::attention(q, k, v, None, None, options)
+    }
+}
+
 /// SiLU, x·σ(x).
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::silu(x)

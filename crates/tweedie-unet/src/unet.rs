@@ -3,12 +3,11 @@
 
 use crate::config::{ConfigError, UNetConfig};
 use crate::layers::{
-    Conv, Export, GroupNorm, Linear, ParamSource, RandomInit, avgpool2, silu, upsample2,
+    Conv, Export, GroupNorm, Linear, ParamSource, RandomInit, avgpool2, scaled_dot_attention, silu,
+    upsample2,
 };
 use crate::weights::{WeightError, WeightMap};
 use burn::module::Module;
-use burn::tensor::activation::softmax;
-use burn::tensor::module::attention;
 use burn::tensor::{Device, Tensor};
 use std::path::Path;
 use tweedie_core::{EpsModel, NoiseLevel, NoiseSource};
@@ -208,22 +207,9 @@ impl Attention {
             qkv.reshape([b, t, 3, nh, ch]).permute([2, 0, 3, 1, 4])
         }; // [3, B, heads, T, ch]
         let pick = |j: usize| qkv.clone().narrow(0, j, 1).reshape([b, nh, t, ch]);
-        // softmax(q kᵀ / √ch) v (ADM's 1/⁴√ch on q and k is the same scale). Inference uses
-        // burn's fused op (flash/naive kernel on flex, a kernel on wgpu); under autodiff burn
-        // would differentiate a NaN-guarded composed fallback, slower than the plain softmax
-        // (forward + backward at [8, 128, 16, 16], 4 heads: 72 vs 58 ms on flex). `is_tracked`,
-        // not `is_require_grad`: the latter is true only for leaves, never for activations.
+        // softmax(q kᵀ / √ch) v (ADM's 1/⁴√ch on q and k is the same scale).
         let scale = 1.0 / (ch as f64).sqrt();
-        let a = if qkv.is_tracked() {
-            let weights = softmax(pick(0).matmul(pick(1).swap_dims(2, 3)).mul_scalar(scale), 3);
-            weights.matmul(pick(2))
-        } else {
-            let options = burn::tensor::ops::AttentionModuleOptions {
-                scale: Some(scale),
-                ..Default::default()
-            };
-            attention(pick(0), pick(1), pick(2), None, None, options)
-        }; // [B, heads, T, ch]
+        let a = scaled_dot_attention(pick(0), pick(1), pick(2), scale); // [B, heads, T, ch]
         let a = a.swap_dims(1, 2).reshape([b * t, c]);
         let out = self
             .proj
@@ -701,6 +687,15 @@ pub enum UNetLoadError {
     Weights(#[from] WeightError),
 }
 
+/// A network output `[B, 3 or 6, H, W]` as ε and, with 6 channels, the variance channels v.
+pub(crate) fn split_variance(out: Tensor<4>) -> (Tensor<4>, Option<Tensor<4>>) {
+    if out.dims()[1] == 6 {
+        (out.clone().narrow(1, 0, 3), Some(out.narrow(1, 3, 3)))
+    } else {
+        (out, None)
+    }
+}
+
 /// The UNet seen as an ε-predictor (first 3 output channels; the learned-variance channels,
 /// if any, are available from [`UNetEps::forward_with_variance`]).
 #[derive(Debug, Clone)]
@@ -722,12 +717,7 @@ impl UNetEps {
         let out = self
             .net
             .forward(x_t.clone(), &vec![level.network_timestep() as f32; b]);
-        let c = out.dims()[1];
-        let (eps, v) = if c == 6 {
-            (out.clone().narrow(1, 0, 3), Some(out.narrow(1, 3, 3)))
-        } else {
-            (out, None)
-        };
+        let (eps, v) = split_variance(out);
         match &self.net.config().mean_correction {
             Some(m) => (m.correct_eps(x_t, eps, level.t, level.alpha_bar), v),
             None => (eps, v),

@@ -248,13 +248,9 @@ impl EpsModel for DiffusersModel {
         let out = self
             .net
             .forward(x_t, &vec![level.network_timestep() as f32; b]);
-        if self.net.config().learned_variance() {
-            let eps = out.clone().narrow(1, 0, 3);
-            let v = self.has_learned_variance().then(|| out.narrow(1, 3, 3));
-            (eps, v)
-        } else {
-            (out, None)
-        }
+        // Variance channels under another variance_type than learned_range are not used.
+        let (eps, v) = crate::unet::split_variance(out);
+        (eps, v.filter(|_| self.has_learned_variance()))
     }
     fn has_learned_variance(&self) -> bool {
         DiffusersModel::has_learned_variance(self)

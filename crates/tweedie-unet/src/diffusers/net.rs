@@ -2,11 +2,11 @@
 //! (`unet_2d.py`, `unet_2d_blocks.py`, `resnet.py`, `attention_processor.py`).
 
 use super::config::{UNet2DConfig, down_kind};
-use crate::layers::{Conv, GroupNorm, Init, Linear, ParamSource, silu, upsample2};
+use crate::layers::{
+    Conv, GroupNorm, Init, Linear, ParamSource, scaled_dot_attention, silu, upsample2,
+};
 use crate::unet::{ResBlock, ResParts};
 use burn::module::Module;
-use burn::tensor::activation::softmax;
-use burn::tensor::module::attention;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Tensor};
 
@@ -90,13 +90,13 @@ impl Resnet {
     }
 
     fn forward(&self, x: Tensor<4>, temb: &Tensor<2>) -> Tensor<4> {
-        let out = self.block.forward(x, temb);
-        if self.out_scale == 1.0 {
-            out
-        } else {
-            out.div_scalar(self.out_scale)
-        }
+        divided(self.block.forward(x, temb), self.out_scale)
     }
+}
+
+/// `out / s` (diffusers' `output_scale_factor`, `rescale_output_factor`), skipped at 1.
+fn divided(out: Tensor<4>, s: f64) -> Tensor<4> {
+    if s == 1.0 { out } else { out.div_scalar(s) }
 }
 
 /// diffusers' `Attention` over all pixels with a residual connection: optional GroupNorm,
@@ -151,18 +151,7 @@ impl Attn {
                 .swap_dims(1, 2)
         }; // [B, heads, T, d]
         let (q, k, v) = (split(&self.to_q), split(&self.to_k), split(&self.to_v));
-        let scale = 1.0 / (d as f64).sqrt();
-        // As the ADM's attention: burn's fused kernel for inference, the plain softmax under
-        // autodiff (its backward is faster than the fused op's composed fallback).
-        let a = if q.is_tracked() {
-            softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(scale), 3).matmul(v)
-        } else {
-            let options = burn::tensor::ops::AttentionModuleOptions {
-                scale: Some(scale),
-                ..Default::default()
-            };
-            attention(q, k, v, None, None, options)
-        };
+        let a = scaled_dot_attention(q, k, v, 1.0 / (d as f64).sqrt());
         let a = a.swap_dims(1, 2).reshape([b * t, c]);
         let out = self
             .to_out
@@ -170,12 +159,7 @@ impl Attn {
             .reshape([b, t, c])
             .swap_dims(1, 2)
             .reshape([b, c, h, w]);
-        let out = x + out;
-        if self.rescale == 1.0 {
-            out
-        } else {
-            out.div_scalar(self.rescale)
-        }
+        divided(x + out, self.rescale)
     }
 }
 
