@@ -143,10 +143,14 @@ pub struct Blur {
     padding: Padding,
     /// `(u, v)` with kernel = u vᵀ, when the kernel is rank one (every Gaussian kernel): then
     /// the reflect-padded blur is `L ⊗ R` and its prox is exact ([`crate::kron`]).
-    separable: Option<(Vec<f64>, Vec<f64>)>,
+    /// Found on first use (an SVD of the kernel), not when the blur is built.
+    separable: std::sync::Arc<std::sync::OnceLock<Option<RankOne>>>,
     /// The Kronecker form for the last image size it was asked for.
     kron: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Kronecker>>>>,
 }
+
+/// A rank-one kernel's factors `(u, v)`, kernel = u vᵀ.
+type RankOne = (Vec<f64>, Vec<f64>);
 
 /// A kernel counts as separable when its second singular value is at most this fraction of
 /// its first (f32 kernels: Gaussian kernels are rank one to about 1e-8).
@@ -168,13 +172,12 @@ impl Blur {
                 format!("needs {} finite values", size * size),
             ));
         }
-        let separable = rank_one_factors(&kernel, size, SEPARABLE_RTOL);
         Ok(Self {
             kernel,
             size,
             label: label.into(),
             padding: Padding::Reflect,
-            separable,
+            separable: Default::default(),
             kron: Default::default(),
         })
     }
@@ -362,7 +365,10 @@ impl Blur {
     /// The reflect-padded blur as `L ⊗ R` on `h × w` images, when the kernel is separable
     /// (built once per image size: two eigen-decompositions of `n × n` matrices).
     fn kronecker(&self, h: usize, w: usize) -> Option<std::sync::Arc<Kronecker>> {
-        let (u, v) = self.separable.as_ref()?;
+        let (u, v) = self
+            .separable
+            .get_or_init(|| rank_one_factors(&self.kernel, self.size, SEPARABLE_RTOL))
+            .as_ref()?;
         let mut cached = self.kron.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = cached.as_ref().filter(|k| k.input_size() == (h, w)) {
             return Some(k.clone());

@@ -13,6 +13,7 @@
 //!
 //! Everything is applied with matrix products on the device (differentiable under autodiff).
 
+use crate::kron::separable;
 use crate::{Operator, OperatorError};
 use burn::tensor::Tensor;
 
@@ -134,8 +135,6 @@ fn transpose(m: &[f32], r: usize, c: usize) -> Vec<f32> {
     }
     t
 }
-
-use crate::kron::separable;
 
 /// DPS's super-resolution operator: `Resizer(in_shape, 1/f)` (antialiased cubic) for
 /// `height × width` images, giving `⌈height/f⌉ × ⌈width/f⌉` measurements.
