@@ -13,11 +13,14 @@ use tweedie_samplers::{AldRule, DpsRule};
 #[derive(Args, Debug, Clone)]
 pub struct Common {
     /// `embedded` (the default face model, built into the binary from assets/; with
-    /// `$TWEEDIE_ASSETS` set, the model.safetensors and model.json there) or a
-    /// .pt/.safetensors checkpoint.
+    /// `$TWEEDIE_ASSETS` set, the model.safetensors and model.json there), a guided-diffusion
+    /// .pt/.safetensors checkpoint, or a diffusers UNet2DModel folder (config.json,
+    /// scheduler_config.json and diffusion_pytorch_model.safetensors/.bin, or model_index.json
+    /// with unet/ and scheduler/).
     #[arg(long, default_value = "embedded")]
     pub model: String,
-    /// The model's JSON config (default: beside the weights, same stem).
+    /// The guided-diffusion checkpoint's JSON config (default: beside the weights, same stem;
+    /// a diffusers folder carries its own).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// `cpu` (burn flex) or `wgpu` (needs a build with `--features wgpu`).

@@ -51,9 +51,10 @@ enum Command {
     ///
     /// Example: tweedie denoise face.png --t 30,100,300 --out out/denoise
     Denoise(denoise::DenoiseArgs),
-    /// Restore images with SDEdit, Score-ALD or DPS (Tasks 4–6): from a measurement simulated
-    /// from clean images, or from an already degraded photo (`--measured`); `--samples K`
-    /// draws K posterior samples with their mean and a per-pixel std map.
+    /// Restore images with SDEdit, Score-ALD, DPS, DiffPIR or DDNM (Tasks 4–6 and beyond):
+    /// from a measurement simulated from clean images, or from an already degraded photo
+    /// (`--measured`); `--samples K` draws K posterior samples with their mean and a per-pixel
+    /// std map.
     ///
     /// Example: tweedie restore faces/ --method dps --op inpaint-box --sigma 0.05 --steps 250 --out out/dps
     Restore(restore::RestoreArgs),
